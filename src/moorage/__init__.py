@@ -1,0 +1,3 @@
+"""moorage: a self-hosted private container image registry."""
+
+__version__ = "0.1.0"

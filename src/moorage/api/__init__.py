@@ -1,0 +1,1 @@
+"""The HTTP layer: the OCI Distribution / Docker Registry v2 API over the registry services."""

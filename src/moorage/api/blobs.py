@@ -1,0 +1,56 @@
+"""`/v2/<name>/blobs/<digest>`: GET, HEAD and DELETE of blobs."""
+
+from __future__ import annotations
+
+import os
+
+from aiohttp import web
+
+from moorage.api.context import registry, repository
+from moorage.api.responses import FileResponse, parse_range, stream_chunks
+from moorage.registry.digest import Digest
+from moorage.registry.errors import BlobUnknown
+
+CACHE_FOREVER = "max-age=31536000"
+
+
+async def get_blob(request: web.Request) -> web.StreamResponse:
+    repo = repository(request)
+    digest = Digest.parse(request.match_info["digest"])
+    info = await repo.blobs.stat(digest)
+    etag = f'"{digest}"'
+    headers = {
+        "Docker-Content-Digest": str(digest),
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Cache-Control": CACHE_FOREVER,
+        "Content-Type": "application/octet-stream",
+    }
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+
+    selected = parse_range(request.headers.get("Range"), info.size)
+    status, first, count = 200, 0, info.size
+    if selected is not None:
+        first, last = selected
+        status, count = 206, last - first + 1
+        headers["Content-Range"] = f"bytes {first}-{last}/{info.size}"
+
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(count)
+        return web.Response(status=status, headers=headers)
+
+    store = registry(request).blobs
+    local = store.local_file(digest)
+    if local is not None:
+        if not os.path.exists(local):
+            raise BlobUnknown(detail={"digest": str(digest)})
+        return FileResponse(local, first, count, status, headers)
+    return await stream_chunks(request, store.reader(digest, first), count, status, headers)
+
+
+async def delete_blob(request: web.Request) -> web.Response:
+    repo = repository(request)
+    digest = Digest.parse(request.match_info["digest"])
+    await repo.blobs.delete(digest)
+    return web.Response(status=202, headers={"Docker-Content-Digest": str(digest)})

@@ -1,0 +1,70 @@
+"""Listings: `/v2/<name>/tags/list`, `/v2/_catalog` and `/v2/<name>/referrers/<digest>`."""
+
+from __future__ import annotations
+
+import bisect
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from moorage.api.context import registry, repository, settings
+from moorage.registry import manifests as schema
+from moorage.registry.digest import Digest
+from moorage.registry.errors import NameUnknown, PaginationInvalid
+
+
+def _page(
+    request: web.Request, items: list[str], path: str, default_n: int | None, max_n: int | None
+) -> tuple[list[str], dict[str, str]]:
+    """One page of a sorted list after `last`, at most `n` long, and the Link header to the
+    next page when there is one."""
+    n_text = request.query.get("n")
+    if n_text is None:
+        n = default_n
+    else:
+        try:
+            n = int(n_text)
+        except ValueError:
+            raise PaginationInvalid(detail={"n": n_text}) from None
+        if n < 0:
+            raise PaginationInvalid(detail={"n": n_text})
+    if n is not None and max_n is not None:
+        n = min(n, max_n)
+    last = request.query.get("last")
+    start = bisect.bisect_right(items, last) if last else 0
+    page = items[start:] if n is None else items[start : start + n]
+    headers = {}
+    if n and start + n < len(items):
+        query = urlencode({"n": n, "last": page[-1]})
+        headers["Link"] = f'<{path}?{query}>; rel="next"'
+    return page, headers
+
+
+async def list_tags(request: web.Request) -> web.Response:
+    repo = repository(request)
+    if not await repo.exists():
+        raise NameUnknown(detail={"name": repo.name})
+    tags = await repo.tags.all()
+    page, headers = _page(request, tags, f"/v2/{repo.name}/tags/list", None, None)
+    return web.json_response({"name": repo.name, "tags": page}, headers=headers)
+
+
+async def catalog(request: web.Request) -> web.Response:
+    limit = settings(request).catalog_max_entries
+    names = await registry(request).repositories()
+    page, headers = _page(request, names, "/v2/_catalog", limit, limit)
+    return web.json_response({"repositories": page}, headers=headers)
+
+
+async def referrers(request: web.Request) -> web.Response:
+    repo = repository(request)
+    subject = Digest.parse(request.match_info["digest"])
+    artifact_type = request.query.get("artifactType")
+    descriptors = await repo.manifests.referrer_descriptors(subject, artifact_type)
+    headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
+    index = {
+        "schemaVersion": 2,
+        "mediaType": schema.OCI_INDEX,
+        "manifests": [descriptor.to_json() for descriptor in descriptors],
+    }
+    return web.json_response(index, headers=headers, content_type=schema.OCI_INDEX)

@@ -1,0 +1,79 @@
+"""`/v2/<name>/manifests/<reference>`: GET, HEAD, PUT and DELETE by tag or digest."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from moorage.api.context import absolute_url, repository
+from moorage.registry import manifests as schema
+from moorage.registry.errors import ManifestTooLarge, ManifestUnknown
+
+
+def accepts(media_type: str, accept_headers: list[str]) -> bool:
+    """Whether the client's Accept allows the media type. A client that names no manifest type
+    at all (no Accept, `*/*`, `application/json`) gets what is stored; one that lists manifest
+    types gets only those."""
+    listed = {
+        part.split(";")[0].strip().lower()
+        for header in accept_headers
+        for part in header.split(",")
+    }
+    if "*/*" in listed or media_type in listed:
+        return True
+    return not listed & set(schema.MEDIA_TYPES)
+
+
+async def get_manifest(request: web.Request) -> web.Response:
+    repo = repository(request)
+    stored = await repo.manifests.get(request.match_info["reference"])
+    if not accepts(stored.media_type, request.headers.getall("Accept", [])):
+        raise ManifestUnknown(
+            f"manifest is of type {stored.media_type}, which the Accept header does not allow",
+            detail={"digest": str(stored.digest), "mediaType": stored.media_type},
+        )
+    headers = {
+        "Docker-Content-Digest": str(stored.digest),
+        "ETag": f'"{stored.digest}"',
+        "Content-Type": stored.media_type,
+    }
+    if request.method == "HEAD":
+        headers["Content-Length"] = str(len(stored.payload))
+        return web.Response(headers=headers)
+    return web.Response(body=stored.payload, headers=headers)
+
+
+async def _read_manifest(request: web.Request) -> bytes:
+    """The request body, up to the manifest size limit (ManifestTooLarge beyond it)."""
+    limit = schema.MAX_MANIFEST_SIZE
+    if request.content_length is not None and request.content_length > limit:
+        raise ManifestTooLarge(f"manifest larger than {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise ManifestTooLarge(f"manifest larger than {limit} bytes")
+    return bytes(body)
+
+
+async def put_manifest(request: web.Request) -> web.Response:
+    repo = repository(request)
+    reference = request.match_info["reference"]
+    payload = await _read_manifest(request)
+    result = await repo.manifests.put(
+        reference, payload, request.headers.get("Content-Type"), request.query.getall("tag", [])
+    )
+    headers = {
+        "Location": absolute_url(request, f"/v2/{repo.name}/manifests/{result.digest}"),
+        "Docker-Content-Digest": str(result.digest),
+    }
+    if result.manifest.subject is not None:
+        headers["OCI-Subject"] = str(result.manifest.subject.digest)
+    if request.query.getall("tag", []):
+        headers["OCI-Tag"] = ",".join(result.tags)
+    return web.Response(status=201, headers=headers)
+
+
+async def delete_manifest(request: web.Request) -> web.Response:
+    repo = repository(request)
+    await repo.manifests.delete(request.match_info["reference"])
+    return web.Response(status=202)

@@ -1,0 +1,5 @@
+"""The `moorage` command."""
+
+from moorage.cli.main import main
+
+__all__ = ["main"]

@@ -1,0 +1,117 @@
+"""Loading the configuration: the YAML file (or the embedded default), then `REGISTRY_*`
+environment overrides, then validation into the typed tree.
+
+Overrides work as distribution's do: `REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/x` sets
+`storage.filesystem.rootdirectory`; each value is read as YAML (`true`, `5`, `[a, b]`); variables
+apply in lexical order. `REGISTRY_STORAGE=inmemory` replaces the driver and keeps the storage
+settings (delete, cache, maintenance).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from moorage.config.schema import STORAGE_SETTINGS, Config
+
+log = logging.getLogger(__name__)
+
+ENV_PREFIX = "REGISTRY_"
+DEFAULT_DATA_DIR = "data"
+DEFAULT_ADDR = "127.0.0.1:5000"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used: one line per problem, each naming the key path."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+def embedded_default() -> dict[str, Any]:
+    """The configuration of `moorage serve` with no file: the filesystem driver under ./data,
+    on 127.0.0.1:5000, deletes enabled."""
+    return {
+        "version": "0.1",
+        "storage": {
+            "filesystem": {"rootdirectory": os.path.abspath(DEFAULT_DATA_DIR)},
+            "delete": {"enabled": True},
+        },
+        "http": {"addr": DEFAULT_ADDR},
+    }
+
+
+def read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            document = yaml.safe_load(file)
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}".replace("\n", " ")]) from exc
+    if not isinstance(document, dict):
+        raise ConfigError([f"{path}: expected a mapping of configuration sections"])
+    return document
+
+
+def apply_environment(tree: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Returns the tree with the `REGISTRY_*` overrides applied."""
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
+            continue
+        path = name[len(ENV_PREFIX) :].lower().split("_")
+        if path[0] not in Config.model_fields:
+            log.warning("ignoring unrecognized environment variable %s", name)
+            continue
+        try:
+            value = yaml.safe_load(environ[name])
+        except yaml.YAMLError:
+            value = environ[name]
+        _set(tree, path, value)
+    return tree
+
+
+def _set(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    if path == ["storage"] and isinstance(value, str):
+        storage = tree.get("storage") if isinstance(tree.get("storage"), dict) else {}
+        settings = {k: v for k, v in storage.items() if k in STORAGE_SETTINGS}  # type: ignore[union-attr]
+        tree["storage"] = {value: {}, **settings}
+        return
+    node = tree
+    for key in path[:-1]:
+        # YAML keys are matched case-insensitively, as distribution does.
+        match = next((k for k in node if isinstance(k, str) and k.lower() == key), key)
+        child = node.get(match)
+        if not isinstance(child, dict):
+            child = node[match] = {}
+        node = child
+    leaf = next((k for k in node if isinstance(k, str) and k.lower() == path[-1]), path[-1])
+    node[leaf] = value
+
+
+def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
+    """The validated configuration of a file (or the embedded default when `path` is None)
+    with the environment's overrides. Raises ConfigError."""
+    tree = read_file(path) if path else embedded_default()
+    tree = apply_environment(tree, os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+
+
+def _describe(error: Any) -> str:
+    location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    message = error["msg"]
+    if error["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif error["type"] == "missing":
+        message = "required key is missing"
+    message = message.removeprefix("Value error, ")
+    return f"{location}: {message}"

@@ -1,0 +1,273 @@
+"""The configuration tree: distribution's `config.yml` (version 0.1), typed and validated.
+
+Every section of distribution's schema parses here, so an existing config moves over unchanged;
+the sections a feature has not given meaning to yet are accepted and kept. Old key names are
+accepted beside the new (`storage.cache.layerinfo` for `blobdescriptor`, top-level `loglevel` for
+`log.level`). Keys no section knows are errors, so a typo fails at start-up, with its path.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Keys of the `storage` section that are settings, not the driver.
+STORAGE_SETTINGS = ("delete", "cache", "maintenance", "redirect", "tag")
+# Drivers distribution has that moorage does not: named in the error so the user knows why.
+FOREIGN_DRIVERS = ("azure", "gcs", "swift", "oss", "s3-aws", "cloudfront")
+
+Duration = int | float | str  # distribution takes "10s", "24h" or nanoseconds
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class AccessLog(Section):
+    disabled: bool = False
+
+
+class Log(Section):
+    level: Literal["error", "warn", "warning", "info", "debug"] = "info"
+    formatter: Literal["text", "json", "logstash"] = "text"
+    fields: dict[str, Any] = Field(default_factory=dict)
+    hooks: list[dict[str, Any]] = Field(default_factory=list)
+    accesslog: AccessLog = Field(default_factory=AccessLog)
+    reportcaller: bool = False
+
+
+class Delete(Section):
+    enabled: bool = False
+
+
+class Cache(Section):
+    blobdescriptor: Literal["inmemory", "redis", ""] = ""
+    blobdescriptorsize: int | None = None
+    layerinfo: Literal["inmemory", "redis", ""] | None = None  # old name of blobdescriptor
+
+    @model_validator(mode="after")
+    def _old_name(self) -> Cache:
+        if self.layerinfo and not self.blobdescriptor:
+            self.blobdescriptor = self.layerinfo
+        return self
+
+
+class UploadPurging(Section):
+    enabled: bool = True
+    age: Duration = "168h"
+    interval: Duration = "24h"
+    dryrun: bool = False
+
+
+class ReadOnly(Section):
+    enabled: bool = False
+
+
+class Maintenance(Section):
+    uploadpurging: UploadPurging = Field(default_factory=UploadPurging)
+    readonly: ReadOnly = Field(default_factory=ReadOnly)
+
+
+class Redirect(Section):
+    disable: bool = False
+
+
+class TagSettings(Section):
+    concurrencylimit: int = 0
+
+
+class Storage(Section):
+    """One driver, named by its key, plus settings. `driver` and `parameters` are filled from
+    whichever key of the section is not a setting."""
+
+    driver: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    delete: Delete = Field(default_factory=Delete)
+    cache: Cache = Field(default_factory=Cache)
+    maintenance: Maintenance = Field(default_factory=Maintenance)
+    redirect: Redirect = Field(default_factory=Redirect)
+    tag: TagSettings = Field(default_factory=TagSettings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_driver(cls, value: Any) -> Any:
+        if isinstance(value, str):  # `storage: inmemory`
+            value = {value: {}}
+        if not isinstance(value, dict) or "driver" in value:
+            return value
+        drivers = [key for key in value if key not in STORAGE_SETTINGS]
+        if not drivers:
+            raise ValueError("no storage driver configured (e.g. filesystem, inmemory)")
+        if len(drivers) > 1:
+            raise ValueError(f"exactly one storage driver may be configured, found {drivers}")
+        driver = drivers[0]
+        settings = {key: value[key] for key in value if key in STORAGE_SETTINGS}
+        parameters = value[driver] or {}
+        if not isinstance(parameters, dict):
+            raise ValueError(f"storage.{driver} must be a mapping of driver parameters")
+        return {"driver": driver, "parameters": parameters, **settings}
+
+    @field_validator("driver")
+    @classmethod
+    def _known_driver(cls, driver: str) -> str:
+        from moorage.storage.driver import registered
+
+        if driver in FOREIGN_DRIVERS:
+            raise ValueError(f"storage driver {driver!r} is not supported by moorage")
+        if driver not in registered():
+            raise ValueError(
+                f"unknown storage driver {driver!r}; expected one of {', '.join(registered())}"
+            )
+        return driver
+
+
+class TLS(Section):
+    certificate: str = ""
+    key: str = ""
+    clientcas: list[str] = Field(default_factory=list)
+    clientauth: str = ""
+    minimumtls: str = ""
+    ciphersuites: list[str] = Field(default_factory=list)
+    letsencrypt: dict[str, Any] = Field(default_factory=dict)
+
+
+class Prometheus(Section):
+    enabled: bool = False
+    path: str = "/metrics"
+
+
+class Debug(Section):
+    addr: str = ""
+    prometheus: Prometheus = Field(default_factory=Prometheus)
+
+
+class HTTP2(Section):
+    disabled: bool = False
+
+
+class H2C(Section):
+    enabled: bool = False
+
+
+class HTTP(Section):
+    addr: str = ":5000"
+    net: Literal["tcp", "unix", ""] = "tcp"
+    prefix: str = ""
+    host: str = ""
+    secret: str = ""
+    relativeurls: bool = False
+    draintimeout: Duration = 0
+    tls: TLS = Field(default_factory=TLS)
+    headers: dict[str, list[str]] = Field(default_factory=dict)
+    debug: Debug = Field(default_factory=Debug)
+    http2: HTTP2 = Field(default_factory=HTTP2)
+    h2c: H2C = Field(default_factory=H2C)
+
+
+class RedisPool(Section):
+    maxidle: int = 0
+    maxactive: int = 0
+    idletimeout: Duration = 0
+    size: int = 0
+    maxlifetime: Duration = 0
+
+
+class RedisTLS(Section):
+    enabled: bool = False
+    certificate: str = ""
+    key: str = ""
+    clientcas: list[str] = Field(default_factory=list)
+
+
+class Redis(Section):
+    """distribution's v2 shape (`addr`) and v3 shape (`addrs`, `username`, ...)."""
+
+    addr: str = ""
+    addrs: list[str] = Field(default_factory=list)
+    username: str = ""
+    password: str = ""
+    db: int = 0
+    dialtimeout: Duration = 0
+    readtimeout: Duration = 0
+    writetimeout: Duration = 0
+    pool: RedisPool = Field(default_factory=RedisPool)
+    tls: RedisTLS = Field(default_factory=RedisTLS)
+    mastername: str = ""
+    clientname: str = ""
+    protocol: int = 0
+    poolsize: int = 0
+    maxretries: int = 0
+    minidleconns: int = 0
+    maxidleconns: int = 0
+
+
+class Endpoint(Section):
+    name: str
+    url: str
+    disabled: bool = False
+    headers: dict[str, list[str]] = Field(default_factory=dict)
+    timeout: Duration = "1s"
+    threshold: int = 10
+    backoff: Duration = "1s"
+    ignoredmediatypes: list[str] = Field(default_factory=list)
+    ignore: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class Notifications(Section):
+    events: dict[str, Any] = Field(default_factory=dict)
+    endpoints: list[Endpoint] = Field(default_factory=list)
+
+
+class StorageDriverHealth(Section):
+    enabled: bool = False
+    interval: Duration = "10s"
+    threshold: int = 0
+
+
+class Health(Section):
+    storagedriver: StorageDriverHealth = Field(default_factory=StorageDriverHealth)
+    file: list[dict[str, Any]] = Field(default_factory=list)
+    http: list[dict[str, Any]] = Field(default_factory=list)
+    tcp: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class Proxy(Section):
+    remoteurl: str = ""
+    username: str = ""
+    password: str = ""
+    ttl: Duration | None = None
+    exec: dict[str, Any] = Field(default_factory=dict)
+
+
+class Catalog(Section):
+    maxentries: int = Field(default=1000, gt=0)
+
+
+class Config(Section):
+    version: Literal["0.1"]
+    log: Log = Field(default_factory=Log)
+    loglevel: str | None = None  # old name of log.level
+    storage: Storage
+    auth: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
+    middleware: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    reporting: dict[str, Any] = Field(default_factory=dict)
+    http: HTTP = Field(default_factory=HTTP)
+    notifications: Notifications = Field(default_factory=Notifications)
+    redis: Redis = Field(default_factory=Redis)
+    health: Health = Field(default_factory=Health)
+    proxy: Proxy = Field(default_factory=Proxy)
+    validation: dict[str, Any] = Field(default_factory=dict)
+    compatibility: dict[str, Any] = Field(default_factory=dict)
+    catalog: Catalog = Field(default_factory=Catalog)
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, float) else value  # YAML reads `0.1` as a float
+
+    @model_validator(mode="after")
+    def _old_loglevel(self) -> Config:
+        if self.loglevel and "level" not in self.log.model_fields_set:
+            self.log.level = self.loglevel  # type: ignore[assignment]
+        return self

@@ -1,0 +1,127 @@
+"""Blobs: the content store shared by all repositories, and each repository's view of it.
+
+A blob belongs to a repository when the repository links it (`_layers`, or a manifest revision:
+manifests are blobs too). Unlinking is what a blob DELETE does; content goes only with garbage
+collection, since other repositories may link the same digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from moorage.registry.digest import Digest
+from moorage.registry.errors import BlobUnknown, Unsupported
+from moorage.storage import paths
+from moorage.storage.driver import PathNotFound, StorageDriver
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+
+
+async def read_link(driver: StorageDriver, path: str) -> Digest | None:
+    """The digest a link file names; None when there is no link or it names nothing valid."""
+    try:
+        content = await driver.get_content(path)
+    except PathNotFound:
+        return None
+    return Digest.parse_or_none(content.decode("ascii", "replace").strip())
+
+
+async def write_link(driver: StorageDriver, path: str, digest: Digest) -> None:
+    await driver.put_content(path, str(digest).encode())
+
+
+class BlobStore:
+    """Content by digest, for the whole registry."""
+
+    def __init__(self, driver: StorageDriver) -> None:
+        self.driver = driver
+
+    async def stat(self, digest: Digest) -> BlobInfo:
+        try:
+            info = await self.driver.stat(paths.blob_data(digest))
+        except PathNotFound:
+            raise BlobUnknown(detail={"digest": str(digest)}) from None
+        return BlobInfo(digest, info.size)
+
+    async def exists(self, digest: Digest) -> bool:
+        try:
+            await self.stat(digest)
+        except BlobUnknown:
+            return False
+        return True
+
+    async def get(self, digest: Digest) -> bytes:
+        """The whole content: for manifests, never for layers."""
+        try:
+            return await self.driver.get_content(paths.blob_data(digest))
+        except PathNotFound:
+            raise BlobUnknown(detail={"digest": str(digest)}) from None
+
+    async def put(self, content: bytes, digest: Digest) -> None:
+        """Stores small content (a manifest) under its digest, computed by the caller."""
+        if not await self.exists(digest):
+            await self.driver.put_content(paths.blob_data(digest), content)
+
+    async def ingest(self, source: str, digest: Digest) -> None:
+        """Moves a verified upload's data into place; drops it when the content is already
+        stored (same digest, same bytes)."""
+        if await self.exists(digest):
+            return
+        await self.driver.move(source, paths.blob_data(digest))
+
+    def reader(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]:
+        return self.driver.reader(paths.blob_data(digest), offset)
+
+    def local_file(self, digest: Digest) -> str | None:
+        return self.driver.local_file(paths.blob_data(digest))
+
+
+class RepositoryBlobs:
+    """The blobs one repository links."""
+
+    def __init__(self, driver: StorageDriver, store: BlobStore, name: str, *, deletes: bool):
+        self.driver = driver
+        self.store = store
+        self.name = name
+        self.deletes = deletes
+
+    async def is_linked(self, digest: Digest) -> bool:
+        for link in (
+            paths.layer_link(self.name, digest),
+            paths.manifest_revision_link(self.name, digest),
+        ):
+            if await read_link(self.driver, link) == digest:
+                return True
+        return False
+
+    async def stat(self, digest: Digest) -> BlobInfo:
+        """Raises BlobUnknown unless the blob is linked here and its content exists."""
+        if not await self.is_linked(digest):
+            raise BlobUnknown(detail={"digest": str(digest)})
+        return await self.store.stat(digest)
+
+    async def link(self, digest: Digest) -> None:
+        await write_link(self.driver, paths.layer_link(self.name, digest), digest)
+
+    async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
+        """Links a blob already in the registry: from `source` when named, else from anywhere.
+        None when there is nothing to mount, so the caller falls back to an upload."""
+        try:
+            info = await (source.stat(digest) if source else self.store.stat(digest))
+        except BlobUnknown:
+            return None
+        await self.link(digest)
+        return info
+
+    async def delete(self, digest: Digest) -> None:
+        if not self.deletes:
+            raise Unsupported("deletes are disabled on this registry")
+        link = paths.layer_link(self.name, digest)
+        if await read_link(self.driver, link) != digest:
+            raise BlobUnknown(detail={"digest": str(digest)})
+        await self.driver.delete(link.rpartition("/")[0])

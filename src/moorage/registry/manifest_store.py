@@ -1,0 +1,233 @@
+"""Manifests, tags and referrers of one repository."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from moorage.registry import manifests as schema
+from moorage.registry.blobs import BlobStore, RepositoryBlobs, read_link, write_link
+from moorage.registry.digest import Digest
+from moorage.registry.errors import (
+    BlobUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    RegistryError,
+    Unsupported,
+)
+from moorage.registry.names import check_tag, is_tag
+from moorage.storage import paths
+from moorage.storage.driver import PathNotFound, StorageDriver
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    digest: Digest
+    payload: bytes
+    media_type: str
+
+
+@dataclass(frozen=True)
+class PutResult:
+    digest: Digest
+    manifest: schema.Manifest
+    tags: tuple[str, ...]
+
+
+async def _children(driver: StorageDriver, path: str) -> list[str]:
+    """Names of a directory's children; none when it does not exist."""
+    try:
+        return [child.rpartition("/")[2] for child in await driver.list(path)]
+    except PathNotFound:
+        return []
+
+
+class Tags:
+    def __init__(self, driver: StorageDriver, name: str) -> None:
+        self.driver = driver
+        self.name = name
+
+    async def get(self, tag: str) -> Digest:
+        digest = await read_link(self.driver, paths.tag_current_link(self.name, tag))
+        if digest is None:
+            raise ManifestUnknown(detail={"tag": tag})
+        return digest
+
+    async def tag(self, tag: str, digest: Digest) -> None:
+        await write_link(self.driver, paths.tag_index_link(self.name, tag, digest), digest)
+        await write_link(self.driver, paths.tag_current_link(self.name, tag), digest)
+
+    async def untag(self, tag: str) -> None:
+        try:
+            await self.driver.delete(paths.tag_dir(self.name, tag))
+        except PathNotFound:
+            raise ManifestUnknown(detail={"tag": tag}) from None
+
+    async def all(self) -> list[str]:
+        """Every tag, in lexical order."""
+        return sorted(await _children(self.driver, paths.tags(self.name)))
+
+    async def pointing_at(self, digest: Digest) -> list[str]:
+        found = []
+        for tag in await self.all():
+            if await read_link(self.driver, paths.tag_current_link(self.name, tag)) == digest:
+                found.append(tag)
+        return found
+
+
+class Referrers:
+    """The manifests of a repository that name a subject: an index kept beside the manifests,
+    written on push and removed on delete."""
+
+    def __init__(self, driver: StorageDriver, name: str) -> None:
+        self.driver = driver
+        self.name = name
+
+    async def add(self, subject: Digest, referrer: Digest) -> None:
+        await write_link(self.driver, paths.referrer_link(self.name, subject, referrer), referrer)
+
+    async def remove(self, subject: Digest, referrer: Digest) -> None:
+        link = paths.referrer_link(self.name, subject, referrer)
+        with contextlib.suppress(PathNotFound):
+            await self.driver.delete(link.rpartition("/")[0])
+
+    async def digests(self, subject: Digest) -> list[Digest]:
+        base = paths.referrers(self.name, subject)
+        found = []
+        for algorithm in await _children(self.driver, base):
+            for hex_ in await _children(self.driver, f"{base}/{algorithm}"):
+                digest = Digest.parse_or_none(f"{algorithm}:{hex_}")
+                if digest is not None:
+                    found.append(digest)
+        return sorted(found)
+
+
+class Manifests:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        store: BlobStore,
+        blobs: RepositoryBlobs,
+        name: str,
+        *,
+        deletes: bool,
+    ) -> None:
+        self.driver = driver
+        self.store = store
+        self.blobs = blobs
+        self.name = name
+        self.deletes = deletes
+        self.tags = Tags(driver, name)
+        self.referrers = Referrers(driver, name)
+
+    async def resolve(self, reference: str) -> Digest:
+        """The digest a tag or digest reference names in this repository; ManifestUnknown when
+        there is none."""
+        if is_tag(reference):
+            return await self.tags.get(reference)
+        digest = Digest.parse(reference)
+        if not await self.exists(digest):
+            raise ManifestUnknown(detail={"digest": reference})
+        return digest
+
+    async def exists(self, digest: Digest) -> bool:
+        link = paths.manifest_revision_link(self.name, digest)
+        return await read_link(self.driver, link) == digest
+
+    async def get(self, reference: str) -> StoredManifest:
+        digest = await self.resolve(reference)
+        try:
+            payload = await self.store.get(digest)
+        except BlobUnknown:
+            raise ManifestUnknown(detail={"digest": str(digest)}) from None
+        return StoredManifest(digest, payload, schema.sniff_media_type(payload))
+
+    async def put(
+        self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
+    ) -> PutResult:
+        """Verifies and stores a manifest, then points the tags at it: the reference when it is
+        a tag, and each of `extra_tags` (the `?tag=` of a push by digest)."""
+        tags = [check_tag(tag) for tag in extra_tags]
+        if is_tag(reference):
+            digest = Digest.of(payload)
+            tags.insert(0, reference)
+        else:
+            named = Digest.parse(reference)
+            digest = Digest.of(payload, named.algorithm)
+            if digest != named:
+                raise DigestInvalid(
+                    "manifest content does not match the digest in the URL",
+                    detail={"digest": reference, "actual": str(digest)},
+                )
+        manifest = schema.parse(payload, content_type)
+        await self._check_references(manifest)
+
+        await self.store.put(payload, digest)
+        await write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+        if manifest.subject is not None:
+            await self.referrers.add(manifest.subject.digest, digest)
+        for tag in tags:
+            await self.tags.tag(tag, digest)
+        return PutResult(digest, manifest, tuple(tags))
+
+    async def _check_references(self, manifest: schema.Manifest) -> None:
+        for blob in manifest.blobs:
+            # Foreign layers (with `urls`) live outside the registry.
+            if not blob.urls and not await self.blobs.is_linked(blob.digest):
+                raise ManifestBlobUnknown(
+                    f"blob {blob.digest} is not in repository {self.name}",
+                    detail={"digest": str(blob.digest)},
+                )
+        for child in manifest.children:
+            if not await self.exists(child.digest):
+                raise ManifestUnknown(
+                    f"manifest {child.digest} is not in repository {self.name}",
+                    detail={"digest": str(child.digest)},
+                )
+
+    async def delete(self, reference: str) -> None:
+        """Deleting a tag untags it; deleting a digest removes the manifest, every tag on it and
+        its entry in the referrers of its subject. The content stays for garbage collection."""
+        if not self.deletes:
+            raise Unsupported("deletes are disabled on this registry")
+        if is_tag(reference):
+            await self.tags.untag(reference)
+            return
+        digest = await self.resolve(reference)
+        try:
+            manifest: schema.Manifest | None = schema.parse(await self.store.get(digest), None)
+        except RegistryError:
+            manifest = None  # content gone or unparseable: nothing more to unindex
+        if manifest is not None and manifest.subject is not None:
+            await self.referrers.remove(manifest.subject.digest, digest)
+        for tag in await self.tags.pointing_at(digest):
+            await self.tags.untag(tag)
+        link = paths.manifest_revision_link(self.name, digest)
+        await self.driver.delete(link.rpartition("/")[0])
+
+    async def referrer_descriptors(
+        self, subject: Digest, artifact_type: str | None
+    ) -> list[schema.Descriptor]:
+        """The descriptors of the manifests whose subject is `subject`, for the referrers API,
+        optionally only those of one artifact type."""
+        found = []
+        for digest in await self.referrers.digests(subject):
+            try:
+                payload = await self.store.get(digest)
+                manifest = schema.parse(payload, None)
+            except (BlobUnknown, ManifestInvalid):
+                continue
+            if artifact_type is not None and manifest.artifact_type != artifact_type:
+                continue
+            found.append(
+                schema.Descriptor(
+                    media_type=manifest.media_type,
+                    digest=digest,
+                    size=len(payload),
+                    artifact_type=manifest.artifact_type,
+                    annotations=manifest.annotations,
+                )
+            )
+        return found

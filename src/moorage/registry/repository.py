@@ -1,0 +1,64 @@
+"""The registry and its repositories: the services the API layer calls."""
+
+from __future__ import annotations
+
+from moorage.registry.blobs import BlobStore, RepositoryBlobs
+from moorage.registry.manifest_store import Manifests
+from moorage.registry.names import check_name
+from moorage.registry.uploads import HashStates, Uploads
+from moorage.storage import paths
+from moorage.storage.driver import PathNotFound, StorageDriver
+
+
+class Repository:
+    def __init__(self, registry: Registry, name: str) -> None:
+        self.name = name
+        driver = registry.driver
+        self.blobs = RepositoryBlobs(driver, registry.blobs, name, deletes=registry.deletes)
+        self.uploads = Uploads(driver, registry.blobs, self.blobs, name, registry.hash_states)
+        self.manifests = Manifests(
+            driver, registry.blobs, self.blobs, name, deletes=registry.deletes
+        )
+        self.tags = self.manifests.tags
+        self._driver = driver
+
+    async def exists(self) -> bool:
+        try:
+            await self._driver.stat(paths.manifests(self.name))
+        except PathNotFound:
+            return False
+        return True
+
+
+class Registry:
+    """Every repository over one storage driver."""
+
+    def __init__(self, driver: StorageDriver, *, deletes: bool = False) -> None:
+        self.driver = driver
+        self.deletes = deletes
+        self.blobs = BlobStore(driver)
+        self.hash_states = HashStates()
+
+    def repository(self, name: str) -> Repository:
+        """Raises NameInvalid for a name outside the grammar."""
+        return Repository(self, check_name(name))
+
+    async def repositories(self) -> list[str]:
+        """Every repository holding manifests, in lexical order. A repository is a directory
+        below `repositories/` with a `_manifests` child; names may nest (`a/b` and `a/b/c`)."""
+        found: list[str] = []
+        pending = [paths.REPOSITORIES]
+        prefix = paths.REPOSITORIES + "/"
+        while pending:
+            directory = pending.pop()
+            try:
+                children = await self.driver.list(directory)
+            except PathNotFound:
+                continue
+            for child in children:
+                base = child.rpartition("/")[2]
+                if base == "_manifests":
+                    found.append(directory[len(prefix) :])
+                elif not base.startswith("_"):
+                    pending.append(child)
+        return sorted(found)

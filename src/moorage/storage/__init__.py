@@ -1,0 +1,1 @@
+"""Storage: the layout (paths), the drivers, and the caches above them."""

@@ -1,0 +1,29 @@
+"""Storage drivers, registered by the name the config uses. Importing this package registers the
+built-in ones."""
+
+from moorage.storage.driver import filesystem, inmemory
+from moorage.storage.driver.base import (
+    FileInfo,
+    FileWriter,
+    InvalidPath,
+    PathNotFound,
+    StorageDriver,
+    StorageError,
+    create,
+    register,
+    registered,
+)
+
+__all__ = [
+    "FileInfo",
+    "FileWriter",
+    "InvalidPath",
+    "PathNotFound",
+    "StorageDriver",
+    "StorageError",
+    "create",
+    "filesystem",
+    "inmemory",
+    "register",
+    "registered",
+]

@@ -1,0 +1,173 @@
+"""The storage driver contract: a dumb key/blob store. Registry semantics live above it.
+
+Paths are absolute, slash-separated keys (`/docker/registry/v2/...`) made by moorage.storage.paths;
+each component is `[A-Za-z0-9._-]+`. A directory exists while something lies below it; drivers
+need not keep empty ones.
+
+Errors: a missing path raises PathNotFound, a malformed one InvalidPath; any other failure of the
+backend is a StorageError carrying the driver's name. Nothing else escapes a driver.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class StorageError(Exception):
+    """A backend failure: the operation may or may not have happened."""
+
+    def __init__(self, driver: str, message: str) -> None:
+        super().__init__(f"{driver}: {message}")
+        self.driver = driver
+
+
+class PathNotFound(StorageError):
+    """Nothing is stored at the path."""
+
+    def __init__(self, driver: str, path: str) -> None:
+        super().__init__(driver, f"path not found: {path}")
+        self.path = path
+
+
+class InvalidPath(StorageError):
+    """The path is not an absolute key of `[A-Za-z0-9._-]` components."""
+
+    def __init__(self, driver: str, path: str) -> None:
+        super().__init__(driver, f"invalid path: {path!r}")
+        self.path = path
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    path: str
+    size: int  # 0 for a directory
+    modified: float  # seconds since the epoch
+    is_dir: bool
+
+
+class FileWriter(Protocol):
+    """Writes one file. Nothing is visible at the path until `commit`; `cancel` discards what was
+    written by this writer. An appending writer continues the file already there, and what it
+    wrote is kept whether or not it is committed: for upload data, whose size is the progress."""
+
+    @property
+    def size(self) -> int:
+        """Bytes in the file so far, including what was there before an append."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def cancel(self) -> None: ...
+
+
+class StorageDriver(Protocol):
+    name: str
+
+    async def get_content(self, path: str) -> bytes:
+        """The whole file: for small files only (links, manifests)."""
+        ...
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        """Replaces the file atomically: readers see the old content or the new, never a part."""
+        ...
+
+    def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+        """The file's bytes from `offset` on, in chunks. PathNotFound is raised on first use."""
+        ...
+
+    async def writer(self, path: str, *, append: bool = False) -> FileWriter:
+        """A writer for the path; with `append`, continuing the file there (if any)."""
+        ...
+
+    async def stat(self, path: str) -> FileInfo: ...
+
+    async def list(self, path: str) -> list[str]:
+        """The full paths of the directory's direct children, in no particular order."""
+        ...
+
+    async def move(self, source: str, dest: str) -> None:
+        """Moves a file, replacing what is at `dest`, atomically where the backend allows."""
+        ...
+
+    async def delete(self, path: str) -> None:
+        """Deletes a file or a whole directory tree."""
+        ...
+
+    def local_file(self, path: str) -> str | None:
+        """The operating-system path holding the file, for zero-copy serving; None for drivers
+        that keep content elsewhere. The file may not exist."""
+        ...
+
+
+_PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
+
+
+def check_path(driver: str, path: str) -> str:
+    if not _PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+        raise InvalidPath(driver, path)
+    return path
+
+
+class ValidatingDriver:
+    """Wraps any driver once: every path is checked before the driver sees it, so drivers
+    implement raw operations only."""
+
+    def __init__(self, inner: StorageDriver) -> None:
+        self.inner = inner
+        self.name = inner.name
+
+    def _check(self, path: str) -> str:
+        return check_path(self.name, path)
+
+    async def get_content(self, path: str) -> bytes:
+        return await self.inner.get_content(self._check(path))
+
+    async def put_content(self, path: str, content: bytes) -> None:
+        await self.inner.put_content(self._check(path), content)
+
+    def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
+        if offset < 0:
+            raise StorageError(self.name, f"negative offset {offset}")
+        return self.inner.reader(self._check(path), offset)
+
+    async def writer(self, path: str, *, append: bool = False) -> FileWriter:
+        return await self.inner.writer(self._check(path), append=append)
+
+    async def stat(self, path: str) -> FileInfo:
+        return await self.inner.stat(self._check(path))
+
+    async def list(self, path: str) -> list[str]:
+        return await self.inner.list(self._check(path))
+
+    async def move(self, source: str, dest: str) -> None:
+        await self.inner.move(self._check(source), self._check(dest))
+
+    async def delete(self, path: str) -> None:
+        await self.inner.delete(self._check(path))
+
+    def local_file(self, path: str) -> str | None:
+        return self.inner.local_file(self._check(path))
+
+
+DriverFactory = Callable[[dict[str, Any]], StorageDriver]
+_FACTORIES: dict[str, DriverFactory] = {}
+
+
+def register(name: str, factory: DriverFactory) -> None:
+    """Makes a driver available under the name the config's `storage` section uses."""
+    _FACTORIES[name] = factory
+
+
+def registered() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def create(name: str, parameters: dict[str, Any]) -> StorageDriver:
+    """The named driver, built from its config parameters and wrapped for path validation.
+    Raises KeyError for an unknown name; factories raise ValueError for bad parameters."""
+    return ValidatingDriver(_FACTORIES[name](parameters))

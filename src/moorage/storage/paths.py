@@ -1,0 +1,89 @@
+"""The storage layout, in one place: every key the registry reads or writes comes from here.
+
+The tree is distribution's (CNCF registry 2.x), so a root written by either registry is served by
+the other. Below the driver's root:
+
+    /docker/registry/v2/
+        blobs/<alg>/<hex[:2]>/<hex>/data                 blob content, shared by all repositories
+        repositories/<name>/                             <name> may hold slashes: library/alpine
+            _layers/<alg>/<hex>/link                     the blob is part of this repository
+            _manifests/revisions/<alg>/<hex>/link        the manifest exists in this repository
+            _manifests/tags/<tag>/current/link           what the tag points at now
+            _manifests/tags/<tag>/index/<alg>/<hex>/link every manifest the tag has pointed at
+            _uploads/<id>/data                           bytes received so far
+            _uploads/<id>/startedat                      RFC 3339 start time
+            _referrers/<alg>/<hex>/<alg>/<hex>/link      moorage's: a manifest whose subject is the
+                                                         first digest (distribution 2.x has none)
+
+A link file holds the digest it names (`sha256:...`), with no trailing newline. Directories whose
+name starts with `_` are never repository path components, which is what keeps `<name>` and the
+registry's own keys apart.
+"""
+
+from __future__ import annotations
+
+from moorage.registry.digest import Digest
+
+ROOT = "/docker/registry/v2"
+REPOSITORIES = f"{ROOT}/repositories"
+BLOBS = f"{ROOT}/blobs"
+
+
+def blob_dir(digest: Digest) -> str:
+    return f"{BLOBS}/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+def blob_data(digest: Digest) -> str:
+    return f"{blob_dir(digest)}/data"
+
+
+def repository(name: str) -> str:
+    return f"{REPOSITORIES}/{name}"
+
+
+def layer_link(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+
+
+def manifests(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests"
+
+
+def manifest_revision_link(name: str, digest: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+
+
+def tags(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/tags"
+
+
+def tag_dir(name: str, tag: str) -> str:
+    return f"{REPOSITORIES}/{name}/_manifests/tags/{tag}"
+
+
+def tag_current_link(name: str, tag: str) -> str:
+    return f"{tag_dir(name, tag)}/current/link"
+
+
+def tag_index_link(name: str, tag: str, digest: Digest) -> str:
+    return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}/link"
+
+
+def upload_dir(name: str, upload_id: str) -> str:
+    return f"{REPOSITORIES}/{name}/_uploads/{upload_id}"
+
+
+def upload_data(name: str, upload_id: str) -> str:
+    return f"{upload_dir(name, upload_id)}/data"
+
+
+def upload_started_at(name: str, upload_id: str) -> str:
+    return f"{upload_dir(name, upload_id)}/startedat"
+
+
+def referrers(name: str, subject: Digest) -> str:
+    return f"{REPOSITORIES}/{name}/_referrers/{subject.algorithm}/{subject.hex}"
+
+
+def referrer_link(name: str, subject: Digest, referrer: Digest) -> str:
+    return f"{referrers(name, subject)}/{referrer.algorithm}/{referrer.hex}/link"
