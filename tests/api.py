@@ -1,0 +1,111 @@
+"""A thin HTTP client for the API tests: the registry's protocol steps, each asserting that the
+step itself succeeded, so a test reads as the scenario it checks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import requests
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+EMPTY_CONFIG = "application/vnd.oci.empty.v1+json"
+
+
+def sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def error_codes(response: requests.Response) -> list[str]:
+    """The codes of an OCI error envelope; fails the test if the body is not one."""
+    body = response.json()
+    assert isinstance(body.get("errors"), list) and body["errors"], body
+    return [entry["code"] for entry in body["errors"]]
+
+
+class Client:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = requests.Session()
+
+    def url(self, path: str) -> str:
+        return path if path.startswith("http") else f"{self.base}{path}"
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        kwargs.setdefault("allow_redirects", False)
+        return self.http.request(method, self.url(path), **kwargs)
+
+    def push_blob(self, name: str, data: bytes) -> str:
+        """Monolithic upload (POST ?digest=); returns the digest."""
+        digest = sha256(data)
+        response = self.request(
+            "POST", f"/v2/{name}/blobs/uploads/", params={"digest": digest}, data=data
+        )
+        assert response.status_code == 201, response.text
+        return digest
+
+    def start_upload(self, name: str, **params: str) -> str:
+        """POST to start a session; returns the Location of the session."""
+        response = self.request("POST", f"/v2/{name}/blobs/uploads/", params=params)
+        assert response.status_code == 202, response.text
+        return response.headers["Location"]
+
+    def manifest(
+        self,
+        name: str,
+        config: bytes,
+        layers: list[bytes],
+        *,
+        media_type: str = OCI_MANIFEST,
+        config_type: str = "application/vnd.oci.image.config.v1+json",
+        extra: dict[str, Any] | None = None,
+    ) -> bytes:
+        """Pushes the config and layers as blobs and returns a manifest payload naming them."""
+        layer_type = (
+            "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            if media_type == DOCKER_MANIFEST
+            else "application/vnd.oci.image.layer.v1.tar+gzip"
+        )
+        document: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {
+                "mediaType": config_type,
+                "digest": self.push_blob(name, config),
+                "size": len(config),
+            },
+            "layers": [
+                {"mediaType": layer_type, "digest": self.push_blob(name, layer), "size": len(layer)}
+                for layer in layers
+            ],
+        }
+        document.update(extra or {})
+        return json.dumps(document).encode()
+
+    def put_manifest(
+        self,
+        name: str,
+        reference: str,
+        payload: bytes,
+        media_type: str = OCI_MANIFEST,
+        **params: Any,
+    ) -> requests.Response:
+        return self.request(
+            "PUT",
+            f"/v2/{name}/manifests/{reference}",
+            data=payload,
+            headers={"Content-Type": media_type},
+            params=params,
+        )
+
+    def push_image(self, name: str, tag: str, seed: str = "") -> tuple[bytes, str]:
+        """Pushes a small image under `tag`; returns its manifest payload and digest."""
+        payload = self.manifest(name, f'{{"seed":"{seed}"}}'.encode(), [f"layer {seed}".encode()])
+        response = self.put_manifest(name, tag, payload)
+        assert response.status_code == 201, response.text
+        return payload, sha256(payload)
