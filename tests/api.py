@@ -109,3 +109,31 @@ class Client:
         response = self.put_manifest(name, tag, payload)
         assert response.status_code == 201, response.text
         return payload, sha256(payload)
+
+
+class RepeatedBody:
+    """A request body of `block` repeated `count` times, produced as it is sent: a file-like
+    object of known length, so requests sends Content-Length and never holds it whole.
+    `on_block(i)` runs before block i is produced."""
+
+    def __init__(self, block: bytes, count: int, on_block: Any = None) -> None:
+        self.block = block
+        self.count = count
+        self.on_block = on_block
+        self._produced = 0
+        self._pending = b""
+
+    def __len__(self) -> int:
+        return len(self.block) * self.count
+
+    def read(self, size: int = -1) -> bytes:
+        while not self._pending and self._produced < self.count:
+            if self.on_block is not None:
+                self.on_block(self._produced)
+            self._pending = self.block
+            self._produced += 1
+        if size < 0 or size >= len(self._pending):
+            out, self._pending = self._pending, b""
+        else:
+            out, self._pending = self._pending[:size], self._pending[size:]
+        return out

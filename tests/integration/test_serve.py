@@ -1,0 +1,180 @@
+"""`moorage serve` as a process: the embedded default, config errors, environment overrides,
+crash safety and flat memory under a 2 GiB blob."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from tests.api import Client, RepeatedBody, sha256
+from tests.servers import Server, _stop, _wait_ready, free_port, run_moorage
+
+MiB = 1024 * 1024
+
+
+def _start(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
+    log = cwd / "serve.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moorage", "serve", *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+        )
+    return process, log
+
+
+def test_serve_without_a_config_runs_the_embedded_default(tmp_path: Path) -> None:
+    port = free_port()
+    # Only the port is moved off 5000 (no fixed ports in tests), through the environment.
+    process, log = _start([], tmp_path, {"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}"})
+    server = Server(f"127.0.0.1:{port}", process, tmp_path / "data", log)
+    try:
+        _wait_ready(server)
+        Client(server.url).push_image("app", "v1")
+        assert (tmp_path / "data/docker/registry/v2/repositories/app/_manifests").is_dir()
+        lines = [line for line in server.logs().splitlines() if "listening" in line]
+        assert len(lines) == 1
+        assert f"127.0.0.1:{port}" in lines[0]
+        assert f"filesystem at {tmp_path / 'data'}" in lines[0]
+    finally:
+        _stop(process)
+
+
+def _check(config: dict[str, object], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.run(
+        [sys.executable, "-m", "moorage", "serve", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_a_bad_config_fails_at_start_with_the_key_path(tmp_path: Path) -> None:
+    base = {"version": "0.1", "storage": {"inmemory": {}}, "http": {"addr": "127.0.0.1:1"}}
+    cases = [
+        ({**base, "http": {"adr": "x"}}, "http.adr: unknown key"),
+        ({**base, "storage": {"nosuch": {}}}, "unknown storage driver 'nosuch'"),
+        (
+            {**base, "storage": {"inmemory": {}, "delete": {"enabled": "maybe"}}},
+            "storage.delete.enabled",
+        ),
+        ({"storage": {"inmemory": {}}}, "version: required key is missing"),
+    ]
+    for config, expected in cases:
+        result = _check(config, tmp_path)
+        assert result.returncode == 1, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert expected in lines[0]
+        assert "Traceback" not in result.stderr
+
+
+def test_environment_replaces_the_driver(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    with run_moorage(tmp_path, root=root, env={"REGISTRY_STORAGE": "inmemory"}) as server:
+        Client(server.url).push_image("app", "v1")
+        assert "storage inmemory" in server.logs()
+    assert not root.exists()
+
+
+def test_a_killed_upload_leaves_nothing_visible(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    size = 64 * MiB
+    block = os.urandom(MiB)
+    digest = sha256(block * (size // MiB))
+    with run_moorage(tmp_path / "first", root=root) as server:
+
+        def kill_halfway(i: int) -> None:
+            if i == size // MiB // 2:
+                server.process.send_signal(signal.SIGKILL)
+                server.process.wait(timeout=10)
+
+        with pytest.raises(requests.ConnectionError):
+            requests.post(
+                f"{server.url}/v2/app/blobs/uploads/",
+                params={"digest": digest},
+                data=RepeatedBody(block, size // MiB, kill_halfway),
+                timeout=30,
+            )
+        server.process.wait(timeout=10)
+    assert list(root.glob("docker/registry/v2/blobs/**/data")) == []
+    assert list(root.glob("docker/registry/v2/repositories/app/_layers/**/link")) == []
+    with run_moorage(tmp_path / "second", root=root) as again:
+        assert Client(again.url).request("HEAD", f"/v2/app/blobs/{digest}").status_code == 404
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def test_memory_stays_flat_while_a_2_gib_blob_goes_up_and_down(tmp_path: Path) -> None:
+    size = 2048 * MiB
+    block = hashlib.sha256(b"seed").digest() * (MiB // 32)
+    expected = hashlib.sha256()
+    for _ in range(size // MiB):
+        expected.update(block)
+    digest = f"sha256:{expected.hexdigest()}"
+
+    with run_moorage(tmp_path) as server:
+        client = Client(server.url)
+        location = client.start_upload("big")
+        pushed = requests.put(
+            location,
+            params={"digest": digest},
+            data=RepeatedBody(block, size // MiB),
+            timeout=600,
+        )
+        assert pushed.status_code == 201, pushed.text
+
+        received = hashlib.sha256()
+        count = 0
+        with requests.get(f"{server.url}/v2/big/blobs/{digest}", stream=True, timeout=600) as got:
+            assert got.status_code == 200
+            for chunk in got.iter_content(MiB):
+                received.update(chunk)
+                count += len(chunk)
+        assert count == size
+        assert received.hexdigest() == expected.hexdigest()
+        peak = _peak_rss_mib(server.process.pid)
+        assert peak < 150, f"server peak RSS {peak:.0f} MiB"
+
+
+def test_concurrent_pushes_of_the_same_blob(tmp_path: Path) -> None:
+    data = os.urandom(2 * MiB)
+    with run_moorage(tmp_path) as server:
+        client = Client(server.url)
+        results: list[int] = []
+
+        def push() -> None:
+            results.append(
+                requests.post(
+                    f"{server.url}/v2/app/blobs/uploads/",
+                    params={"digest": sha256(data)},
+                    data=data,
+                    timeout=60,
+                ).status_code
+            )
+
+        threads = [threading.Thread(target=push) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert results == [201] * 6
+        assert client.request("GET", f"/v2/app/blobs/{sha256(data)}").content == data
