@@ -1,66 +1,175 @@
-"""Building the registry from the config tree and serving it."""
+"""Building the registry from the config tree and serving it: the API listener (TCP or unix
+socket, TLS when configured), the debug listener, the health checks, and a graceful drain on
+SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import signal
+import ssl
 
 from aiohttp import web
 
 from moorage.api.app import create_app
 from moorage.api.context import Settings
-from moorage.config.schema import Config
+from moorage.config.schema import Config, seconds
+from moorage.config.secrets import Redactor, check_private
+from moorage.debug import create_debug_app
+from moorage.health import Health
+from moorage.logs import access_logger
+from moorage.metrics import Metrics
 from moorage.registry.repository import Registry
 from moorage.storage import driver as drivers
+from moorage.storage.driver.instrumented import InstrumentedDriver
 
 log = logging.getLogger("moorage")
+
+TLS_VERSIONS = {
+    "tls1.0": ssl.TLSVersion.TLSv1,
+    "tls1.1": ssl.TLSVersion.TLSv1_1,
+    "tls1.2": ssl.TLSVersion.TLSv1_2,
+    "tls1.3": ssl.TLSVersion.TLSv1_3,
+}
+
+
+class StartupError(Exception):
+    """The configuration is valid but cannot be put to work (a bad driver parameter, a TLS
+    file that does not load): one line that says why."""
 
 
 def split_addr(addr: str) -> tuple[str, int]:
     """`host:port` to its parts; an empty host (`:5000`) means every interface."""
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"http.addr: expected host:port, got {addr!r}")
-    host = host.strip("[]")
-    return host or "0.0.0.0", int(port)
+        raise StartupError(f"http.addr: expected host:port, got {addr!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
-def build_registry(config: Config) -> Registry:
+def tls_context(config: Config, strict_secrets: bool) -> ssl.SSLContext | None:
+    tls = config.http.tls
+    if not tls.certificate:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     try:
-        driver = drivers.create(config.storage.driver, config.storage.parameters)
-    except ValueError as exc:
-        raise SystemExit(f"moorage: {exc}") from None
-    return Registry(driver, deletes=config.storage.delete.enabled)
+        check_private(tls.key, "TLS private key", strict_secrets)
+        context.load_cert_chain(tls.certificate, tls.key)
+        for ca in tls.clientcas:
+            context.load_verify_locations(ca)
+    except OSError as exc:
+        raise StartupError(
+            f"http.tls: cannot load {exc.filename or 'file'}: {exc.strerror}"
+        ) from exc
+    except ssl.SSLError as exc:
+        raise StartupError(f"http.tls: certificate or key not usable: {exc.reason}") from exc
+    minimum = tls.minimumtls.lower() or "tls1.2"
+    if minimum not in TLS_VERSIONS:
+        raise StartupError(f"http.tls.minimumtls: expected one of {', '.join(TLS_VERSIONS)}")
+    context.minimum_version = TLS_VERSIONS[minimum]
+    if tls.clientcas:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
-def build_app(config: Config) -> web.Application:
-    settings = Settings(
-        readonly=config.storage.maintenance.readonly.enabled,
-        catalog_max_entries=config.catalog.maxentries,
-    )
-    return create_app(build_registry(config), settings)
+class Server:
+    """Everything `moorage serve` runs, built from one config."""
+
+    def __init__(self, config: Config, redactor: Redactor, *, strict_secrets: bool = False):
+        self.config = config
+        self.metrics = Metrics()
+        try:
+            raw = drivers.create(config.storage.driver, config.storage.parameters)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
+        driver = InstrumentedDriver(raw, self.metrics.observe_storage)
+        self.registry = Registry(driver, deletes=config.storage.delete.enabled)
+        check = config.health.storagedriver
+        self.health = Health(driver, check.threshold)
+        self.health_interval = seconds(check.interval) if check.enabled else None
+        self.tls = tls_context(config, strict_secrets)
+        http = config.http
+        prefix = "/" + http.prefix.strip("/") if http.prefix.strip("/") else ""
+        self.settings = Settings(
+            readonly=config.storage.maintenance.readonly.enabled,
+            catalog_max_entries=config.catalog.maxentries,
+            prefix=prefix,
+            host=http.host,
+            relative_urls=http.relativeurls,
+            headers=http.headers,
+            secret=http.secret.encode(),
+            trusted_proxies=[ipaddress.ip_network(n, strict=False) for n in http.trustedproxies],
+        )
+        self.app = create_app(
+            self.registry,
+            self.settings,
+            metrics=self.metrics,
+            health=self.health if check.enabled else None,
+        )
+        self.debug_app = (
+            create_debug_app(config, redactor, self.metrics, self.health)
+            if http.debug.addr
+            else None
+        )
+
+    def describe(self) -> str:
+        root = self.config.storage.parameters.get("rootdirectory")
+        storage = self.config.storage.driver + (f" at {root}" if root else "")
+        http = self.config.http
+        if http.net == "unix":
+            where = f"unix:{http.addr}"
+        else:
+            host, port = split_addr(http.addr)
+            where = f"{'https' if self.tls else 'http'}://{host}:{port}{self.settings.prefix}"
+        debug = f", debug on {http.debug.addr}" if http.debug.addr else ""
+        return f"moorage listening on {where}, storage {storage}{debug}"
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serves until `stop` is set, then stops accepting and lets requests in flight finish
+        for up to `http.draintimeout`."""
+        http = self.config.http
+        drain = seconds(http.draintimeout) or 0.5
+        runner = web.AppRunner(
+            self.app,
+            access_log_class=access_logger(self.settings.trusted_proxies),
+            access_log=logging.getLogger("moorage.access"),
+            handle_signals=False,
+            shutdown_timeout=drain,
+        )
+        await runner.setup()
+        site: web.BaseSite
+        if http.net == "unix":
+            site = web.UnixSite(runner, http.addr, ssl_context=self.tls)
+        else:
+            host, port = split_addr(http.addr)
+            site = web.TCPSite(runner, host, port, ssl_context=self.tls, reuse_address=True)
+        runners = [runner]
+        tasks = []
+        try:
+            await site.start()
+            if self.debug_app is not None:
+                debug = web.AppRunner(self.debug_app, access_log=None, handle_signals=False)
+                await debug.setup()
+                runners.append(debug)
+                debug_host, debug_port = split_addr(http.debug.addr)
+                await web.TCPSite(debug, debug_host, debug_port, reuse_address=True).start()
+            if self.health_interval is not None:
+                tasks.append(asyncio.create_task(self.health.run(self.health_interval)))
+            log.info(self.describe())
+            await stop.wait()
+            log.info("moorage stopping: draining requests for up to %.1fs", drain)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for each in reversed(runners):
+                await each.cleanup()
 
 
-def describe_storage(config: Config) -> str:
-    root = config.storage.parameters.get("rootdirectory")
-    return f"{config.storage.driver} at {root}" if root else config.storage.driver
-
-
-async def serve(config: Config) -> None:
+async def serve(config: Config, redactor: Redactor, *, strict_secrets: bool = False) -> None:
     """Serves until SIGINT or SIGTERM."""
-    host, port = split_addr(config.http.addr)
-    runner = web.AppRunner(build_app(config), access_log=None, handle_signals=False)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_address=True)
-    await site.start()
-    log.info("moorage listening on http://%s:%d, storage %s", host, port, describe_storage(config))
+    server = Server(config, redactor, strict_secrets=strict_secrets)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        log.info("moorage stopping")
-        await runner.cleanup()
+    await server.run(stop)

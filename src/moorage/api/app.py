@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -12,7 +13,15 @@ from aiohttp.typedefs import Middleware
 from moorage.api import blobs, listing, manifests, uploads
 from moorage.api.base import version_check
 from moorage.api.context import REGISTRY, SETTINGS, Settings
-from moorage.api.errors import EndpointNotFound, InternalError, MethodNotAllowed, error_response
+from moorage.api.errors import (
+    EndpointNotFound,
+    InternalError,
+    MethodNotAllowed,
+    ServiceUnavailable,
+    error_response,
+)
+from moorage.health import Health
+from moorage.metrics import Metrics
 from moorage.registry.errors import RegistryError, Unsupported
 from moorage.registry.repository import Registry
 
@@ -48,28 +57,73 @@ async def translate_errors(request: web.Request, handler: Handler) -> web.Stream
 def read_only(enabled: bool) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if enabled and request.method not in _READ_METHODS and request.path.startswith("/v2/"):
+        if enabled and request.method not in _READ_METHODS and "/v2/" in request.path:
             raise Unsupported("the registry is in read-only mode")
         return await handler(request)
 
     return middleware
 
 
-async def _api_version_header(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
+def _response_headers(configured: dict[str, list[str]]) -> Callable[..., Awaitable[None]]:
+    async def add(request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
+        for name, values in configured.items():
+            if name not in response.headers:
+                for value in values:
+                    response.headers.add(name, value)
+
+    return add
 
 
-def create_app(registry: Registry, settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[translate_errors, read_only(settings.readonly)])
+@web.middleware
+async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Names each request (the client's X-Request-Id, or a fresh one) and its route, for the
+    logs."""
+    request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    resource = request.match_info.route.resource
+    request["route"] = resource.canonical if resource is not None else "unmatched"
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request["request_id"]
+    return response
+
+
+def healthy_only(health: Health) -> Middleware:
+    """Answers 503 while the storage health check fails, as distribution does."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if not health.ok:
+            raise ServiceUnavailable(detail=health.errors)
+        return await handler(request)
+
+    return middleware
+
+
+def create_app(
+    registry: Registry,
+    settings: Settings,
+    *,
+    metrics: Metrics | None = None,
+    health: Health | None = None,
+) -> web.Application:
+    middlewares: list[Middleware] = [request_id]
+    if metrics is not None:
+        middlewares.append(metrics.middleware())
+    middlewares.append(translate_errors)
+    if health is not None:
+        middlewares.append(healthy_only(health))
+    middlewares.append(read_only(settings.readonly))
+    app = web.Application(middlewares=middlewares)
     app[REGISTRY] = registry
     app[SETTINGS] = settings
-    app.on_response_prepare.append(_api_version_header)
+    app.on_response_prepare.append(_response_headers(settings.headers))
 
     router = app.router
-    router.add_get("/v2/", version_check)
-    router.add_get("/v2/_catalog", listing.catalog)
+    v2 = settings.prefix + "/v2"
+    router.add_get(f"{v2}/", version_check)
+    router.add_get(f"{v2}/_catalog", listing.catalog)
 
-    uploads_path = f"/v2/{_NAME}/blobs/uploads/"
+    uploads_path = f"{v2}/{_NAME}/blobs/uploads/"
     router.add_post(uploads_path, uploads.start_upload)
     session = uploads_path + "{upload_id}"
     router.add_get(session, uploads.upload_status)
@@ -77,15 +131,15 @@ def create_app(registry: Registry, settings: Settings) -> web.Application:
     router.add_put(session, uploads.finish_upload)
     router.add_delete(session, uploads.cancel_upload)
 
-    blob = f"/v2/{_NAME}/blobs/{{digest}}"
+    blob = f"{v2}/{_NAME}/blobs/{{digest}}"
     router.add_get(blob, blobs.get_blob)  # HEAD too
     router.add_delete(blob, blobs.delete_blob)
 
-    manifest = f"/v2/{_NAME}/manifests/{{reference}}"
+    manifest = f"{v2}/{_NAME}/manifests/{{reference}}"
     router.add_get(manifest, manifests.get_manifest)
     router.add_put(manifest, manifests.put_manifest)
     router.add_delete(manifest, manifests.delete_manifest)
 
-    router.add_get(f"/v2/{_NAME}/tags/list", listing.list_tags)
-    router.add_get(f"/v2/{_NAME}/referrers/{{digest}}", listing.referrers)
+    router.add_get(f"{v2}/{_NAME}/tags/list", listing.list_tags)
+    router.add_get(f"{v2}/{_NAME}/referrers/{{digest}}", listing.referrers)
     return app

@@ -41,12 +41,12 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         return web.Response(status=status, headers=headers)
 
     store = registry(request).blobs
-    local = store.local_file(digest)
+    local = store.local_file(info.stored)
     if local is not None:
         if not os.path.exists(local):
             raise BlobUnknown(detail={"digest": str(digest)})
         return FileResponse(local, first, count, status, headers)
-    return await stream_chunks(request, store.reader(digest, first), count, status, headers)
+    return await stream_chunks(request, store.reader(info.stored, first), count, status, headers)
 
 
 async def delete_blob(request: web.Request) -> web.Response:

@@ -33,6 +33,12 @@ class InternalError(e.RegistryError):
     message = "an internal error occurred; see the registry's log"
 
 
+class ServiceUnavailable(e.RegistryError):
+    """A health check is failing: the storage cannot be trusted to answer."""
+
+    message = "the registry is unhealthy; see /debug/health"
+
+
 # domain error -> (OCI error code, HTTP status)
 TABLE: dict[type[e.RegistryError], tuple[str, int]] = {
     e.NameInvalid: ("NAME_INVALID", 400),
@@ -53,6 +59,7 @@ TABLE: dict[type[e.RegistryError], tuple[str, int]] = {
     EndpointNotFound: ("NOT_FOUND", 404),
     MethodNotAllowed: ("UNSUPPORTED", 405),
     InternalError: ("UNKNOWN", 500),
+    ServiceUnavailable: ("UNAVAILABLE", 503),
 }
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import bisect
+import json
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from moorage.api.context import registry, repository, settings
+from moorage.api.context import api_path, registry, repository, settings
 from moorage.registry import manifests as schema
 from moorage.registry.digest import Digest
 from moorage.registry.errors import NameUnknown, PaginationInvalid
@@ -36,7 +37,7 @@ def _page(
     headers = {}
     if n and start + n < len(items):
         query = urlencode({"n": n, "last": page[-1]})
-        headers["Link"] = f'<{path}?{query}>; rel="next"'
+        headers["Link"] = f'<{api_path(request, path)}?{query}>; rel="next"'
     return page, headers
 
 
@@ -67,4 +68,8 @@ async def referrers(request: web.Request) -> web.Response:
         "mediaType": schema.OCI_INDEX,
         "manifests": [descriptor.to_json() for descriptor in descriptors],
     }
-    return web.json_response(index, headers=headers, content_type=schema.OCI_INDEX)
+    # Bytes, not json_response: that appends `; charset=utf-8`, and the spec (and its conformance
+    # suite) wants the Content-Type to be exactly the index media type.
+    return web.Response(
+        body=json.dumps(index).encode(), headers=headers, content_type=schema.OCI_INDEX
+    )

@@ -63,8 +63,11 @@ class FileResponse(web.StreamResponse):
             transport = request.transport
             if transport is None:
                 raise ConnectionResetError("connection lost")
-            use_sendfile = transport.get_extra_info("sslcontext") is None and not os.environ.get(
-                "AIOHTTP_NOSENDFILE"
+            # loop.sendfile refuses a count of 0: an empty blob has no body to send anyway.
+            use_sendfile = (
+                self._count > 0
+                and transport.get_extra_info("sslcontext") is None
+                and not os.environ.get("AIOHTTP_NOSENDFILE")
             )
             sent = False
             if use_sendfile:

@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from moorage.api.context import absolute_url, registry, repository
+from moorage.api import upload_state
+from moorage.api.context import absolute_url, registry, repository, settings
 from moorage.api.errors import error_response
 from moorage.registry.blobs import BlobInfo
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
@@ -21,13 +22,26 @@ _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
 def _upload_headers(
     repo: Repository, request: web.Request, upload_id: str, size: int
 ) -> dict[str, str]:
+    state = upload_state.pack(settings(request).secret, repo.name, upload_id, size)
+    path = f"/v2/{repo.name}/blobs/uploads/{upload_id}?{upload_state.PARAMETER}={state}"
     return {
-        "Location": absolute_url(request, f"/v2/{repo.name}/blobs/uploads/{upload_id}"),
+        "Location": absolute_url(request, path),
         # Inclusive end of what is stored; distribution answers 0-0 for an empty upload too.
         "Range": f"0-{max(size - 1, 0)}",
         "Docker-Upload-UUID": upload_id,
         "Blob-Upload-Session-ID": upload_id,
     }
+
+
+def _session(request: web.Request) -> tuple[Repository, str]:
+    """The repository and upload id of a session URL, whose signed state (when the client
+    sent it back) must be genuine."""
+    repo = repository(request)
+    upload_id = request.match_info["upload_id"]
+    token = request.query.get(upload_state.PARAMETER)
+    if token is not None:
+        upload_state.check(settings(request).secret, token, repo.name, upload_id)
+    return repo, upload_id
 
 
 def _created(repo: Repository, request: web.Request, info: BlobInfo) -> web.Response:
@@ -83,15 +97,13 @@ async def _empty() -> AsyncIterator[bytes]:
 
 
 async def upload_status(request: web.Request) -> web.Response:
-    repo = repository(request)
-    upload_id = request.match_info["upload_id"]
+    repo, upload_id = _session(request)
     size = await repo.uploads.size(upload_id)
     return web.Response(status=204, headers=_upload_headers(repo, request, upload_id, size))
 
 
 async def patch_upload(request: web.Request) -> web.Response:
-    repo = repository(request)
-    upload_id = request.match_info["upload_id"]
+    repo, upload_id = _session(request)
     start, length = await _content_range(request, repo, upload_id)
     try:
         size = await repo.uploads.append(
@@ -126,8 +138,7 @@ async def _content_range(
 
 
 async def finish_upload(request: web.Request) -> web.Response:
-    repo = repository(request)
-    upload_id = request.match_info["upload_id"]
+    repo, upload_id = _session(request)
     if "digest" not in request.query:
         raise DigestInvalid("the digest query parameter is required to finish an upload")
     digest = Digest.parse(request.query["digest"])
@@ -144,6 +155,6 @@ async def finish_upload(request: web.Request) -> web.Response:
 
 
 async def cancel_upload(request: web.Request) -> web.Response:
-    repo = repository(request)
-    await repo.uploads.cancel(request.match_info["upload_id"])
+    repo, upload_id = _session(request)
+    await repo.uploads.cancel(upload_id)
     return web.Response(status=204)

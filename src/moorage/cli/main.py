@@ -4,62 +4,78 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 
-from moorage import __version__
+import yaml
+
+from moorage import __version__, logs
+from moorage.config import secrets
 from moorage.config.loader import ConfigError, load
 from moorage.config.schema import Config
-
-_LEVELS = {"warn": "WARNING", "warning": "WARNING"}
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moorage", description="A private container registry.")
     parser.add_argument("--version", action="version", version=f"moorage {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the registry")
+    strict = argparse.ArgumentParser(add_help=False)
+    strict.add_argument(
+        "--strict-secrets",
+        action="store_true",
+        help="refuse secret files (and config files holding secrets) others can read or write",
+    )
+    serve = commands.add_parser("serve", parents=[strict], help="run the registry")
     serve.add_argument(
         "config", nargs="?", help="distribution-style config.yml (default: embedded)"
     )
     config = commands.add_parser("config", help="configuration tools")
     config_commands = config.add_subparsers(dest="config_command", required=True)
-    check = config_commands.add_parser("check", help="validate a configuration")
+    check = config_commands.add_parser(
+        "check", parents=[strict], help="validate a configuration and print it, secrets masked"
+    )
     check.add_argument("config", nargs="?")
     return parser
 
 
-def _load(path: str | None) -> Config:
+def _load(path: str | None, strict: bool, redactor: secrets.Redactor) -> Config:
+    """The config, its secrets registered with the redactor; exits 1 with one line per
+    problem when it cannot be used."""
     try:
-        return load(path)
+        config = load(path, strict_secrets=strict)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"moorage: config: {problem}", file=sys.stderr)
+            print(redactor.redact(f"moorage: config: {problem}"), file=sys.stderr)
         raise SystemExit(1) from None
+    redactor.add(list(secrets.values(config.as_tree())))
+    return config
 
 
-def _configure_logging(config: Config) -> None:
-    level = _LEVELS.get(config.log.level, config.log.level.upper())
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+def _serve(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
+    from moorage.server import StartupError, serve
+
+    config = _load(args.config, args.strict_secrets, redactor)
+    logs.configure(config, redactor)
+    try:
+        asyncio.run(serve(config, redactor, strict_secrets=args.strict_secrets))
+    except (StartupError, secrets.SecretProblem) as exc:
+        print(redactor.redact(f"moorage: {exc}"), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"moorage: cannot listen on {config.http.addr}: {exc.strerror}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _check(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
+    config = _load(args.config, args.strict_secrets, redactor)
+    print(yaml.safe_dump(secrets.shown(config.as_tree(), redactor), sort_keys=False), end="")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    redactor = secrets.Redactor()
+    logs.bootstrap(redactor)
     if args.command == "serve":
-        config = _load(args.config)
-        _configure_logging(config)
-        from moorage.server import serve
-
-        try:
-            asyncio.run(serve(config))
-        except OSError as exc:
-            print(f"moorage: cannot serve on {config.http.addr}: {exc.strerror}", file=sys.stderr)
-            return 1
-        return 0
-    if args.command == "config":
-        config = _load(args.config)
-        print(f"configuration is valid: storage {config.storage.driver}, http {config.http.addr}")
-        return 0
-    return 2
+        return _serve(args, redactor)
+    return _check(args, redactor)

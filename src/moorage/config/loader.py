@@ -4,19 +4,21 @@ environment overrides, then validation into the typed tree.
 Overrides work as distribution's do: `REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/x` sets
 `storage.filesystem.rootdirectory`; each value is read as YAML (`true`, `5`, `[a, b]`); variables
 apply in lexical order. `REGISTRY_STORAGE=inmemory` replaces the driver and keeps the storage
-settings (delete, cache, maintenance).
+settings (delete, cache, maintenance). Secrets may come from files (moorage.config.secrets).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+import secrets as random
+from collections.abc import MutableMapping
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
+from moorage.config import secrets
 from moorage.config.schema import STORAGE_SETTINGS, Config
 
 log = logging.getLogger(__name__)
@@ -60,8 +62,12 @@ def read_file(path: str) -> dict[str, Any]:
     return document
 
 
-def apply_environment(tree: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Returns the tree with the `REGISTRY_*` overrides applied."""
+def apply_environment(
+    tree: dict[str, Any], environ: MutableMapping[str, str], strict_secrets: bool = False
+) -> dict[str, Any]:
+    """Returns the tree with the `REGISTRY_*` overrides applied. `..._FILE` variables of secret
+    keys name files to read the secret from; a secret given directly is taken with a warning
+    and removed from `environ`."""
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX:
             continue
@@ -69,10 +75,18 @@ def apply_environment(tree: dict[str, Any], environ: Mapping[str, str]) -> dict[
         if path[0] not in Config.model_fields:
             log.warning("ignoring unrecognized environment variable %s", name)
             continue
-        try:
-            value = yaml.safe_load(environ[name])
-        except yaml.YAMLError:
+        value: Any
+        if path[-1] == "file" and len(path) > 1 and secrets.is_secret(tuple(path[:-1])):
+            path = path[:-1]
+            value = secrets.read_secret_file(environ[name], ".".join(path), strict_secrets)
+        elif secrets.is_secret(tuple(path)):
             value = environ[name]
+            secrets.take_from_environment(environ, name)
+        else:
+            try:
+                value = yaml.safe_load(environ[name])
+            except yaml.YAMLError:
+                value = environ[name]
         _set(tree, path, value)
     return tree
 
@@ -95,15 +109,35 @@ def _set(tree: dict[str, Any], path: list[str], value: Any) -> None:
     node[leaf] = value
 
 
-def load(path: str | None, environ: Mapping[str, str] | None = None) -> Config:
+def load(
+    path: str | None,
+    environ: MutableMapping[str, str] | None = None,
+    *,
+    strict_secrets: bool = False,
+) -> Config:
     """The validated configuration of a file (or the embedded default when `path` is None)
-    with the environment's overrides. Raises ConfigError."""
+    with secrets read from their files and the environment's overrides applied. Raises
+    ConfigError. With `strict_secrets`, secret files (or a config file holding secrets inline)
+    that others can read or write are refused instead of warned about."""
     tree = read_file(path) if path else embedded_default()
-    tree = apply_environment(tree, os.environ if environ is None else environ)
     try:
-        return Config.model_validate(tree)
+        if path and any(secrets.values(tree)):
+            secrets.check_private(path, "config file holding secrets inline", strict_secrets)
+        secrets.resolve_files(tree, strict_secrets)
+        tree = apply_environment(tree, os.environ if environ is None else environ, strict_secrets)
+    except secrets.SecretProblem as exc:
+        raise ConfigError([str(exc)]) from None
+    try:
+        config = Config.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError([_describe(error) for error in exc.errors()]) from None
+    if not config.http.secret:
+        config.http.secret = random.token_urlsafe(32)
+        log.warning(
+            "http.secret is not set: using a random one for this process; replicas behind a "
+            "load balancer need one shared http.secret"
+        )
+    return config
 
 
 def _describe(error: Any) -> str:

@@ -8,9 +8,18 @@ accepted beside the new (`storage.cache.layerinfo` for `blobdescriptor`, top-lev
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 # Keys of the `storage` section that are settings, not the driver.
 STORAGE_SETTINGS = ("delete", "cache", "maintenance", "redirect", "tag")
@@ -18,10 +27,16 @@ STORAGE_SETTINGS = ("delete", "cache", "maintenance", "redirect", "tag")
 FOREIGN_DRIVERS = ("azure", "gcs", "swift", "oss", "s3-aws", "cloudfront")
 
 Duration = int | float | str  # distribution takes "10s", "24h" or nanoseconds
+# Case-insensitive, as distribution reads it.
+LogLevel = Annotated[
+    Literal["error", "warn", "warning", "info", "debug"],
+    BeforeValidator(lambda value: value.lower() if isinstance(value, str) else value),
+]
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # A number given for a string key is its text, as distribution reads it (`secret: 12345`).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, coerce_numbers_to_str=True)
 
 
 class AccessLog(Section):
@@ -29,7 +44,7 @@ class AccessLog(Section):
 
 
 class Log(Section):
-    level: Literal["error", "warn", "warning", "info", "debug"] = "info"
+    level: LogLevel = "info"
     formatter: Literal["text", "json", "logstash"] = "text"
     fields: dict[str, Any] = Field(default_factory=dict)
     hooks: list[dict[str, Any]] = Field(default_factory=list)
@@ -133,7 +148,7 @@ class TLS(Section):
 
 
 class Prometheus(Section):
-    enabled: bool = False
+    enabled: bool = True  # moorage serves /metrics on the debug server unless switched off
     path: str = "/metrics"
 
 
@@ -152,6 +167,8 @@ class H2C(Section):
 
 class HTTP(Section):
     addr: str = ":5000"
+    # moorage's: proxies whose X-Forwarded-For / Forwarded name the client in the access log
+    trustedproxies: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     net: Literal["tcp", "unix", ""] = "tcp"
     prefix: str = ""
     host: str = ""
@@ -163,6 +180,19 @@ class HTTP(Section):
     debug: Debug = Field(default_factory=Debug)
     http2: HTTP2 = Field(default_factory=HTTP2)
     h2c: H2C = Field(default_factory=H2C)
+
+    @field_validator("trustedproxies")
+    @classmethod
+    def _networks(cls, networks: list[str]) -> list[str]:
+        for network in networks:
+            ipaddress.ip_network(network, strict=False)  # ValueError names the bad entry
+        return networks
+
+    @field_validator("draintimeout")
+    @classmethod
+    def _duration(cls, value: Duration) -> Duration:
+        seconds(value)
+        return value
 
 
 class RedisPool(Section):
@@ -200,6 +230,21 @@ class Redis(Section):
     maxretries: int = 0
     minidleconns: int = 0
     maxidleconns: int = 0
+    # the rest of go-redis's UniversalOptions, which distribution 3 reads this section into
+    sentinelusername: str = ""
+    sentinelpassword: str = ""
+    minretrybackoff: Duration = 0
+    maxretrybackoff: Duration = 0
+    contexttimeoutenabled: bool = False
+    poolfifo: bool = False
+    pooltimeout: Duration = 0
+    maxactiveconns: int = 0
+    connmaxidletime: Duration = 0
+    connmaxlifetime: Duration = 0
+    maxredirects: int = 0
+    readonly: bool = False
+    routebylatency: bool = False
+    routerandomly: bool = False
 
 
 class Endpoint(Section):
@@ -238,6 +283,7 @@ class Proxy(Section):
     password: str = ""
     ttl: Duration | None = None
     exec: dict[str, Any] = Field(default_factory=dict)
+    remotenamespace: str = ""
 
 
 class Catalog(Section):
@@ -247,7 +293,7 @@ class Catalog(Section):
 class Config(Section):
     version: Literal["0.1"]
     log: Log = Field(default_factory=Log)
-    loglevel: str | None = None  # old name of log.level
+    loglevel: LogLevel | None = None  # old name of log.level
     storage: Storage
     auth: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
     middleware: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
@@ -266,8 +312,29 @@ class Config(Section):
     def _version_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, float) else value  # YAML reads `0.1` as a float
 
+    def as_tree(self) -> dict[str, Any]:
+        """The configuration in distribution's shape: the driver a key of `storage`."""
+        tree = self.model_dump(mode="json", exclude={"storage": {"driver", "parameters"}})
+        tree["storage"] = {self.storage.driver: self.storage.parameters, **tree["storage"]}
+        return tree
+
     @model_validator(mode="after")
     def _old_loglevel(self) -> Config:
         if self.loglevel and "level" not in self.log.model_fields_set:
-            self.log.level = self.loglevel  # type: ignore[assignment]
+            self.log.level = self.loglevel
         return self
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(value: Duration) -> float:
+    """A distribution duration in seconds: Go's syntax (`1h30m`, `10s`, `250ms`), or a bare
+    number of nanoseconds as distribution's YAML takes it. Raises ValueError."""
+    if isinstance(value, int | float):
+        return float(value) / 1e9
+    text = value.strip()
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
+    if not text or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 5m, 1h30m")
+    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)

@@ -20,6 +20,7 @@ from moorage.storage.driver import PathNotFound, StorageDriver
 class BlobInfo:
     digest: Digest
     size: int
+    stored: Digest  # the digest the content is stored under (see paths: CONTENT_ALGORITHM)
 
 
 async def read_link(driver: StorageDriver, path: str) -> Digest | None:
@@ -46,7 +47,7 @@ class BlobStore:
             info = await self.driver.stat(paths.blob_data(digest))
         except PathNotFound:
             raise BlobUnknown(detail={"digest": str(digest)}) from None
-        return BlobInfo(digest, info.size)
+        return BlobInfo(digest, info.size, digest)
 
     async def exists(self, digest: Digest) -> bool:
         try:
@@ -90,23 +91,35 @@ class RepositoryBlobs:
         self.name = name
         self.deletes = deletes
 
-    async def is_linked(self, digest: Digest) -> bool:
+    async def stored(self, digest: Digest) -> Digest | None:
+        """The digest this repository's link for `digest` names, which the content is stored
+        under: `digest` itself, or its sha256 for a sha512 blob. None when it is not linked."""
         for link in (
             paths.layer_link(self.name, digest),
             paths.manifest_revision_link(self.name, digest),
         ):
-            if await read_link(self.driver, link) == digest:
-                return True
-        return False
+            stored = await read_link(self.driver, link)
+            if stored is not None:
+                return stored
+        return None
+
+    async def is_linked(self, digest: Digest) -> bool:
+        return await self.stored(digest) is not None
 
     async def stat(self, digest: Digest) -> BlobInfo:
         """Raises BlobUnknown unless the blob is linked here and its content exists."""
-        if not await self.is_linked(digest):
+        stored = await self.stored(digest)
+        if stored is None:
             raise BlobUnknown(detail={"digest": str(digest)})
-        return await self.store.stat(digest)
+        try:
+            info = await self.store.stat(stored)
+        except BlobUnknown:
+            raise BlobUnknown(detail={"digest": str(digest)}) from None
+        return BlobInfo(digest, info.size, stored)
 
-    async def link(self, digest: Digest) -> None:
-        await write_link(self.driver, paths.layer_link(self.name, digest), digest)
+    async def link(self, digest: Digest, stored: Digest | None = None) -> None:
+        """Links `digest` to the content stored under `stored` (by default, under `digest`)."""
+        await write_link(self.driver, paths.layer_link(self.name, digest), stored or digest)
 
     async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
         """Links a blob already in the registry: from `source` when named, else from anywhere.
@@ -115,13 +128,13 @@ class RepositoryBlobs:
             info = await (source.stat(digest) if source else self.store.stat(digest))
         except BlobUnknown:
             return None
-        await self.link(digest)
+        await self.link(digest, info.stored)
         return info
 
     async def delete(self, digest: Digest) -> None:
         if not self.deletes:
             raise Unsupported("deletes are disabled on this registry")
         link = paths.layer_link(self.name, digest)
-        if await read_link(self.driver, link) != digest:
+        if await read_link(self.driver, link) is None:
             raise BlobUnknown(detail={"digest": str(digest)})
         await self.driver.delete(link.rpartition("/")[0])

@@ -157,25 +157,36 @@ class Uploads:
                 else await self.size(upload_id)
             )
             data = paths.upload_data(self.name, upload_id)
-            running = self.states.hashes.get(key)
-            if running and running.offset == size and running.algorithm == digest.algorithm:
-                actual = running.hasher.hexdigest()
-            else:
-                actual = await self._rehash(data, digest.algorithm)
+            actual = await self._hex(key, data, size, digest.algorithm)
             if actual != digest.hex:
                 await self._discard(upload_id)
                 raise DigestInvalid(
                     detail={"digest": str(digest), "actual": f"{digest.algorithm}:{actual}"}
                 )
-            await self.store.ingest(data, digest)
-            await self.blobs.link(digest)
+            # Stored under its sha256 and linked under both digests, as distribution does.
+            stored = digest
+            if digest.algorithm != paths.CONTENT_ALGORITHM:
+                algorithm = paths.CONTENT_ALGORITHM
+                stored = Digest(algorithm, await self._hex(key, data, size, algorithm))
+            await self.store.ingest(data, stored)
+            await self.blobs.link(stored)
+            if stored != digest:
+                await self.blobs.link(digest, stored)
             await self._discard(upload_id)
-            return BlobInfo(digest, size)
+            return BlobInfo(digest, size, stored)
 
     async def cancel(self, upload_id: str) -> None:
         async with self.states.lock((self.name, upload_id)):
             await self.size(upload_id)
             await self._discard(upload_id)
+
+    async def _hex(self, key: tuple[str, str], path: str, size: int, algorithm: str) -> str:
+        """The hex digest of the session's `size` stored bytes: from the running hash when it
+        covers them in that algorithm, else read back from storage."""
+        running = self.states.hashes.get(key)
+        if running and running.offset == size and running.algorithm == algorithm:
+            return running.hasher.hexdigest()
+        return await self._rehash(path, algorithm)
 
     async def _rehash(self, path: str, algorithm: str) -> str:
         hasher = new_hasher(algorithm)

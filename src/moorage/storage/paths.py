@@ -15,9 +15,11 @@ the other. Below the driver's root:
             _referrers/<alg>/<hex>/<alg>/<hex>/link      moorage's: a manifest whose subject is the
                                                          first digest (distribution 2.x has none)
 
-A link file holds the digest it names (`sha256:...`), with no trailing newline. Directories whose
-name starts with `_` are never repository path components, which is what keeps `<name>` and the
-registry's own keys apart.
+A link file holds, with no trailing newline, the digest the content is stored under: the one its
+path names, except for a blob pushed under another algorithm than CONTENT_ALGORITHM (sha512).
+As distribution does, that blob's content is stored under its sha256, and its `_layers` links
+under both digests hold the sha256. Directories whose name starts with `_` are never repository
+path components, which is what keeps `<name>` and the registry's own keys apart.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from moorage.registry.digest import Digest
 ROOT = "/docker/registry/v2"
 REPOSITORIES = f"{ROOT}/repositories"
 BLOBS = f"{ROOT}/blobs"
+CONTENT_ALGORITHM = "sha256"  # blob content is stored under its digest in this algorithm
 
 
 def blob_dir(digest: Digest) -> str:

@@ -24,11 +24,14 @@ DEFAULT_ROOT = "/var/lib/registry"
 READ_CHUNK = 1 << 20
 
 
+# In every temp file's name: a character no key component may hold (`[A-Za-z0-9._-]+`), so a
+# temp file can never be taken for a key, nor collide with one.
+TEMP_MARK = "~"
+
+
 def _temp_name(path: str) -> str:
-    # Starts with a dot, so it can never be taken for a key: no key component starts with `.`
-    # in the layout (moorage.storage.paths).
     head, _, tail = path.rpartition("/")
-    return f"{head}/.{tail}.{uuid.uuid4().hex}.tmp"
+    return f"{head}/{tail}{TEMP_MARK}{uuid.uuid4().hex}.tmp"
 
 
 class FilesystemWriter:
@@ -134,7 +137,7 @@ class FilesystemDriver:
         except OSError as exc:
             raise StorageError(NAME, f"list {path}: {exc}") from exc
         prefix = path.rstrip("/")
-        return [f"{prefix}/{name}" for name in names if not name.startswith(".")]
+        return [f"{prefix}/{name}" for name in names if TEMP_MARK not in name]
 
     async def move(self, source: str, dest: str) -> None:
         full_dest = self._full(dest)

@@ -99,8 +99,9 @@ class InMemoryDriver:
         return list(children)
 
     async def move(self, source: str, dest: str) -> None:
-        self.files[dest] = self._get(source)
+        moved = self._get(source)
         del self.files[source]
+        self.files[dest] = moved
 
     async def delete(self, path: str) -> None:
         doomed = self._below(path)

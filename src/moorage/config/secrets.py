@@ -1,0 +1,172 @@
+"""Secrets in the configuration: which keys hold them, reading them from files, and keeping
+them out of every output.
+
+Any secret key may be given as a file instead: `secretkeyfile: /run/secrets/s3` beside where
+`secretkey` would be, or `REGISTRY_STORAGE_S3_SECRETKEY_FILE=/run/secrets/s3` in the
+environment; the file's content, less one trailing newline, is the secret. A secret given
+directly in the environment still works, with a warning, and the variable is removed from the
+process environment once read so that no child process inherits it (`/proc/<pid>/environ`
+keeps the value the process started with: files are the safe way).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import stat
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+log = logging.getLogger("moorage.config")
+
+MASK = "********"
+FILE_SUFFIX = "file"
+# Dotted key paths that hold secrets; `*` stands for any one key or list index.
+SECRET_PATHS = (
+    "http.secret",
+    "storage.s3.accesskey",
+    "storage.s3.secretkey",
+    "storage.azure.accountkey",
+    "storage.swift.password",
+    "storage.swift.secretkey",
+    "redis.password",
+    "redis.sentinelpassword",
+    "proxy.password",
+    "notifications.endpoints.*.headers.*",
+    "auth.token.jwks.*",
+)
+# Shorter values are not masked in free text: masking every "abc" would make logs unreadable.
+MIN_REDACTED_LENGTH = 4
+
+
+class SecretProblem(Exception):
+    """A secret cannot be used as configured: names the key or file, never the value."""
+
+
+def is_secret(path: tuple[str | int, ...]) -> bool:
+    dotted = ".".join(str(part).lower() for part in path)
+    return any(fnmatch.fnmatchcase(dotted, pattern) for pattern in SECRET_PATHS)
+
+
+def _exposure(path: str) -> str | None:
+    """Why the file is exposed to other users, or None when only its owner can use it."""
+    mode = os.stat(path).st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"mode {stat.S_IMODE(mode):04o}: others can read or write it"
+    return None
+
+
+def check_private(path: str, what: str, strict: bool) -> None:
+    """Warns (or, when strict, raises SecretProblem) when others can read or write the file."""
+    exposure = _exposure(path)
+    if exposure is None:
+        return
+    message = f"{what} {path} is exposed ({exposure}); fix with: chmod 600 {path}"
+    if strict:
+        raise SecretProblem(message)
+    log.warning(message)
+
+
+def read_secret_file(path: str, key: str, strict: bool) -> str:
+    try:
+        with open(path, encoding="utf-8") as file:
+            content = file.read()
+    except OSError as exc:
+        raise SecretProblem(f"{key}: cannot read secret file {path}: {exc.strerror}") from exc
+    check_private(path, f"secret file for {key}", strict)
+    return content.removesuffix("\n")
+
+
+def resolve_files(tree: Any, strict: bool, path: tuple[str | int, ...] = ()) -> None:
+    """Replaces every `<secret>file: PATH` in the tree by `<secret>: content`, in place."""
+    if isinstance(tree, dict):
+        for key in list(tree):
+            if (
+                isinstance(key, str)
+                and key.lower().endswith(FILE_SUFFIX)
+                and is_secret((*path, key[: -len(FILE_SUFFIX)]))
+            ):
+                base = key[: -len(FILE_SUFFIX)]
+                dotted = ".".join(str(p) for p in (*path, base))
+                if tree.get(base):
+                    raise SecretProblem(f"{dotted}: given both inline and as {key}; keep one")
+                tree[base] = read_secret_file(str(tree.pop(key)), dotted, strict)
+            else:
+                resolve_files(tree[key], strict, (*path, key))
+    elif isinstance(tree, list):
+        for index, item in enumerate(tree):
+            resolve_files(item, strict, (*path, index))
+
+
+def values(tree: Any, path: tuple[str | int, ...] = ()) -> Iterator[str]:
+    """Every secret value in a (plain) config tree."""
+    if isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from values(value, (*path, key))
+    elif isinstance(tree, list):
+        for index, item in enumerate(tree):
+            yield from values(item, (*path, index))
+    elif isinstance(tree, str) and tree and is_secret(path):
+        yield tree
+
+
+def masked(tree: Any, path: tuple[str | int, ...] = ()) -> Any:
+    """A copy of a (plain) config tree with every secret value replaced by the mask."""
+    if isinstance(tree, dict):
+        return {key: masked(value, (*path, key)) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [masked(item, (*path, index)) for index, item in enumerate(tree)]
+    if isinstance(tree, str) and tree and is_secret(path):
+        return MASK
+    return tree
+
+
+def shown(tree: dict[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """A config tree fit to show anyone: secrets masked by key, and by value wherever else
+    they appear."""
+    return json.loads(redactor.redact(json.dumps(masked(tree))))  # type: ignore[no-any-return]
+
+
+def take_from_environment(environ: MutableMapping[str, str], name: str) -> None:
+    """Warns about a secret passed directly in the environment and removes the variable."""
+    log.warning(
+        "secret passed in environment variable %s: prefer %s_FILE with a file only the "
+        "registry can read; the variable was removed from the process environment",
+        name,
+        name,
+    )
+    environ.pop(name, None)
+
+
+class Redactor(logging.Filter):
+    """Masks secret values in text: installed on every log handler, applied to anything else
+    the registry prints about its configuration."""
+
+    def __init__(self, secrets: list[str] | None = None) -> None:
+        super().__init__()
+        self.secrets: list[str] = []
+        self.add(secrets or [])
+
+    def add(self, secrets: list[str]) -> None:
+        fresh = {s for s in secrets if len(s) >= MIN_REDACTED_LENGTH} | set(self.secrets)
+        # Longest first, so a secret containing another is masked whole.
+        self.secrets = sorted(fresh, key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for secret in self.secrets:
+            if secret in text:
+                text = text.replace(secret, MASK)
+        return text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.msg = self.redact(message)
+            record.args = None
+            if record.exc_text:
+                record.exc_text = self.redact(record.exc_text)
+        return True

@@ -1,0 +1,91 @@
+"""The registry's metrics, in Prometheus form, on a registry of their own (one per server)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_UPLOAD_WRITES = ("PATCH", "PUT", "POST")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "moorage_http_requests_total",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "moorage_http_request_duration_seconds",
+            "Time to answer an HTTP request, by route and method.",
+            ["route", "method"],
+            registry=self.registry,
+        )
+        self.bytes_in = Counter(
+            "moorage_http_request_bytes_total",
+            "Request body bytes received, by route.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.bytes_out = Counter(
+            "moorage_http_response_bytes_total",
+            "Response body bytes sent, by route.",
+            ["route"],
+            registry=self.registry,
+        )
+        self.uploads_in_flight = Gauge(
+            "moorage_uploads_in_flight",
+            "Blob upload requests being received now.",
+            registry=self.registry,
+        )
+        self.storage = Histogram(
+            "moorage_storage_operation_duration_seconds",
+            "Storage driver operation latency, by driver and operation.",
+            ["driver", "operation"],
+            registry=self.registry,
+        )
+        self.cache = Counter(
+            "moorage_cache_requests_total",
+            "Cache look-ups by cache and result (hit or miss).",
+            ["cache", "result"],
+            registry=self.registry,
+        )
+
+    def observe_storage(self, driver: str, operation: str, seconds: float) -> None:
+        self.storage.labels(driver, operation).observe(seconds)
+
+    def observe_cache(self, cache: str, hit: bool) -> None:
+        self.cache.labels(cache, "hit" if hit else "miss").inc()
+
+    def middleware(self) -> Middleware:
+        @web.middleware
+        async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+            resource = request.match_info.route.resource
+            route = resource.canonical if resource is not None else "unmatched"
+            upload = request.method in _UPLOAD_WRITES and "/blobs/uploads/" in route
+            if upload:
+                self.uploads_in_flight.inc()
+            start = time.perf_counter()
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            finally:
+                if upload:
+                    self.uploads_in_flight.dec()
+                self.latency.labels(route, request.method).observe(time.perf_counter() - start)
+                self.requests.labels(route, request.method, str(status)).inc()
+                self.bytes_in.labels(route).inc(request.content_length or 0)
+                if status < 500:
+                    sent = response.body_length if response.prepared else response.content_length
+                    self.bytes_out.labels(route).inc(sent or 0)
+
+        return measure

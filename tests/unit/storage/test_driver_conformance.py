@@ -1,0 +1,632 @@
+"""The storage driver contract (moorage.storage.driver.base), run against every registered
+driver. A new driver joins by registering itself: add a parameters case to `_parameters` if it
+needs any."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from moorage.storage.driver import (
+    InvalidPath,
+    PathNotFound,
+    StorageDriver,
+    StorageError,
+    create,
+    registered,
+)
+from moorage.storage.driver.base import ValidatingDriver
+
+T = TypeVar("T")
+
+
+def run(coroutine: Awaitable[T]) -> T:
+    async def main() -> T:
+        return await coroutine
+
+    return asyncio.run(main())
+
+
+def _parameters(name: str, tmp_path: Path) -> dict[str, Any]:
+    if name == "filesystem":
+        return {"rootdirectory": str(tmp_path / "root")}
+    return {}
+
+
+@pytest.fixture(params=registered())
+def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageDriver]:
+    yield create(request.param, _parameters(request.param, tmp_path))
+
+
+async def read_all(driver: StorageDriver, path: str, offset: int = 0) -> bytes:
+    return b"".join([chunk async for chunk in driver.reader(path, offset)])
+
+
+def test_every_builtin_driver_is_registered() -> None:
+    assert {"filesystem", "inmemory"} <= set(registered())
+
+
+def test_create_wraps_for_path_validation(driver: StorageDriver) -> None:
+    assert isinstance(driver, ValidatingDriver)
+    assert driver.name in registered()
+
+
+# get_content / put_content
+
+
+def test_put_then_get(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/a/b/c", b"hello")
+        assert await driver.get_content("/a/b/c") == b"hello"
+
+    run(scenario())
+
+
+def test_put_empty_content(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/empty", b"")
+        assert await driver.get_content("/empty") == b""
+        assert (await driver.stat("/empty")).size == 0
+
+    run(scenario())
+
+
+def test_put_overwrites(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/a/file", b"a much longer first version")
+        await driver.put_content("/a/file", b"short")
+        assert await driver.get_content("/a/file") == b"short"
+        assert (await driver.stat("/a/file")).size == 5
+        assert await driver.list("/a") == ["/a/file"]
+
+    run(scenario())
+
+
+def test_put_is_atomic_for_concurrent_readers(driver: StorageDriver) -> None:
+    # A reader in another thread sees the old content or the new, never a part of either.
+    old, new = b"o" * 300_000, b"n" * 400_000
+    run(driver.put_content("/f", old))
+    started, stop = threading.Event(), threading.Event()
+    seen: set[bytes] = set()
+
+    def read_until_stopped() -> None:
+        async def reads() -> None:
+            while not stop.is_set():
+                seen.add(await driver.get_content("/f"))
+                started.set()
+
+        asyncio.run(reads())
+
+    reader = threading.Thread(target=read_until_stopped)
+    reader.start()
+    assert started.wait(timeout=30)
+    try:
+
+        async def writes() -> None:
+            for i in range(100):
+                await driver.put_content("/f", new if i % 2 == 0 else old)
+
+        run(writes())
+    finally:
+        stop.set()
+        reader.join()
+    assert seen <= {old, new}
+
+
+def test_get_missing_raises_path_not_found(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        with pytest.raises(PathNotFound) as caught:
+            await driver.get_content("/nothing/here")
+        assert caught.value.path == "/nothing/here"
+        assert caught.value.driver == driver.name
+
+    run(scenario())
+
+
+def test_get_directory_raises_path_not_found(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/dir/file", b"x")
+        with pytest.raises(PathNotFound):
+            await driver.get_content("/dir")
+
+    run(scenario())
+
+
+def test_path_not_found_is_a_storage_error() -> None:
+    assert issubclass(PathNotFound, StorageError)
+    assert issubclass(InvalidPath, StorageError)
+
+
+# reader
+
+
+CONTENT = bytes(range(256)) * 40  # 10240 bytes
+
+
+@pytest.mark.parametrize(
+    "offset", [0, 1, 5000, len(CONTENT) - 1, len(CONTENT), len(CONTENT) + 1, 10**9]
+)
+def test_reader_from_offset(driver: StorageDriver, offset: int) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/blob/data", CONTENT)
+        assert await read_all(driver, "/blob/data", offset) == CONTENT[offset:]
+
+    run(scenario())
+
+
+def test_reader_large_content_in_chunks(driver: StorageDriver) -> None:
+    large = os.urandom(3 * (1 << 20) + 12345)
+
+    async def scenario() -> None:
+        await driver.put_content("/large", large)
+        chunks = [chunk async for chunk in driver.reader("/large")]
+        assert len(chunks) > 1
+        assert all(chunks)
+        assert b"".join(chunks) == large
+        tail = (1 << 20) + 7
+        assert await read_all(driver, "/large", tail) == large[tail:]
+
+    run(scenario())
+
+
+def test_reader_missing_raises_path_not_found(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        with pytest.raises(PathNotFound):
+            await read_all(driver, "/missing")
+        await driver.put_content("/dir/file", b"x")
+        with pytest.raises(PathNotFound):
+            await read_all(driver, "/dir")
+
+    run(scenario())
+
+
+def test_reader_negative_offset_refused(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/f", b"abc")
+        with pytest.raises(StorageError):
+            await read_all(driver, "/f", -1)
+
+    run(scenario())
+
+
+# writer
+
+
+def test_fresh_writer_invisible_until_commit(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        writer = await driver.writer("/w/file")
+        await writer.write(b"abc")
+        await writer.write(b"def")
+        assert writer.size == 6
+        with pytest.raises(PathNotFound):
+            await driver.get_content("/w/file")
+        with pytest.raises(PathNotFound):
+            await driver.stat("/w/file")
+        await writer.commit()
+        assert await driver.get_content("/w/file") == b"abcdef"
+        assert (await driver.stat("/w/file")).size == 6
+
+    run(scenario())
+
+
+def test_fresh_writer_keeps_old_content_until_commit(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/w/file", b"old content")
+        writer = await driver.writer("/w/file")
+        assert writer.size == 0
+        await writer.write(b"new")
+        assert await driver.get_content("/w/file") == b"old content"
+        await writer.commit()
+        assert await driver.get_content("/w/file") == b"new"
+
+    run(scenario())
+
+
+def test_fresh_writer_cancel_discards(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        writer = await driver.writer("/w/file")
+        await writer.write(b"abc")
+        await writer.cancel()
+        with pytest.raises(PathNotFound):
+            await driver.get_content("/w/file")
+
+        await driver.put_content("/w/file", b"kept")
+        writer = await driver.writer("/w/file")
+        await writer.write(b"discarded")
+        await writer.cancel()
+        assert await driver.get_content("/w/file") == b"kept"
+        assert await driver.list("/w") == ["/w/file"]
+
+    run(scenario())
+
+
+def test_fresh_writer_large_content(driver: StorageDriver) -> None:
+    large = os.urandom(2 * (1 << 20) + 3)
+
+    async def scenario() -> None:
+        writer = await driver.writer("/w/large")
+        for start in range(0, len(large), 65536):
+            await writer.write(large[start : start + 65536])
+        assert writer.size == len(large)
+        await writer.commit()
+        assert await read_all(driver, "/w/large") == large
+
+    run(scenario())
+
+
+def test_append_writer_continues_existing_file(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/up/data", b"first-")
+        writer = await driver.writer("/up/data", append=True)
+        assert writer.size == 6
+        await writer.write(b"second")
+        assert writer.size == 12
+        await writer.commit()
+        assert await driver.get_content("/up/data") == b"first-second"
+        assert (await driver.stat("/up/data")).size == 12
+
+        writer = await driver.writer("/up/data", append=True)
+        assert writer.size == 12
+        await writer.write(b"-third")
+        await writer.commit()
+        assert await driver.get_content("/up/data") == b"first-second-third"
+
+    run(scenario())
+
+
+def test_append_writer_creates_missing_file(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        writer = await driver.writer("/up/new", append=True)
+        assert writer.size == 0
+        await writer.write(b"abc")
+        assert writer.size == 3
+        await writer.commit()
+        assert await driver.get_content("/up/new") == b"abc"
+
+    run(scenario())
+
+
+def test_append_writer_bytes_kept_without_commit(driver: StorageDriver) -> None:
+    # Upload data: what was received counts as progress even if the writer is never committed.
+    async def scenario() -> None:
+        await driver.put_content("/up/data", b"before-")
+        writer = await driver.writer("/up/data", append=True)
+        await writer.write(b"after")
+        await writer.cancel()
+        assert await driver.get_content("/up/data") == b"before-after"
+        assert (await driver.stat("/up/data")).size == 12
+
+        writer = await driver.writer("/up/data", append=True)
+        assert writer.size == 12
+        await writer.cancel()
+
+    run(scenario())
+
+
+# stat
+
+
+def test_stat_file(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/s/file", b"12345")
+        info = await driver.stat("/s/file")
+        assert info.path == "/s/file"
+        assert info.size == 5
+        assert not info.is_dir
+        assert info.modified > 0
+
+    run(scenario())
+
+
+def test_stat_directory(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/s/dir/deeper/file", b"12345")
+        for path in ("/s", "/s/dir", "/s/dir/deeper"):
+            info = await driver.stat(path)
+            assert info.is_dir
+            assert info.path == path
+            assert info.size == 0
+
+    run(scenario())
+
+
+def test_stat_missing(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        with pytest.raises(PathNotFound):
+            await driver.stat("/nothing")
+        await driver.put_content("/s/file", b"x")
+        with pytest.raises(PathNotFound):
+            await driver.stat("/s/fil")
+        with pytest.raises(PathNotFound):
+            await driver.stat("/s/file/below")
+
+    run(scenario())
+
+
+# list
+
+
+def test_list_direct_children_full_paths(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/l/a", b"1")
+        await driver.put_content("/l/b/c", b"2")
+        await driver.put_content("/l/b/d/e", b"3")
+        await driver.put_content("/l-sibling/x", b"4")
+        await driver.put_content("/lx", b"5")
+        assert sorted(await driver.list("/l")) == ["/l/a", "/l/b"]
+        assert sorted(await driver.list("/l/b")) == ["/l/b/c", "/l/b/d"]
+        assert await driver.list("/l/b/d") == ["/l/b/d/e"]
+
+    run(scenario())
+
+
+def test_list_shows_every_key(driver: StorageDriver) -> None:
+    # Components may start with a dot (`[A-Za-z0-9._-]+`): such keys are listed like any other.
+    async def scenario() -> None:
+        await driver.put_content("/h/.hidden", b"1")
+        await driver.put_content("/h/visible", b"2")
+        await driver.put_content("/h/.dir/file", b"3")
+        assert sorted(await driver.list("/h")) == ["/h/.dir", "/h/.hidden", "/h/visible"]
+
+    run(scenario())
+
+
+def test_list_missing_raises_path_not_found(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        with pytest.raises(PathNotFound):
+            await driver.list("/nothing")
+        await driver.put_content("/l/file", b"x")
+        with pytest.raises(PathNotFound):
+            await driver.list("/l/fi")
+
+    run(scenario())
+
+
+# move
+
+
+def test_move(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/m/src", b"payload")
+        await driver.move("/m/src", "/m/elsewhere/dest")
+        assert await driver.get_content("/m/elsewhere/dest") == b"payload"
+        with pytest.raises(PathNotFound):
+            await driver.get_content("/m/src")
+
+    run(scenario())
+
+
+def test_move_replaces_dest(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/m/src", b"new")
+        await driver.put_content("/m/dest", b"old and longer")
+        await driver.move("/m/src", "/m/dest")
+        assert await driver.get_content("/m/dest") == b"new"
+        assert await driver.list("/m") == ["/m/dest"]
+
+    run(scenario())
+
+
+def test_move_onto_itself_keeps_file(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/m/file", b"same")
+        await driver.move("/m/file", "/m/file")
+        assert await driver.get_content("/m/file") == b"same"
+
+    run(scenario())
+
+
+def test_move_missing_source(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/m/dest", b"untouched")
+        with pytest.raises(PathNotFound) as caught:
+            await driver.move("/m/missing", "/m/dest")
+        assert caught.value.path == "/m/missing"
+        assert await driver.get_content("/m/dest") == b"untouched"
+
+    run(scenario())
+
+
+# delete
+
+
+def test_delete_file(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/d/file", b"x")
+        await driver.put_content("/d/other", b"y")
+        await driver.delete("/d/file")
+        with pytest.raises(PathNotFound):
+            await driver.get_content("/d/file")
+        assert await driver.list("/d") == ["/d/other"]
+
+    run(scenario())
+
+
+def test_delete_tree(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/d/tree/a", b"1")
+        await driver.put_content("/d/tree/b/c", b"2")
+        await driver.put_content("/d/tree-sibling", b"3")
+        await driver.put_content("/d/treex/a", b"4")
+        await driver.delete("/d/tree")
+        for path in ("/d/tree", "/d/tree/a", "/d/tree/b", "/d/tree/b/c"):
+            with pytest.raises(PathNotFound):
+                await driver.stat(path)
+        assert sorted(await driver.list("/d")) == ["/d/tree-sibling", "/d/treex"]
+        assert await driver.get_content("/d/treex/a") == b"4"
+
+    run(scenario())
+
+
+def test_delete_missing(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        with pytest.raises(PathNotFound):
+            await driver.delete("/nothing")
+        await driver.put_content("/d/file", b"x")
+        with pytest.raises(PathNotFound):
+            await driver.delete("/d/fil")
+
+    run(scenario())
+
+
+# invalid paths, refused by the validating wrapper before any driver sees them
+
+
+INVALID_PATHS = [
+    "",
+    "/",
+    "relative/path",
+    "relative",
+    "/a/../b",
+    "/..",
+    "/a/.",
+    "/a/./b",
+    "/a//b",
+    "//a",
+    "/a/",
+    "/a b",
+    "/a:b",
+    "/a\\b",
+    "/a*",
+    "/caf\u00e9",
+    "/a\n",
+    "/a\x00b",
+]
+
+
+def _operations(path: str) -> dict[str, Callable[[StorageDriver], Awaitable[Any]]]:
+    async def read(driver: StorageDriver) -> bytes:
+        return await read_all(driver, path)
+
+    async def write(driver: StorageDriver) -> None:
+        writer = await driver.writer(path)
+        await writer.cancel()
+
+    async def append(driver: StorageDriver) -> None:
+        writer = await driver.writer(path, append=True)
+        await writer.cancel()
+
+    async def local_file(driver: StorageDriver) -> str | None:
+        return driver.local_file(path)
+
+    return {
+        "get_content": lambda d: d.get_content(path),
+        "put_content": lambda d: d.put_content(path, b"x"),
+        "reader": read,
+        "writer": write,
+        "append": append,
+        "stat": lambda d: d.stat(path),
+        "list": lambda d: d.list(path),
+        "move_source": lambda d: d.move(path, "/valid"),
+        "move_dest": lambda d: d.move("/valid", path),
+        "delete": lambda d: d.delete(path),
+        "local_file": local_file,
+    }
+
+
+@pytest.mark.parametrize("path", INVALID_PATHS)
+def test_invalid_paths_refused(driver: StorageDriver, path: str) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/valid", b"x")
+        for operation, call in _operations(path).items():
+            with pytest.raises(InvalidPath) as caught:
+                await call(driver)
+            assert caught.value.path == path, operation
+        assert await driver.get_content("/valid") == b"x"
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("path", ["/a", "/A-Z_a.z/0-9", "/a/.b/c", "/a..b", "/docker/registry/v2"])
+def test_valid_paths_accepted(driver: StorageDriver, path: str) -> None:
+    async def scenario() -> None:
+        await driver.put_content(path, b"ok")
+        assert await driver.get_content(path) == b"ok"
+
+    run(scenario())
+
+
+# local_file
+
+
+def test_local_file(driver: StorageDriver) -> None:
+    run(driver.put_content("/lf/file", b"served"))
+    local = driver.local_file("/lf/file")
+    if local is None:
+        assert driver.local_file("/lf/missing") is None  # content kept elsewhere
+        return
+    with open(local, "rb") as file:
+        assert file.read() == b"served"
+    # The file may not exist: a path is still given, and nothing is created.
+    missing = driver.local_file("/lf/missing")
+    assert missing is not None
+    assert not os.path.exists(missing)
+
+
+def test_local_file_by_driver(tmp_path: Path) -> None:
+    assert create("inmemory", {}).local_file("/a/b") is None
+    filesystem = create("filesystem", {"rootdirectory": str(tmp_path)})
+    assert filesystem.local_file("/a/b") == str(tmp_path / "a" / "b")
+
+
+# filesystem only: what a crash leaves behind
+
+
+_CRASHING_WRITER = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from moorage.storage.driver import create
+
+    async def main() -> None:
+        driver = create("filesystem", {"rootdirectory": sys.argv[1]})
+        await driver.put_content("/up/other", b"committed")
+        writer = await driver.writer("/up/data")
+        await writer.write(b"partial" * 10000)
+        os._exit(0)  # killed before commit: no cleanup runs
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_filesystem_partial_file_never_visible_after_crash(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    subprocess.run([sys.executable, "-c", _CRASHING_WRITER, str(root)], check=True, timeout=60)
+    driver = create("filesystem", {"rootdirectory": str(root)})
+
+    async def scenario() -> None:
+        assert not (root / "up" / "data").exists()
+        with pytest.raises(PathNotFound):
+            await driver.stat("/up/data")
+        with pytest.raises(PathNotFound):
+            await driver.get_content("/up/data")
+        assert await driver.list("/up") == ["/up/other"]
+        # The partial bytes went to a temp file beside the path, which is no key.
+        assert len(os.listdir(root / "up")) == 2
+
+    run(scenario())
+
+
+def test_filesystem_uncommitted_writer_not_listed(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    driver = create("filesystem", {"rootdirectory": str(root)})
+
+    async def scenario() -> None:
+        await driver.put_content("/up/other", b"committed")
+        writer = await driver.writer("/up/data")
+        await writer.write(b"partial")
+        assert not (root / "up" / "data").exists()
+        assert await driver.list("/up") == ["/up/other"]
+        await writer.cancel()
+        assert os.listdir(root / "up") == ["other"]
+
+    run(scenario())
