@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.api import Client, error_codes, sha256
-from tests.servers import Server, run_moorage
+from tests.servers import Server, moorage_config, run_moorage
 
 
 @pytest.fixture
@@ -24,7 +24,9 @@ def test_post_answers_with_a_session(client: Client) -> None:
     response = client.request("POST", "/v2/app/blobs/uploads/")
     assert response.status_code == 202
     uuid = response.headers["Docker-Upload-UUID"]
-    assert response.headers["Location"].endswith(f"/v2/app/blobs/uploads/{uuid}")
+    location = urlsplit(response.headers["Location"])
+    assert location.path == f"/v2/app/blobs/uploads/{uuid}"
+    assert location.query.startswith("_state=")
     assert response.headers["Range"] == "0-0"
     assert response.headers["Content-Length"] == "0"
 
@@ -288,3 +290,30 @@ def test_upload_session_survives_a_restart(tmp_path: Path) -> None:
         done = client.request("PUT", path, params={"digest": sha256(data)})
         assert done.status_code == 201, done.text
         assert client.request("GET", f"/v2/app/blobs/{sha256(data)}").content == data
+
+
+def test_a_tampered_upload_state_is_refused(client: Client) -> None:
+    location = client.start_upload("app")
+    other = client.start_upload("app")
+    other_state = urlsplit(other).query
+    forged = f"{location.split('?')[0]}?{other_state}"
+    response = client.request("PATCH", forged, data=b"abc")
+    assert response.status_code == 400
+    assert error_codes(response) == ["BLOB_UPLOAD_INVALID"]
+    garbled = location[:-4] + "AAAA"
+    assert client.request("GET", garbled).status_code == 400
+    assert client.request("GET", location).status_code == 204
+
+
+def test_upload_url_from_before_a_restart_works_with_a_shared_secret(tmp_path: Path) -> None:
+    data = os.urandom(1000)
+    root = tmp_path / "data"
+    config = moorage_config(root, 0, http={"secret": "shared-secret-for-replicas"})
+    with run_moorage(tmp_path / "a", config) as first:
+        location = Client(first.url).start_upload("app")
+        query = urlsplit(location).query
+    with run_moorage(tmp_path / "b", config) as second:
+        client = Client(second.url)
+        url = f"{second.url}{urlsplit(location).path}?{query}"
+        assert client.request("PATCH", url, data=data).status_code == 202
+        assert client.request("PUT", url, params={"digest": sha256(data)}).status_code == 201
