@@ -117,8 +117,9 @@ def run_moorage(
 
 
 @contextlib.contextmanager
-def run_reference_registry(workdir: Path, root: Path) -> Iterator[Server]:
-    """Runs CNCF distribution (`docker-registry`, Debian's package) on the filesystem at root."""
+def run_reference_registry(workdir: Path, root: Path, secret: str = "") -> Iterator[Server]:
+    """Runs CNCF distribution (`docker-registry`, Debian's package) on the filesystem at root,
+    with `http.secret` when given."""
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("the reference registry is missing: apt-get install docker-registry")
@@ -128,7 +129,7 @@ def run_reference_registry(workdir: Path, root: Path) -> Iterator[Server]:
         "version": "0.1",
         "log": {"level": "info"},
         "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"},
+        "http": {"addr": f"127.0.0.1:{port}", **({"secret": secret} if secret else {})},
     }
     config_path = workdir / f"distribution-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))

@@ -84,11 +84,11 @@ def test_tags_of_an_unknown_repository_is_name_unknown(client: Client) -> None:
 def test_catalog_lists_nested_repositories_in_order(client: Client) -> None:
     for name in ("zeta", "team/app", "team/app/sub", "alpha", "team/b-c"):
         client.push_image(name, "v1", seed=name)
-    client.push_blob("blobs-only", b"no manifest yet")
+    client.push_blob("blobs-only", b"no manifest yet")  # listed, as distribution lists it
     response = client.request("GET", "/v2/_catalog")
     assert response.status_code == 200
     assert response.json() == {
-        "repositories": ["alpha", "team/app", "team/app/sub", "team/b-c", "zeta"]
+        "repositories": ["alpha", "blobs-only", "team/app", "team/app/sub", "team/b-c", "zeta"]
     }
 
 

@@ -555,3 +555,60 @@ def test_upload_session_started_on_distribution_is_finished_on_moorage(tmp_path:
         assert blob.status_code == 200
         assert blob.headers["Docker-Content-Digest"] == digest
         assert blob.content == data
+
+
+@pytest.mark.parametrize("first_kind", [DISTRIBUTION, MOORAGE])
+def test_upload_urls_work_across_registries_sharing_http_secret(
+    tmp_path: Path, first_kind: str
+) -> None:
+    """Each registry signs the session state in its upload URLs (`_state`) in the same format:
+    with one `http.secret`, a URL one registry issued is honoured by the other, state and all,
+    and a URL signed with another secret is refused."""
+    secret = "one-secret-for-the-whole-fleet"
+    root = tmp_path / "root"
+    data = os.urandom(2 * 1024 * 1024 + 5)
+    digest = digest_of(data)
+    half = len(data) // 2
+
+    def start(kind: str) -> contextlib.AbstractContextManager[Server]:
+        if kind == DISTRIBUTION:
+            return run_reference_registry(tmp_path / "servers", root, secret=secret)
+        config = {
+            "version": "0.1",
+            "storage": {"filesystem": {"rootdirectory": str(root)}},
+            "http": {"secret": secret},
+        }
+        return run_moorage(tmp_path / "servers", config)
+
+    second_kind = MOORAGE if first_kind == DISTRIBUTION else DISTRIBUTION
+    with start(first_kind) as first:
+        started = requests.post(f"{first.url}/v2/team/app/blobs/uploads/", timeout=HTTP_TIMEOUT)
+        patched = requests.patch(
+            started.headers["Location"],
+            data=data[:half],
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert patched.status_code == 202, patched.text
+        issued = patched.headers["Location"]
+    with start(second_kind) as second:
+        url = second.url + issued[issued.index("/v2/") :]
+        assert "_state=" in url
+        rest = requests.patch(
+            url,
+            data=data[half:],
+            headers={"Content-Type": "application/octet-stream"},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert rest.status_code == 202, rest.text
+        forged = requests.get(
+            url.split("_state=")[0] + "_state=" + issued.split("_state=")[1][:-8] + "AAAAAAA=",
+            timeout=HTTP_TIMEOUT,
+        )
+        assert forged.status_code in (400, 404)
+        finished = requests.put(
+            rest.headers["Location"], params={"digest": digest}, timeout=HTTP_TIMEOUT
+        )
+        assert finished.status_code == 201, finished.text
+        got = requests.get(f"{second.url}/v2/team/app/blobs/{digest}", timeout=HTTP_TIMEOUT)
+        assert got.content == data

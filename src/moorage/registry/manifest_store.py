@@ -214,6 +214,8 @@ class Manifests:
         optionally only those of one artifact type."""
         found = []
         for digest in await self.referrers.digests(subject):
+            if not await self.exists(digest):
+                continue  # deleted by a registry that keeps no referrers index
             try:
                 payload = await self.store.get(digest)
                 manifest = schema.parse(payload, None)

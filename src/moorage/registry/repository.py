@@ -44,8 +44,9 @@ class Registry:
         return Repository(self, check_name(name))
 
     async def repositories(self) -> list[str]:
-        """Every repository holding manifests, in lexical order. A repository is a directory
-        below `repositories/` with a `_manifests` child; names may nest (`a/b` and `a/b/c`)."""
+        """Every repository, in lexical order. A repository is a directory below
+        `repositories/` with a `_layers` child, as distribution's catalog has it (an image's
+        config and layers are always linked there); names may nest (`a/b` and `a/b/c`)."""
         found: list[str] = []
         pending = [paths.REPOSITORIES]
         prefix = paths.REPOSITORIES + "/"
@@ -57,7 +58,7 @@ class Registry:
                 continue
             for child in children:
                 base = child.rpartition("/")[2]
-                if base == "_manifests":
+                if base == paths.REPOSITORY_MARKER:
                     found.append(directory[len(prefix) :])
                 elif not base.startswith("_"):
                     pending.append(child)

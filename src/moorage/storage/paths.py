@@ -29,6 +29,8 @@ from moorage.registry.digest import Digest
 ROOT = "/docker/registry/v2"
 REPOSITORIES = f"{ROOT}/repositories"
 BLOBS = f"{ROOT}/blobs"
+# The child directory that makes a directory below REPOSITORIES a repository.
+REPOSITORY_MARKER = "_layers"
 CONTENT_ALGORITHM = "sha256"  # blob content is stored under its digest in this algorithm
 
 
