@@ -21,7 +21,9 @@ from moorage.health import Health
 from moorage.logs import access_logger
 from moorage.metrics import Metrics
 from moorage.registry.repository import Registry
+from moorage.storage import cache as caches
 from moorage.storage import driver as drivers
+from moorage.storage.cache import BlobDescriptorCache, MeasuredCache
 from moorage.storage.driver.instrumented import InstrumentedDriver
 
 log = logging.getLogger("moorage")
@@ -83,7 +85,9 @@ class Server:
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         driver = InstrumentedDriver(raw, self.metrics.observe_storage)
-        self.registry = Registry(driver, deletes=config.storage.delete.enabled)
+        self.registry = Registry(
+            driver, deletes=config.storage.delete.enabled, cache=self._cache(config)
+        )
         check = config.health.storagedriver
         self.health = Health(driver, check.threshold)
         self.health_interval = seconds(check.interval) if check.enabled else None
@@ -111,6 +115,21 @@ class Server:
             if http.debug.addr
             else None
         )
+
+    def _cache(self, config: Config) -> BlobDescriptorCache | None:
+        settings = config.storage.cache
+        if not settings.blobdescriptor:
+            return None
+        try:
+            cache = caches.create(
+                settings.blobdescriptor,
+                {"size": settings.blobdescriptorsize, "redis": config.redis},
+            )
+        except KeyError:
+            raise StartupError(
+                f"storage.cache.blobdescriptor: {settings.blobdescriptor!r} is not available"
+            ) from None
+        return MeasuredCache(cache, self.metrics.observe_cache)
 
     def describe(self) -> str:
         root = self.config.storage.parameters.get("rootdirectory")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from pathlib import Path
 
 import pytest
 
 from tests.api import Client, error_codes, sha256
-from tests.servers import Server
+from tests.servers import Server, moorage_config, run_moorage
 
 
 @pytest.fixture
@@ -136,3 +138,35 @@ def test_blob_content_missing_from_storage_is_404_not_500(client: Client, moorag
     response = client.request("GET", f"/v2/app/blobs/{digest}")
     assert response.status_code == 404
     assert error_codes(response) == ["BLOB_UNKNOWN"]
+
+
+def test_the_cache_never_reports_a_deleted_blob(tmp_path: Path) -> None:
+    """distribution's stale-cache bug: a deleted layer still reported present. Here the
+    deleting request forgets it."""
+    config = moorage_config(tmp_path / "data", 0)
+    config["storage"]["cache"] = {"blobdescriptor": "inmemory"}
+    with run_moorage(tmp_path, config) as server:
+        client = Client(server.url)
+        payload, manifest_digest = client.push_image("app", "v1")
+        layer = client.push_blob("app", b"cached layer")
+        for _ in range(3):  # warm the cache
+            assert client.request("HEAD", f"/v2/app/blobs/{layer}").status_code == 200
+            assert client.request("HEAD", f"/v2/app/blobs/{manifest_digest}").status_code == 200
+        assert client.request("DELETE", f"/v2/app/blobs/{layer}").status_code == 202
+        assert client.request("HEAD", f"/v2/app/blobs/{layer}").status_code == 404
+        assert client.request("GET", f"/v2/app/blobs/{layer}").status_code == 404
+        assert client.request("DELETE", f"/v2/app/manifests/{manifest_digest}").status_code == 202
+        assert client.request("HEAD", f"/v2/app/blobs/{manifest_digest}").status_code == 404
+        assert client.request("GET", f"/v2/app/manifests/{manifest_digest}").status_code == 404
+        # A manifest naming the deleted layer is refused: the cache does not vouch for it.
+        broken = client.manifest("app", b"{}", [])
+        document = json.loads(broken)
+        document["layers"] = [
+            {"mediaType": "application/octet-stream", "digest": layer, "size": 12}
+        ]
+        refused = client.put_manifest("app", "v2", json.dumps(document).encode())
+        assert refused.status_code == 400
+        assert error_codes(refused) == ["MANIFEST_BLOB_UNKNOWN"]
+        # Pushed again, it is served again.
+        client.push_blob("app", b"cached layer")
+        assert client.request("GET", f"/v2/app/blobs/{layer}").content == b"cached layer"

@@ -38,12 +38,13 @@ class ConfigError(Exception):
 
 def embedded_default() -> dict[str, Any]:
     """The configuration of `moorage serve` with no file: the filesystem driver under ./data,
-    on 127.0.0.1:5000, deletes enabled."""
+    on 127.0.0.1:5000, deletes enabled, the in-memory blob descriptor cache."""
     return {
         "version": "0.1",
         "storage": {
             "filesystem": {"rootdirectory": os.path.abspath(DEFAULT_DATA_DIR)},
             "delete": {"enabled": True},
+            "cache": {"blobdescriptor": "inmemory"},
         },
         "http": {"addr": DEFAULT_ADDR},
     }

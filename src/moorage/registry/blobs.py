@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from moorage.registry.digest import Digest
 from moorage.registry.errors import BlobUnknown, Unsupported
 from moorage.storage import paths
+from moorage.storage.cache import BlobDescriptorCache, CachedBlob
 from moorage.storage.driver import PathNotFound, StorageDriver
 
 
@@ -39,14 +40,19 @@ async def write_link(driver: StorageDriver, path: str, digest: Digest) -> None:
 class BlobStore:
     """Content by digest, for the whole registry."""
 
-    def __init__(self, driver: StorageDriver) -> None:
+    def __init__(self, driver: StorageDriver, cache: BlobDescriptorCache | None = None) -> None:
         self.driver = driver
+        self.cache = cache
 
     async def stat(self, digest: Digest) -> BlobInfo:
+        if self.cache is not None and (hit := await self.cache.get(None, digest)) is not None:
+            return BlobInfo(digest, hit.size, hit.stored)
         try:
             info = await self.driver.stat(paths.blob_data(digest))
         except PathNotFound:
             raise BlobUnknown(detail={"digest": str(digest)}) from None
+        if self.cache is not None:
+            await self.cache.set(None, digest, CachedBlob(digest, info.size))
         return BlobInfo(digest, info.size, digest)
 
     async def exists(self, digest: Digest) -> bool:
@@ -104,10 +110,16 @@ class RepositoryBlobs:
         return None
 
     async def is_linked(self, digest: Digest) -> bool:
+        cache = self.store.cache
+        if cache is not None and await cache.get(self.name, digest) is not None:
+            return True
         return await self.stored(digest) is not None
 
     async def stat(self, digest: Digest) -> BlobInfo:
         """Raises BlobUnknown unless the blob is linked here and its content exists."""
+        cache = self.store.cache
+        if cache is not None and (hit := await cache.get(self.name, digest)) is not None:
+            return BlobInfo(digest, hit.size, hit.stored)
         stored = await self.stored(digest)
         if stored is None:
             raise BlobUnknown(detail={"digest": str(digest)})
@@ -115,7 +127,15 @@ class RepositoryBlobs:
             info = await self.store.stat(stored)
         except BlobUnknown:
             raise BlobUnknown(detail={"digest": str(digest)}) from None
+        if cache is not None:
+            await cache.set(self.name, digest, CachedBlob(stored, info.size))
         return BlobInfo(digest, info.size, stored)
+
+    async def forget(self, digest: Digest) -> None:
+        """Drops what the cache knows of this repository's link for `digest`: called by
+        whoever deletes the link."""
+        if self.store.cache is not None:
+            await self.store.cache.forget(self.name, digest)
 
     async def link(self, digest: Digest, stored: Digest | None = None) -> None:
         """Links `digest` to the content stored under `stored` (by default, under `digest`)."""
@@ -137,4 +157,5 @@ class RepositoryBlobs:
         link = paths.layer_link(self.name, digest)
         if await read_link(self.driver, link) is None:
             raise BlobUnknown(detail={"digest": str(digest)})
+        await self.forget(digest)
         await self.driver.delete(link.rpartition("/")[0])

@@ -205,6 +205,7 @@ class Manifests:
         for tag in await self.tags.pointing_at(digest):
             await self.tags.untag(tag)
         link = paths.manifest_revision_link(self.name, digest)
+        await self.blobs.forget(digest)
         await self.driver.delete(link.rpartition("/")[0])
 
     async def referrer_descriptors(

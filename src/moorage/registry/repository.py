@@ -7,6 +7,7 @@ from moorage.registry.manifest_store import Manifests
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
 from moorage.storage import paths
+from moorage.storage.cache import BlobDescriptorCache
 from moorage.storage.driver import PathNotFound, StorageDriver
 
 
@@ -33,10 +34,16 @@ class Repository:
 class Registry:
     """Every repository over one storage driver."""
 
-    def __init__(self, driver: StorageDriver, *, deletes: bool = False) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        *,
+        deletes: bool = False,
+        cache: BlobDescriptorCache | None = None,
+    ) -> None:
         self.driver = driver
         self.deletes = deletes
-        self.blobs = BlobStore(driver)
+        self.blobs = BlobStore(driver, cache)
         self.hash_states = HashStates()
 
     def repository(self, name: str) -> Repository:

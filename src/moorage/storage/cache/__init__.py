@@ -1,0 +1,21 @@
+"""Blob descriptor caches (`storage.cache.blobdescriptor`), registered by the config's name."""
+
+from moorage.storage.cache import inmemory
+from moorage.storage.cache.base import (
+    BlobDescriptorCache,
+    CachedBlob,
+    MeasuredCache,
+    create,
+    register,
+    registered,
+)
+
+__all__ = [
+    "BlobDescriptorCache",
+    "CachedBlob",
+    "MeasuredCache",
+    "create",
+    "inmemory",
+    "register",
+    "registered",
+]
