@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from moorage.registry.catalog import Catalog
 from moorage.registry.digest import Digest
 from moorage.registry.errors import BlobUnknown, Unsupported
 from moorage.storage import paths
@@ -91,11 +92,20 @@ class BlobStore:
 class RepositoryBlobs:
     """The blobs one repository links."""
 
-    def __init__(self, driver: StorageDriver, store: BlobStore, name: str, *, deletes: bool):
+    def __init__(
+        self,
+        driver: StorageDriver,
+        store: BlobStore,
+        name: str,
+        *,
+        deletes: bool,
+        catalog: Catalog | None = None,
+    ) -> None:
         self.driver = driver
         self.store = store
         self.name = name
         self.deletes = deletes
+        self.catalog = catalog
 
     async def stored(self, digest: Digest) -> Digest | None:
         """The digest this repository's link for `digest` names, which the content is stored
@@ -140,6 +150,8 @@ class RepositoryBlobs:
     async def link(self, digest: Digest, stored: Digest | None = None) -> None:
         """Links `digest` to the content stored under `stored` (by default, under `digest`)."""
         await write_link(self.driver, paths.layer_link(self.name, digest), stored or digest)
+        if self.catalog is not None:
+            self.catalog.add(self.name)  # a first link is what makes a repository
 
     async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
         """Links a blob already in the registry: from `source` when named, else from anywhere.

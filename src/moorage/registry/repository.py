@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from moorage.registry.blobs import BlobStore, RepositoryBlobs
+from moorage.registry.catalog import Catalog
 from moorage.registry.manifest_store import Manifests
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
@@ -15,7 +16,9 @@ class Repository:
     def __init__(self, registry: Registry, name: str) -> None:
         self.name = name
         driver = registry.driver
-        self.blobs = RepositoryBlobs(driver, registry.blobs, name, deletes=registry.deletes)
+        self.blobs = RepositoryBlobs(
+            driver, registry.blobs, name, deletes=registry.deletes, catalog=registry.catalog
+        )
         self.uploads = Uploads(driver, registry.blobs, self.blobs, name, registry.hash_states)
         self.manifests = Manifests(
             driver, registry.blobs, self.blobs, name, deletes=registry.deletes
@@ -44,6 +47,7 @@ class Registry:
         self.driver = driver
         self.deletes = deletes
         self.blobs = BlobStore(driver, cache)
+        self.catalog = Catalog(self._walk_repositories)
         self.hash_states = HashStates()
 
     def repository(self, name: str) -> Repository:
@@ -51,6 +55,10 @@ class Registry:
         return Repository(self, check_name(name))
 
     async def repositories(self) -> list[str]:
+        """Every repository, in lexical order (from the catalog index)."""
+        return await self.catalog.names()
+
+    async def _walk_repositories(self) -> list[str]:
         """Every repository, in lexical order. A repository is a directory below
         `repositories/` with a `_layers` child, as distribution's catalog has it (an image's
         config and layers are always linked there); names may nest (`a/b` and `a/b/c`)."""

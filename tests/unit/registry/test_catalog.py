@@ -1,0 +1,79 @@
+"""The catalog index: built by one walk, extended by this process's writes, refreshed when
+stale without making the caller wait."""
+
+from __future__ import annotations
+
+import asyncio
+
+from moorage.registry.catalog import Catalog
+
+
+class Storage:
+    """What a walk of storage would find; counts the walks."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.walks = 0
+
+    async def walk(self) -> list[str]:
+        self.walks += 1
+        await asyncio.sleep(0)
+        return list(self.names)
+
+
+def test_first_call_walks_once_and_sorts() -> None:
+    storage = Storage(["b", "a/x", "a"])
+    catalog = Catalog(storage.walk)
+
+    async def scenario() -> None:
+        first, second = await asyncio.gather(catalog.names(), catalog.names())
+        assert first == second == ["a", "a/x", "b"]
+
+    asyncio.run(scenario())
+    assert storage.walks == 1
+
+
+def test_added_names_appear_in_order_without_a_walk() -> None:
+    storage = Storage(["m"])
+    catalog = Catalog(storage.walk)
+
+    async def scenario() -> None:
+        await catalog.names()
+        catalog.add("a")
+        catalog.add("z")
+        catalog.add("m")
+        assert await catalog.names() == ["a", "m", "z"]
+
+    asyncio.run(scenario())
+    assert storage.walks == 1
+
+
+def test_stale_list_is_served_while_a_refresh_runs() -> None:
+    storage = Storage(["a"])
+    catalog = Catalog(storage.walk, refresh=0.0)
+
+    async def scenario() -> None:
+        assert await catalog.names() == ["a"]
+        storage.names.append("from-another-replica")
+        assert await catalog.names() == ["a"]  # answered at once, refresh started
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert await catalog.names() == ["a", "from-another-replica"]
+
+    asyncio.run(scenario())
+    assert storage.walks >= 2
+
+
+def test_names_added_during_a_refresh_are_kept() -> None:
+    storage = Storage(["a"])
+    catalog = Catalog(storage.walk, refresh=0.0)
+
+    async def scenario() -> None:
+        await catalog.names()
+        await catalog.names()  # starts a refresh that will not see "new"
+        catalog.add("new")
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert "new" in await catalog.names()
+
+    asyncio.run(scenario())
