@@ -13,10 +13,12 @@ import ssl
 from aiohttp import web
 
 from moorage.api.app import create_app
-from moorage.api.context import Settings
+from moorage.api.context import Settings, absolute_url
+from moorage.auth import controllers as auth
 from moorage.config.schema import Config, seconds
 from moorage.config.secrets import Redactor, check_private
 from moorage.debug import create_debug_app
+from moorage.drain import InFlight
 from moorage.health import Health
 from moorage.logs import access_logger
 from moorage.metrics import Metrics
@@ -27,6 +29,8 @@ from moorage.storage.cache import BlobDescriptorCache, MeasuredCache
 from moorage.storage.driver.instrumented import InstrumentedDriver
 
 log = logging.getLogger("moorage")
+# What requests still running when the drain times out get before they are cut.
+CUT_GRACE = 1.0
 
 TLS_VERSIONS = {
     "tls1.0": ssl.TLSVersion.TLSv1,
@@ -41,12 +45,13 @@ class StartupError(Exception):
     file that does not load): one line that says why."""
 
 
-def split_addr(addr: str) -> tuple[str, int]:
-    """`host:port` to its parts; an empty host (`:5000`) means every interface."""
+def split_addr(addr: str) -> tuple[str | None, int]:
+    """`host:port` to its parts; an empty host (`:5000`) is None: every interface, IPv4 and
+    IPv6, as distribution listens."""
     host, sep, port = addr.rpartition(":")
     if not sep or not port.isdigit():
         raise StartupError(f"http.addr: expected host:port, got {addr!r}")
-    return host.strip("[]") or "0.0.0.0", int(port)
+    return host.strip("[]") or None, int(port)
 
 
 def tls_context(config: Config, strict_secrets: bool) -> ssl.SSLContext | None:
@@ -104,11 +109,16 @@ class Server:
             secret=http.secret.encode(),
             trusted_proxies=[ipaddress.ip_network(n, strict=False) for n in http.trustedproxies],
         )
+        try:
+            self.access = auth.create(config.auth, absolute_url)
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         self.app = create_app(
             self.registry,
             self.settings,
             metrics=self.metrics,
             health=self.health if check.enabled else None,
+            access=self.access,
         )
         self.debug_app = (
             create_debug_app(config, redactor, self.metrics, self.health)
@@ -139,21 +149,24 @@ class Server:
             where = f"unix:{http.addr}"
         else:
             host, port = split_addr(http.addr)
-            where = f"{'https' if self.tls else 'http'}://{host}:{port}{self.settings.prefix}"
+            shown = host or "*"
+            where = f"{'https' if self.tls else 'http'}://{shown}:{port}{self.settings.prefix}"
         debug = f", debug on {http.debug.addr}" if http.debug.addr else ""
         return f"moorage listening on {where}, storage {storage}{debug}"
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serves until `stop` is set, then stops accepting and lets requests in flight finish
-        for up to `http.draintimeout`."""
+        for up to `http.draintimeout` (those still running then are cut)."""
         http = self.config.http
         drain = seconds(http.draintimeout) or 0.5
+        in_flight = InFlight()
+        self.app.middlewares.insert(0, in_flight.middleware)
         runner = web.AppRunner(
             self.app,
             access_log_class=access_logger(self.settings.trusted_proxies),
             access_log=logging.getLogger("moorage.access"),
             handle_signals=False,
-            shutdown_timeout=drain,
+            shutdown_timeout=CUT_GRACE,
         )
         await runner.setup()
         site: web.BaseSite
@@ -177,6 +190,9 @@ class Server:
             log.info(self.describe())
             await stop.wait()
             log.info("moorage stopping: draining requests for up to %.1fs", drain)
+            await site.stop()
+            if not await in_flight.drain(drain):
+                log.warning("moorage stopping: cutting requests still running after %.1fs", drain)
         finally:
             for task in tasks:
                 task.cancel()

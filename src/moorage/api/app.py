@@ -11,8 +11,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from moorage.api import blobs, listing, manifests, uploads
+from moorage.api.access import authorize
 from moorage.api.base import version_check
-from moorage.api.context import REGISTRY, SETTINGS, Settings
+from moorage.api.context import ACCESS, REGISTRY, SETTINGS, Settings
 from moorage.api.errors import (
     EndpointNotFound,
     InternalError,
@@ -20,6 +21,8 @@ from moorage.api.errors import (
     ServiceUnavailable,
     error_response,
 )
+from moorage.auth.controllers import AccessController, Builtin
+from moorage.auth.tokenserver import token_handlers
 from moorage.health import Health
 from moorage.metrics import Metrics
 from moorage.registry.errors import RegistryError, Unsupported
@@ -105,6 +108,7 @@ def create_app(
     *,
     metrics: Metrics | None = None,
     health: Health | None = None,
+    access: AccessController | None = None,
 ) -> web.Application:
     middlewares: list[Middleware] = [request_id]
     if metrics is not None:
@@ -112,34 +116,47 @@ def create_app(
     middlewares.append(translate_errors)
     if health is not None:
         middlewares.append(healthy_only(health))
+    if access is not None:
+        middlewares.append(authorize(access))
     middlewares.append(read_only(settings.readonly))
     app = web.Application(middlewares=middlewares)
     app[REGISTRY] = registry
     app[SETTINGS] = settings
+    if access is not None:
+        app[ACCESS] = access
     app.on_response_prepare.append(_response_headers(settings.headers))
 
+    # Route names say what access a request needs (moorage.api.access).
     router = app.router
     v2 = settings.prefix + "/v2"
-    router.add_get(f"{v2}/", version_check)
-    router.add_get(f"{v2}/_catalog", listing.catalog)
+    router.add_get(f"{v2}/", version_check, name="base")
+    router.add_get(f"{v2}/_catalog", listing.catalog, name="catalog")
 
     uploads_path = f"{v2}/{_NAME}/blobs/uploads/"
-    router.add_post(uploads_path, uploads.start_upload)
-    session = uploads_path + "{upload_id}"
-    router.add_get(session, uploads.upload_status)
-    router.add_patch(session, uploads.patch_upload)
-    router.add_put(session, uploads.finish_upload)
-    router.add_delete(session, uploads.cancel_upload)
+    router.add_post(uploads_path, uploads.start_upload, name="uploads")
+    session = router.add_resource(uploads_path + "{upload_id}", name="session")
+    session.add_route("GET", uploads.upload_status)
+    session.add_route("PATCH", uploads.patch_upload)
+    session.add_route("PUT", uploads.finish_upload)
+    session.add_route("DELETE", uploads.cancel_upload)
 
-    blob = f"{v2}/{_NAME}/blobs/{{digest}}"
-    router.add_get(blob, blobs.get_blob)  # HEAD too
-    router.add_delete(blob, blobs.delete_blob)
+    blob = router.add_resource(f"{v2}/{_NAME}/blobs/{{digest}}", name="blob")
+    blob.add_route("GET", blobs.get_blob)
+    blob.add_route("HEAD", blobs.get_blob)
+    blob.add_route("DELETE", blobs.delete_blob)
 
-    manifest = f"{v2}/{_NAME}/manifests/{{reference}}"
-    router.add_get(manifest, manifests.get_manifest)
-    router.add_put(manifest, manifests.put_manifest)
-    router.add_delete(manifest, manifests.delete_manifest)
+    manifest = router.add_resource(f"{v2}/{_NAME}/manifests/{{reference}}", name="manifest")
+    manifest.add_route("GET", manifests.get_manifest)
+    manifest.add_route("HEAD", manifests.get_manifest)
+    manifest.add_route("PUT", manifests.put_manifest)
+    manifest.add_route("DELETE", manifests.delete_manifest)
 
-    router.add_get(f"{v2}/{_NAME}/tags/list", listing.list_tags)
-    router.add_get(f"{v2}/{_NAME}/referrers/{{digest}}", listing.referrers)
+    router.add_get(f"{v2}/{_NAME}/tags/list", listing.list_tags, name="tags")
+    router.add_get(f"{v2}/{_NAME}/referrers/{{digest}}", listing.referrers, name="referrers")
+
+    if isinstance(access, Builtin):
+        get_token, post_token = token_handlers(access)
+        token = router.add_resource(f"{settings.prefix}/auth/token", name="token")
+        token.add_route("GET", get_token)
+        token.add_route("POST", post_token)
     return app

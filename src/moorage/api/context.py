@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from moorage.auth.controllers import AccessController
 from moorage.registry.repository import Registry, Repository
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -30,6 +31,8 @@ class Settings:
 
 REGISTRY = web.AppKey("registry", Registry)
 SETTINGS = web.AppKey("settings", Settings)
+ACCESS = web.AppKey("access", AccessController)  # only when auth is configured
+GRANT = "grant"  # request key: the moorage.auth.scopes.Grant of an authorized request
 
 
 def registry(request: web.Request) -> Registry:

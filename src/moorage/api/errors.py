@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from moorage.auth.errors import Denied, TooManyRequests, Unauthorized
 from moorage.registry import errors as e
 
 
@@ -60,6 +61,9 @@ TABLE: dict[type[e.RegistryError], tuple[str, int]] = {
     MethodNotAllowed: ("UNSUPPORTED", 405),
     InternalError: ("UNKNOWN", 500),
     ServiceUnavailable: ("UNAVAILABLE", 503),
+    Unauthorized: ("UNAUTHORIZED", 401),
+    Denied: ("DENIED", 403),
+    TooManyRequests: ("TOOMANYREQUESTS", 429),
 }
 
 
@@ -81,5 +85,5 @@ def error_response(
         status=status,
         body=json.dumps({"errors": [entry]}).encode(),
         content_type="application/json",
-        headers=headers,
+        headers={**error.headers, **(headers or {})},
     )

@@ -8,7 +8,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from moorage.api.context import api_path, registry, repository, settings
+from moorage.api.access import grant_of
+from moorage.api.context import ACCESS, api_path, registry, repository, settings
 from moorage.registry import manifests as schema
 from moorage.registry.digest import Digest
 from moorage.registry.errors import NameUnknown, PaginationInvalid
@@ -53,6 +54,10 @@ async def list_tags(request: web.Request) -> web.Response:
 async def catalog(request: web.Request) -> web.Response:
     limit = settings(request).catalog_max_entries
     names = await registry(request).repositories()
+    access = request.app.get(ACCESS)
+    grant = grant_of(request)
+    if access is not None and grant is not None:
+        names = access.visible(grant, names)
     page, headers = _page(request, names, "/v2/_catalog", limit, limit)
     return web.json_response({"repositories": page}, headers=headers)
 

@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from moorage.api import upload_state
+from moorage.api.access import grant_of
 from moorage.api.context import absolute_url, registry, repository, settings
 from moorage.api.errors import error_response
+from moorage.auth import scopes
 from moorage.registry.blobs import BlobInfo
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
 from moorage.registry.errors import DigestInvalid, NameInvalid, RangeInvalid
@@ -80,9 +82,16 @@ async def start_upload(request: web.Request) -> web.Response:
 async def _mount(
     request: web.Request, repo: Repository, digest_text: str, source_name: str | None
 ) -> BlobInfo | None:
-    """Mounts when the arguments name a blob the registry has; None means: upload instead."""
+    """Mounts when the arguments name a blob the registry has and, under access control, one
+    the caller may pull from the named source; None means: upload instead. Under access control
+    a mount must name its source, so it reveals nothing of repositories the caller cannot read."""
     digest = Digest.parse_or_none(digest_text)
     if digest is None:
+        return None
+    grant = grant_of(request)
+    if grant is not None and not (
+        source_name and grant.allows(scopes.REPOSITORY, source_name, scopes.PULL)
+    ):
         return None
     try:
         source = registry(request).repository(source_name) if source_name else None

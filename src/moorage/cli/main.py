@@ -9,6 +9,7 @@ import sys
 import yaml
 
 from moorage import __version__, logs
+from moorage.cli import admin
 from moorage.config import secrets
 from moorage.config.loader import ConfigError, load
 from moorage.config.schema import Config
@@ -34,6 +35,7 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[strict], help="validate a configuration and print it, secrets masked"
     )
     check.add_argument("config", nargs="?")
+    admin.add_parsers(commands)
     return parser
 
 
@@ -43,6 +45,7 @@ def _load(path: str | None, strict: bool, redactor: secrets.Redactor) -> Config:
     try:
         config = load(path, strict_secrets=strict)
     except ConfigError as exc:
+        logs.release(redactor)
         for problem in exc.problems:
             print(redactor.redact(f"moorage: config: {problem}"), file=sys.stderr)
         raise SystemExit(1) from None
@@ -75,7 +78,16 @@ def _check(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     redactor = secrets.Redactor()
-    logs.bootstrap(redactor)
-    if args.command == "serve":
-        return _serve(args, redactor)
-    return _check(args, redactor)
+    # serve holds the config's warnings until the config names the log format.
+    logs.bootstrap(redactor, hold=args.command == "serve")
+    try:
+        if args.command == "serve":
+            return _serve(args, redactor)
+        if args.command == "user":
+            return admin.run_user(args)
+        if args.command == "acl":
+            return admin.run_acl(args)
+        return _check(args, redactor)
+    except admin.AdminError as exc:
+        print(f"moorage: {exc}", file=sys.stderr)
+        return 1

@@ -15,9 +15,12 @@ class RegistryError(Exception):
 
     message = "registry error"
 
-    def __init__(self, message: str | None = None, detail: Any = None) -> None:
+    def __init__(
+        self, message: str | None = None, detail: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.message = message or self.message
         self.detail = detail
+        self.headers = headers or {}  # response headers the answer needs (a challenge, a delay)
         super().__init__(self.message)
 
 

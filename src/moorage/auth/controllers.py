@@ -1,0 +1,240 @@
+"""Access controllers, one per `auth` section: silly, htpasswd, token, and moorage's builtin.
+
+Each answers `authorize(request, wanted)` with a Grant, or raises Unauthorized carrying the
+challenge a client needs (`WWW-Authenticate`), or TooManyRequests after repeated failures.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import os
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from moorage.auth.acl import Acl
+from moorage.auth.acl import parse as parse_acl
+from moorage.auth.errors import TooManyRequests, Unauthorized
+from moorage.auth.htpasswd import Users
+from moorage.auth.ratelimit import FailedLogins
+from moorage.auth.scopes import Grant, Scope
+from moorage.auth.tokens import (
+    DEFAULT_ALGORITHMS,
+    InvalidToken,
+    Signer,
+    Verifier,
+    load_certificates,
+    load_jwks,
+    load_or_create_signer,
+)
+from moorage.auth.watched import WatchedFile
+
+log = logging.getLogger("moorage.auth")
+
+# (request, path from /v2/ on or /auth/token) -> the URL the client must use
+UrlFor = Callable[[web.Request, str], str]
+
+
+class AccessController(Protocol):
+    name: str
+
+    async def authorize(self, request: web.Request, wanted: list[Scope]) -> Grant: ...
+
+    def visible(self, grant: Grant, repositories: list[str]) -> list[str]:
+        """The repositories of a catalog page the grant may see."""
+        ...
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def basic_credentials(request: web.Request) -> tuple[str, str] | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, sep, password = base64.b64decode(value.strip()).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return (user, password) if sep else None
+
+
+def bearer_token(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+class Passwords:
+    """Checks user names and passwords against an htpasswd file, with failed-login limiting and
+    a log line per failure (never the password)."""
+
+    def __init__(self, path: str) -> None:
+        self.users = Users(path)
+        self.failures = FailedLogins()
+
+    async def check(self, request: web.Request, user: str, password: str) -> bool:
+        address = request.remote or "-"
+        wait = self.failures.retry_after(user, address)
+        if wait:
+            raise TooManyRequests(headers={"Retry-After": str(wait)})
+        if await self.users.check(user, password):
+            self.failures.succeeded(user)
+            return True
+        self.failures.failed(user, address)
+        log.warning("failed login for user %r from %s", user, address)
+        return False
+
+
+class Silly:
+    """distribution's test controller: any Authorization header is accepted."""
+
+    name = "silly"
+
+    def __init__(self, options: dict[str, Any], url_for: UrlFor) -> None:
+        self.realm = str(options.get("realm", ""))
+        self.service = str(options.get("service", ""))
+
+    async def authorize(self, request: web.Request, wanted: list[Scope]) -> Grant:
+        if not request.headers.get("Authorization"):
+            challenge = f'Bearer realm="{_quote(self.realm)}",service="{_quote(self.service)}"'
+            if wanted:
+                challenge += f',scope="{" ".join(str(s) for s in wanted)}"'
+            raise Unauthorized(headers={"WWW-Authenticate": challenge})
+        return Grant("silly", everything=True)
+
+    def visible(self, grant: Grant, repositories: list[str]) -> list[str]:
+        return repositories
+
+
+class Htpasswd:
+    """HTTP Basic against a bcrypt htpasswd file: a signed-in user may do anything."""
+
+    name = "htpasswd"
+
+    def __init__(self, options: dict[str, Any], url_for: UrlFor) -> None:
+        self.realm = str(options.get("realm") or "moorage")
+        path = options.get("path")
+        if not path:
+            raise ValueError("auth.htpasswd.path: required")
+        self.passwords = Passwords(str(path))
+
+    async def authorize(self, request: web.Request, wanted: list[Scope]) -> Grant:
+        credentials = basic_credentials(request)
+        if credentials and await self.passwords.check(request, *credentials):
+            return Grant(credentials[0], everything=True)
+        raise Unauthorized(headers={"WWW-Authenticate": f'Basic realm="{_quote(self.realm)}"'})
+
+    def visible(self, grant: Grant, repositories: list[str]) -> list[str]:
+        return repositories
+
+
+class Token:
+    """Bearer tokens from a token server (distribution's `auth.token`)."""
+
+    name = "token"
+
+    def __init__(self, options: dict[str, Any], url_for: UrlFor) -> None:
+        for key in ("realm", "service", "issuer"):
+            if not options.get(key) and not (key == "realm" and options.get("autoredirect")):
+                raise ValueError(f"auth.token.{key}: required")
+        self.realm = str(options.get("realm", ""))
+        self.service = str(options["service"])
+        self.autoredirect = bool(options.get("autoredirect"))
+        self.redirect_path = str(options.get("autoredirectpath") or "/auth/token")
+        self.url_for = url_for
+        roots = (
+            load_certificates(str(options["rootcertbundle"]))
+            if options.get("rootcertbundle")
+            else []
+        )
+        jwks = load_jwks(str(options["jwks"])) if options.get("jwks") else {}
+        if not roots and not jwks:
+            raise ValueError("auth.token: rootcertbundle or jwks is required")
+        algorithms = tuple(options.get("signingalgorithms") or DEFAULT_ALGORITHMS)
+        self.verifier = Verifier(str(options["issuer"]), self.service, roots, jwks, algorithms)
+
+    def realm_for(self, request: web.Request) -> str:
+        return self.url_for(request, self.redirect_path) if self.autoredirect else self.realm
+
+    def challenge(self, request: web.Request, wanted: list[Scope], error: str = "") -> Unauthorized:
+        value = f'Bearer realm="{_quote(self.realm_for(request))}",service="{_quote(self.service)}"'
+        if wanted:
+            value += f',scope="{" ".join(str(s) for s in wanted)}"'
+        if error:
+            value += f',error="{error}"'
+        return Unauthorized(headers={"WWW-Authenticate": value})
+
+    async def authorize(self, request: web.Request, wanted: list[Scope]) -> Grant:
+        token = bearer_token(request)
+        if token is None:
+            raise self.challenge(request, wanted)
+        try:
+            claims = self.verifier.verify(token)
+        except InvalidToken as exc:
+            log.info("refused token from %s: %s", request.remote, exc)
+            raise self.challenge(request, wanted, "invalid_token") from None
+        grant = Grant(claims.subject or None, claims.access)
+        if not grant.covers(wanted):
+            raise self.challenge(request, wanted, "insufficient_scope")
+        return grant
+
+    def visible(self, grant: Grant, repositories: list[str]) -> list[str]:
+        return repositories
+
+
+class Builtin(Token):
+    """moorage's own token server: users from htpasswd, grants from the ACL file, tokens signed
+    with a key of its own (made on first start) and verified here like any token."""
+
+    name = "builtin"
+
+    def __init__(self, options: dict[str, Any], url_for: UrlFor) -> None:
+        for key in ("service", "users", "acl", "signingkey"):
+            if not options.get(key):
+                raise ValueError(f"auth.builtin.{key}: required")
+        self.service = str(options["service"])
+        self.issuer = str(options.get("issuer") or "moorage")
+        self.expiration = int(options.get("expiration") or 300)
+        key_path = str(options["signingkey"])
+        certificate = str(options.get("certificate") or os.path.splitext(key_path)[0] + ".crt")
+        self.signer: Signer = load_or_create_signer(key_path, certificate, self.service)
+        self.passwords = Passwords(str(options["users"]))
+        self.acl: WatchedFile[Acl] = WatchedFile(str(options["acl"]), parse_acl)
+        self.realm = ""
+        self.autoredirect = True
+        self.redirect_path = "/auth/token"
+        self.url_for = url_for
+        self.verifier = Verifier(self.issuer, self.service, [self.signer.certificate])
+
+    def visible(self, grant: Grant, repositories: list[str]) -> list[str]:
+        acl = self.acl.value
+        return [name for name in repositories if acl.deciding(grant.user, name, "pull")]
+
+
+FACTORIES: dict[str, Callable[[dict[str, Any], UrlFor], AccessController]] = {
+    "silly": Silly,
+    "htpasswd": Htpasswd,
+    "token": Token,
+    "builtin": Builtin,
+}
+
+
+def create(auth: dict[str, dict[str, Any] | None], url_for: UrlFor) -> AccessController | None:
+    """The controller the `auth` section names (None when it names none). Raises ValueError
+    with the key path for a bad section."""
+    sections = {name: options for name, options in auth.items() if name != "none"}
+    if not sections:
+        return None
+    if len(sections) > 1:
+        raise ValueError(f"auth: configure one access controller, found {sorted(sections)}")
+    name, options = next(iter(sections.items()))
+    if name not in FACTORIES:
+        raise ValueError(
+            f"auth.{name}: unknown access controller; expected one of {sorted(FACTORIES)}"
+        )
+    return FACTORIES[name](options or {}, url_for)
