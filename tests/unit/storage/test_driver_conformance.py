@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,26 +26,43 @@ from moorage.storage.driver import (
     registered,
 )
 from moorage.storage.driver.base import ValidatingDriver
+from tests.servers import S3Server
 
 T = TypeVar("T")
 
 
+_OPEN: list[StorageDriver] = []  # drivers whose per-loop connections each run() releases
+
+
 def run(coroutine: Awaitable[T]) -> T:
     async def main() -> T:
-        return await coroutine
+        try:
+            return await coroutine
+        finally:
+            for driver in _OPEN:
+                await driver.close()
 
     return asyncio.run(main())
 
 
-def _parameters(name: str, tmp_path: Path) -> dict[str, Any]:
+def _parameters(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
     if name == "filesystem":
         return {"rootdirectory": str(tmp_path / "root")}
+    if name == "s3":
+        store: S3Server = request.getfixturevalue("s3_store")
+        store.create_bucket("conformance")
+        return store.params("conformance", rootdirectory=f"/{uuid.uuid4().hex}")
     return {}
 
 
 @pytest.fixture(params=registered())
 def driver(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StorageDriver]:
-    yield create(request.param, _parameters(request.param, tmp_path))
+    created = create(request.param, _parameters(request.param, tmp_path, request))
+    _OPEN.append(created)
+    try:
+        yield created
+    finally:
+        _OPEN.remove(created)
 
 
 async def read_all(driver: StorageDriver, path: str, offset: int = 0) -> bytes:
@@ -104,7 +122,7 @@ def test_put_is_atomic_for_concurrent_readers(driver: StorageDriver) -> None:
                 seen.add(await driver.get_content("/f"))
                 started.set()
 
-        asyncio.run(reads())
+        run(reads())
 
     reader = threading.Thread(target=read_until_stopped)
     reader.start()

@@ -1,7 +1,7 @@
 """Storage drivers, registered by the name the config uses. Importing this package registers the
 built-in ones."""
 
-from moorage.storage.driver import filesystem, inmemory
+from moorage.storage.driver import filesystem, inmemory, s3
 from moorage.storage.driver.base import (
     FileInfo,
     FileWriter,
@@ -26,4 +26,5 @@ __all__ = [
     "inmemory",
     "register",
     "registered",
+    "s3",
 ]

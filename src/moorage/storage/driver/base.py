@@ -103,6 +103,15 @@ class StorageDriver(Protocol):
         that keep content elsewhere. The file may not exist."""
         ...
 
+    async def redirect_url(self, path: str) -> str | None:
+        """A URL a client can fetch the file from directly (a presigned URL), or None when the
+        driver has no such thing."""
+        ...
+
+    async def close(self) -> None:
+        """Releases the running event loop's connections; the driver reconnects if used again."""
+        ...
+
 
 _PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
 
@@ -152,6 +161,12 @@ class ValidatingDriver:
 
     def local_file(self, path: str) -> str | None:
         return self.inner.local_file(self._check(path))
+
+    async def redirect_url(self, path: str) -> str | None:
+        return await self.inner.redirect_url(self._check(path))
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 DriverFactory = Callable[[dict[str, Any]], StorageDriver]

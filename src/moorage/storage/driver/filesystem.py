@@ -166,6 +166,12 @@ class FilesystemDriver:
     def local_file(self, path: str) -> str | None:
         return self._full(path)
 
+    async def redirect_url(self, path: str) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
 
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):

@@ -115,6 +115,12 @@ class InMemoryDriver:
     def local_file(self, path: str) -> str | None:
         return None
 
+    async def redirect_url(self, path: str) -> str | None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
 
 def create(parameters: dict[str, Any]) -> InMemoryDriver:
     return InMemoryDriver()

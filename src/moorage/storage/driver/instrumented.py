@@ -51,3 +51,9 @@ class InstrumentedDriver:
 
     def local_file(self, path: str) -> str | None:
         return self.inner.local_file(path)
+
+    async def redirect_url(self, path: str) -> str | None:
+        return await self.inner.redirect_url(path)
+
+    async def close(self) -> None:
+        await self.inner.close()
