@@ -16,6 +16,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from moorage.config.schema import Config
 from moorage.config.secrets import Redactor
+from moorage.metrics import body_bytes
 
 _LEVELS = {"warn": logging.WARNING, "warning": logging.WARNING}
 # Attributes every LogRecord has: anything else on a record came in through `extra`.
@@ -87,7 +88,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(config: Config, redactor: Redactor, stream: TextIO | None = None) -> None:
-    """Sends every logger's records to one handler on stderr, formatted and redacted."""
+    """Sends every logger's records to one handler on stderr, formatted and redacted; records
+    held since bootstrap(hold=True) go out first, in this format."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(redactor)
     fields = dict(config.log.fields)
@@ -97,42 +99,82 @@ def configure(config: Config, redactor: Redactor, stream: TextIO | None = None) 
     else:
         formatter = JsonFormatter(fields, logstash=config.log.formatter == "logstash")
     handler.setFormatter(formatter)
-    root = logging.getLogger()
-    root.handlers = [handler]
-    root.setLevel(_LEVELS.get(config.log.level, config.log.level.upper()))
     logging.getLogger(ACCESS).disabled = config.log.accesslog.disabled
+    _install(handler, _LEVELS.get(config.log.level, config.log.level.upper()))
 
 
-def bootstrap(redactor: Redactor) -> None:
-    """Logging before the config is loaded: warnings about the config itself, redacted."""
+class _Held(logging.Handler):
+    """Keeps records until the handler that will write them is known."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def _text_handler(redactor: Redactor) -> logging.Handler:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(redactor)
     handler.setFormatter(TextFormatter({}))
+    return handler
+
+
+def _install(handler: logging.Handler, level: int | str) -> None:
+    """Makes `handler` the only one, replaying the records held so far that pass `level`."""
     root = logging.getLogger()
+    held = [r for h in root.handlers if isinstance(h, _Held) for r in h.records]
     root.handlers = [handler]
-    root.setLevel(logging.INFO)
+    root.setLevel(level)
+    for record in held:
+        if record.levelno >= root.level:
+            handler.handle(record)
+
+
+def bootstrap(redactor: Redactor, *, hold: bool = False) -> None:
+    """Logging before the config is loaded (warnings about the config itself): text on
+    stderr, redacted; with `hold`, kept for configure() to write in the configured format
+    (or for release(), when loading fails)."""
+    _install(_Held() if hold else _text_handler(redactor), logging.INFO)
+
+
+def release(redactor: Redactor) -> None:
+    """Writes the records held by bootstrap(hold=True) as text: there will be no configure()."""
+    if any(isinstance(h, _Held) for h in logging.getLogger().handlers):
+        _install(_text_handler(redactor), logging.INFO)
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def _trusted(address: str, trusted: list[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
 def client_address(request: web.BaseRequest, trusted: list[Network]) -> str:
     """The client's address: the peer's, or, when the peer is a trusted proxy, the one the
-    proxy reports (`X-Forwarded-For`'s first entry, or `Forwarded: for=`)."""
+    proxies report (`X-Forwarded-For`, or `Forwarded: for=`): the last hop not itself a
+    trusted proxy, since a proxy appends to what the client sent and earlier entries can be
+    forged; the first hop when every one is trusted."""
     peer = request.remote or ""
-    try:
-        peer_ip = ipaddress.ip_address(peer)
-    except ValueError:
-        return peer
-    if not any(peer_ip in network for network in trusted):
+    if not _trusted(peer, trusted):
         return peer
     forwarded_for = request.headers.get("X-Forwarded-For")
     if forwarded_for:
-        return forwarded_for.split(",")[0].strip()
-    # Parsed here rather than by request.forwarded: the access log also sees the stand-in
-    # requests aiohttp makes for unparseable input, whose headers are a plain dict.
-    match = _FORWARDED_FOR.search(request.headers.get("Forwarded", ""))
-    return match.group(1) if match else peer
+        hops = [hop.strip() for hop in forwarded_for.split(",") if hop.strip()]
+    else:
+        # Parsed here rather than by request.forwarded: the access log also sees the stand-in
+        # requests aiohttp makes for unparseable input, whose headers are a plain dict.
+        hops = _FORWARDED_FOR.findall(request.headers.get("Forwarded", ""))
+    for hop in reversed(hops):
+        if not _trusted(hop, trusted):
+            return hop
+    return hops[0] if hops else peer
 
 
 def access_logger(trusted: list[Network]) -> type[AbstractAccessLogger]:
@@ -152,7 +194,7 @@ def access_logger(trusted: list[Network]) -> type[AbstractAccessLogger]:
                     "route": route,
                     "status": response.status,
                     "bytes_in": request.content_length or 0,
-                    "bytes_out": response.body_length,
+                    "bytes_out": body_bytes(request.method, response),
                     "duration_ms": round(time * 1000, 2),
                     "remote": client_address(request, trusted),
                     "user": request.get("user", "-"),

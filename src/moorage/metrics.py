@@ -13,6 +13,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UPLOAD_WRITES = ("PATCH", "PUT", "POST")
 
 
+def body_bytes(method: str, response: web.StreamResponse) -> int:
+    """The response body's length, headers excluded: none for HEAD, 204 and 304. aiohttp's
+    `body_length` counts headers and misses what sendfile sent, so the declared length is used."""
+    if method == "HEAD" or response.status in (204, 304):
+        return 0
+    if response.content_length is not None:
+        return response.content_length
+    return response.body_length  # chunked: what was written, headers included
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -24,8 +34,8 @@ class Metrics:
         )
         self.latency = Histogram(
             "moorage_http_request_duration_seconds",
-            "Time to answer an HTTP request, by route and method.",
-            ["route", "method"],
+            "Time to answer an HTTP request, by route, method and status.",
+            ["route", "method", "status"],
             registry=self.registry,
         )
         self.bytes_in = Counter(
@@ -81,11 +91,11 @@ class Metrics:
             finally:
                 if upload:
                     self.uploads_in_flight.dec()
-                self.latency.labels(route, request.method).observe(time.perf_counter() - start)
+                elapsed = time.perf_counter() - start
+                self.latency.labels(route, request.method, str(status)).observe(elapsed)
                 self.requests.labels(route, request.method, str(status)).inc()
                 self.bytes_in.labels(route).inc(request.content_length or 0)
                 if status < 500:
-                    sent = response.body_length if response.prepared else response.content_length
-                    self.bytes_out.labels(route).inc(sent or 0)
+                    self.bytes_out.labels(route).inc(body_bytes(request.method, response))
 
         return measure

@@ -22,6 +22,7 @@ from moorage.drain import InFlight
 from moorage.health import Health
 from moorage.logs import access_logger
 from moorage.metrics import Metrics
+from moorage.registry import purge
 from moorage.registry.repository import Registry
 from moorage.storage import cache as caches
 from moorage.storage import driver as drivers
@@ -107,6 +108,7 @@ class Server:
             relative_urls=http.relativeurls,
             headers=http.headers,
             secret=http.secret.encode(),
+            redirect=not config.storage.redirect.disable,
             trusted_proxies=[ipaddress.ip_network(n, strict=False) for n in http.trustedproxies],
         )
         try:
@@ -187,6 +189,18 @@ class Server:
                 await web.TCPSite(debug, debug_host, debug_port, reuse_address=True).start()
             if self.health_interval is not None:
                 tasks.append(asyncio.create_task(self.health.run(self.health_interval)))
+            purging = self.config.storage.maintenance.uploadpurging
+            if purging.enabled and not self.settings.readonly:
+                tasks.append(
+                    asyncio.create_task(
+                        purge.run(
+                            self.registry,
+                            seconds(purging.age),
+                            seconds(purging.interval),
+                            purging.dryrun,
+                        )
+                    )
+                )
             log.info(self.describe())
             await stop.wait()
             log.info("moorage stopping: draining requests for up to %.1fs", drain)
@@ -198,6 +212,7 @@ class Server:
                 task.cancel()
             for each in reversed(runners):
                 await each.cleanup()
+            await self.registry.driver.close()
 
 
 async def serve(config: Config, redactor: Redactor, *, strict_secrets: bool = False) -> None:

@@ -6,7 +6,7 @@ import os
 
 from aiohttp import web
 
-from moorage.api.context import registry, repository
+from moorage.api.context import registry, repository, settings
 from moorage.api.responses import FileResponse, parse_range, stream_chunks
 from moorage.registry.digest import Digest
 from moorage.registry.errors import BlobUnknown
@@ -41,6 +41,8 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         return web.Response(status=status, headers=headers)
 
     store = registry(request).blobs
+    if settings(request).redirect and (url := await store.redirect_url(info.stored)):
+        return web.Response(status=307, headers={"Location": url, **headers})
     local = store.local_file(info.stored)
     if local is not None:
         if not os.path.exists(local):

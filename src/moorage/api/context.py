@@ -26,6 +26,7 @@ class Settings:
     relative_urls: bool = False
     headers: dict[str, list[str]] = field(default_factory=dict)  # added to every response
     secret: bytes = b""  # signs upload session state
+    redirect: bool = True  # blob GETs answer 307 to the driver's direct URL, where it has one
     trusted_proxies: list[Network] = field(default_factory=lambda: list(LOOPBACK))
 
 

@@ -16,6 +16,7 @@ In patterns `*` matches across `/` (`team/*` covers `team/a/b`).
 from __future__ import annotations
 
 import fnmatch
+import glob
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +64,8 @@ class Acl:
             if "${user}" in pattern:
                 if user is None:
                     continue
-                pattern = pattern.replace("${user}", user)
+                # Escaped: a name holding `*`, `?` or `[` stands for itself, never a pattern.
+                pattern = pattern.replace("${user}", glob.escape(user))
             if fnmatch.fnmatchcase(repository, pattern):
                 return True
         return False

@@ -157,7 +157,8 @@ class Verifier:
                 leeway=LEEWAY,
                 options={"require": ["exp", "iss", "aud"]},
             )
-        except jwt.PyJWTError as exc:
+        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+            # TypeError/ValueError: the key does not fit the algorithm (an EC key for HS256).
             raise InvalidToken(str(exc)) from exc
         return Claims(str(claims.get("sub") or ""), _access(claims.get("access")))
 

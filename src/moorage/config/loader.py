@@ -131,7 +131,9 @@ def load(
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError([_describe(error) for error in exc.errors()]) from None
+        # Some messages quote the value they refuse, which may be a secret put in the wrong key.
+        redactor = secrets.Redactor(list(secrets.values(tree)))
+        raise ConfigError([redactor.redact(_describe(e)) for e in exc.errors()]) from None
     if not config.http.secret:
         config.http.secret = random.token_urlsafe(32)
         log.warning(

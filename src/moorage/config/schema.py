@@ -258,6 +258,14 @@ class Endpoint(Section):
     ignoredmediatypes: list[str] = Field(default_factory=list)
     ignore: dict[str, list[str]] = Field(default_factory=dict)
 
+    @field_validator("headers", mode="before")
+    @classmethod
+    def _one_value(cls, headers: Any) -> Any:
+        """A header given as one string (as `<header>file:` gives it) is that one value."""
+        if isinstance(headers, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in headers.items()}
+        return headers
+
 
 class Notifications(Section):
     events: dict[str, Any] = Field(default_factory=dict)

@@ -15,6 +15,7 @@ import fnmatch
 import json
 import logging
 import os
+import re
 import stat
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -39,6 +40,8 @@ SECRET_PATHS = (
 )
 # Shorter values are not masked in free text: masking every "abc" would make logs unreadable.
 MIN_REDACTED_LENGTH = 4
+# `Authorization`-style values: the credentials after the scheme are a secret on their own.
+_AUTH_VALUE = re.compile(r"(?i)(?:basic|bearer|token|digest|apikey)\s+(\S+)")
 
 
 class SecretProblem(Exception):
@@ -83,9 +86,11 @@ def resolve_files(tree: Any, strict: bool, path: tuple[str | int, ...] = ()) -> 
     """Replaces every `<secret>file: PATH` in the tree by `<secret>: content`, in place."""
     if isinstance(tree, dict):
         for key in list(tree):
+            # A file reference's value is one path: a list (a header's values) is data.
             if (
                 isinstance(key, str)
                 and key.lower().endswith(FILE_SUFFIX)
+                and isinstance(tree[key], str)
                 and is_secret((*path, key[: -len(FILE_SUFFIX)]))
             ):
                 base = key[: -len(FILE_SUFFIX)]
@@ -101,15 +106,17 @@ def resolve_files(tree: Any, strict: bool, path: tuple[str | int, ...] = ()) -> 
 
 
 def values(tree: Any, path: tuple[str | int, ...] = ()) -> Iterator[str]:
-    """Every secret value in a (plain) config tree."""
+    """Every secret value in a config tree, as text (YAML reads `secret: 12345` as a number)."""
     if isinstance(tree, dict):
         for key, value in tree.items():
             yield from values(value, (*path, key))
     elif isinstance(tree, list):
         for index, item in enumerate(tree):
             yield from values(item, (*path, index))
-    elif isinstance(tree, str) and tree and is_secret(path):
-        yield tree
+    elif isinstance(tree, str | int | float) and not isinstance(tree, bool) and is_secret(path):
+        text = str(tree)
+        if text:
+            yield text
 
 
 def masked(tree: Any, path: tuple[str | int, ...] = ()) -> Any:
@@ -150,7 +157,9 @@ class Redactor(logging.Filter):
         self.add(secrets or [])
 
     def add(self, secrets: list[str]) -> None:
-        fresh = {s for s in secrets if len(s) >= MIN_REDACTED_LENGTH} | set(self.secrets)
+        credentials = [m.group(1) for s in secrets if (m := _AUTH_VALUE.fullmatch(s.strip()))]
+        fresh = {s for s in [*secrets, *credentials] if len(s) >= MIN_REDACTED_LENGTH}
+        fresh |= set(self.secrets)
         # Longest first, so a secret containing another is masked whole.
         self.secrets = sorted(fresh, key=len, reverse=True)
 
@@ -161,12 +170,12 @@ class Redactor(logging.Filter):
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Redacts every text of the record: message, traceback and `extra` fields alike."""
         if self.secrets:
-            message = record.getMessage()
+            record.msg = record.getMessage()
+            record.args = None
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.msg = self.redact(message)
-            record.args = None
-            if record.exc_text:
-                record.exc_text = self.redact(record.exc_text)
+            texts = {k: v for k, v in vars(record).items() if isinstance(v, str)}
+            vars(record).update({k: self.redact(v) for k, v in texts.items()})
         return True

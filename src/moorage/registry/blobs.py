@@ -88,6 +88,9 @@ class BlobStore:
     def local_file(self, digest: Digest) -> str | None:
         return self.driver.local_file(paths.blob_data(digest))
 
+    async def redirect_url(self, digest: Digest) -> str | None:
+        return await self.driver.redirect_url(paths.blob_data(digest))
+
 
 class RepositoryBlobs:
     """The blobs one repository links."""
@@ -169,5 +172,7 @@ class RepositoryBlobs:
         link = paths.layer_link(self.name, digest)
         if await read_link(self.driver, link) is None:
             raise BlobUnknown(detail={"digest": str(digest)})
-        await self.forget(digest)
+        # Storage first, then the cache: a reader between the two finds the link gone and
+        # caches nothing, where the other order could re-cache the link just deleted.
         await self.driver.delete(link.rpartition("/")[0])
+        await self.forget(digest)

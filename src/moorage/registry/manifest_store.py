@@ -205,8 +205,8 @@ class Manifests:
         for tag in await self.tags.pointing_at(digest):
             await self.tags.untag(tag)
         link = paths.manifest_revision_link(self.name, digest)
-        await self.blobs.forget(digest)
         await self.driver.delete(link.rpartition("/")[0])
+        await self.blobs.forget(digest)  # after storage: see RepositoryBlobs.delete
 
     async def referrer_descriptors(
         self, subject: Digest, artifact_type: str | None

@@ -59,6 +59,9 @@ class Registry:
         return await self.catalog.names()
 
     async def _walk_repositories(self) -> list[str]:
+        return await self.walk(paths.REPOSITORY_MARKER)
+
+    async def walk(self, marker: str) -> list[str]:
         """Every repository, in lexical order. A repository is a directory below
         `repositories/` with a `_layers` child, as distribution's catalog has it (an image's
         config and layers are always linked there); names may nest (`a/b` and `a/b/c`)."""
@@ -73,7 +76,7 @@ class Registry:
                 continue
             for child in children:
                 base = child.rpartition("/")[2]
-                if base == paths.REPOSITORY_MARKER:
+                if base == marker:
                     found.append(directory[len(prefix) :])
                 elif not base.startswith("_"):
                     pending.append(child)

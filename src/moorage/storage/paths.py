@@ -31,6 +31,7 @@ REPOSITORIES = f"{ROOT}/repositories"
 BLOBS = f"{ROOT}/blobs"
 # The child directory that makes a directory below REPOSITORIES a repository.
 REPOSITORY_MARKER = "_layers"
+UPLOADS_MARKER = "_uploads"  # a repository's upload sessions
 CONTENT_ALGORITHM = "sha256"  # blob content is stored under its digest in this algorithm
 
 

@@ -1,6 +1,6 @@
 """Blob descriptor caches (`storage.cache.blobdescriptor`), registered by the config's name."""
 
-from moorage.storage.cache import inmemory
+from moorage.storage.cache import inmemory, redis
 from moorage.storage.cache.base import (
     BlobDescriptorCache,
     CachedBlob,
@@ -16,6 +16,7 @@ __all__ = [
     "MeasuredCache",
     "create",
     "inmemory",
+    "redis",
     "register",
     "registered",
 ]

@@ -1,0 +1,143 @@
+"""The Redis blob descriptor cache, shared by every replica using the same Redis.
+
+Redis being down never stops the registry: look-ups are misses (storage answers), writes are
+skipped, and it is logged once. A background task then retries every second; once Redis
+answers, it empties moorage's keys before the cache is used again, so an entry that a delete
+made during the outage could not remove never comes back (any replica that saw the outage does
+this, and one that made a delete during it saw it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from moorage.config.schema import Redis as RedisSettings
+from moorage.config.schema import seconds
+from moorage.registry.digest import Digest
+from moorage.storage.cache.base import CachedBlob, register
+
+log = logging.getLogger("moorage.cache.redis")
+
+NAME = "redis"
+PREFIX = "moorage:blob:"
+RETRY_EVERY = 1.0
+
+
+def _key(scope: str | None, digest: Digest) -> str:
+    return f"{PREFIX}{scope or ''}@{digest}"
+
+
+def connect(settings: RedisSettings) -> aioredis.Redis:
+    """A client for the `redis` section, in distribution's v2 shape (`addr`, `pool`) or v3 shape
+    (`addrs`, `username`). Several `addrs` name one server's alternatives: the first is used."""
+    addresses = settings.addrs or ([settings.addr] if settings.addr else [])
+    if not addresses:
+        raise ValueError("redis.addr: required when a redis cache is configured")
+    host, _, port = addresses[0].rpartition(":")
+    connect_timeout = seconds(settings.dialtimeout) or 5.0
+    kwargs: dict[str, Any] = {
+        "host": host or "localhost",
+        "port": int(port or 6379),
+        "db": settings.db,
+        "username": settings.username or None,
+        "password": settings.password or None,
+        "socket_connect_timeout": connect_timeout,
+        "socket_timeout": seconds(settings.readtimeout) or connect_timeout,
+        "max_connections": settings.pool.maxactive or settings.poolsize or None,
+        "client_name": settings.clientname or None,
+    }
+    if settings.tls.enabled:
+        kwargs["ssl"] = True
+        kwargs["ssl_certfile"] = settings.tls.certificate or None
+        kwargs["ssl_keyfile"] = settings.tls.key or None
+        kwargs["ssl_ca_certs"] = settings.tls.clientcas[0] if settings.tls.clientcas else None
+        kwargs["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return aioredis.Redis(**kwargs)
+
+
+class RedisCache:
+    name = NAME
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self._recovery: asyncio.Task[None] | None = None
+
+    @property
+    def up(self) -> bool:
+        return self._recovery is None
+
+    def _failed(self, exc: Exception) -> None:
+        if self._recovery is None:
+            log.error("redis unavailable, serving from storage until it returns: %s", exc)
+            self._recovery = asyncio.get_running_loop().create_task(self._recover())
+
+    async def _recover(self) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(RETRY_EVERY)
+            try:
+                await self.flush()
+            except (RedisError, OSError):
+                continue
+            log.info("redis available again after %.0fs", time.monotonic() - started)
+            self._recovery = None
+            return
+
+    async def flush(self) -> None:
+        """Deletes every key of this cache."""
+        batch: list[Any] = []
+        async for key in self.client.scan_iter(match=PREFIX + "*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                await self.client.delete(*batch)
+                batch.clear()
+        if batch:
+            await self.client.delete(*batch)
+
+    async def get(self, scope: str | None, digest: Digest) -> CachedBlob | None:
+        if not self.up:
+            return None
+        try:
+            value = await self.client.get(_key(scope, digest))
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+            return None
+        if value is None:
+            return None
+        text = value.decode() if isinstance(value, bytes) else str(value)
+        stored, _, size = text.partition(" ")
+        parsed = Digest.parse_or_none(stored)
+        return CachedBlob(parsed, int(size)) if parsed and size.isdigit() else None
+
+    async def set(self, scope: str | None, digest: Digest, blob: CachedBlob) -> None:
+        if not self.up:
+            return
+        try:
+            await self.client.set(_key(scope, digest), f"{blob.stored} {blob.size}")
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+
+    async def forget(self, scope: str | None, digest: Digest) -> None:
+        if not self.up:
+            return  # the recovery's flush removes it
+        try:
+            await self.client.delete(_key(scope, digest))
+        except (RedisError, OSError) as exc:
+            self._failed(exc)
+
+
+def create(options: dict[str, Any]) -> RedisCache:
+    settings = options.get("redis")
+    if not isinstance(settings, RedisSettings):
+        raise ValueError("the redis cache needs the redis section")
+    return RedisCache(connect(settings))
+
+
+register(NAME, create)
