@@ -5,7 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.servers import S3Server, Server, moorage_config, run_moorage, run_seaweedfs
+from tests.servers import (
+    RedisServer,
+    S3Server,
+    Server,
+    moorage_config,
+    run_moorage,
+    run_redis,
+    run_seaweedfs,
+)
 
 
 @pytest.fixture
@@ -22,4 +30,11 @@ def moorage(tmp_path: Path) -> Iterator[Server]:
 def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """One SeaweedFS for the whole run; tests keep apart by bucket or root directory."""
     with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One Redis for the whole run; tests keep apart by database or key."""
+    with run_redis() as server:
         yield server

@@ -256,3 +256,48 @@ def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+    def start(self) -> None:
+        """(Re)starts the server on the same port, empty."""
+        self.process = _start_redis(self.port)
+
+
+def _start_redis(port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("Redis is missing: apt-get install redis-server")
+    process = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"redis-server did not start on port {port}")
+
+
+@contextlib.contextmanager
+def run_redis() -> Iterator[RedisServer]:
+    port = free_port()
+    server = RedisServer(port, _start_redis(port))
+    try:
+        yield server
+    finally:
+        server.stop()

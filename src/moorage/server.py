@@ -213,6 +213,8 @@ class Server:
             for each in reversed(runners):
                 await each.cleanup()
             await self.registry.driver.close()
+            if self.registry.blobs.cache is not None:
+                await self.registry.blobs.cache.close()
 
 
 async def serve(config: Config, redactor: Redactor, *, strict_secrets: bool = False) -> None:

@@ -34,6 +34,10 @@ class BlobDescriptorCache(Protocol):
 
     async def forget(self, scope: str | None, digest: Digest) -> None: ...
 
+    async def close(self) -> None:
+        """Releases connections; the cache reconnects if used again."""
+        ...
+
 
 class MeasuredCache:
     """Counts hits and misses of any cache (`observe(cache_name, hit)`)."""
@@ -53,6 +57,9 @@ class MeasuredCache:
 
     async def forget(self, scope: str | None, digest: Digest) -> None:
         await self.inner.forget(scope, digest)
+
+    async def close(self) -> None:
+        await self.inner.close()
 
 
 CacheFactory = Callable[[dict[str, Any]], BlobDescriptorCache]

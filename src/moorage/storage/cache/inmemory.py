@@ -35,6 +35,9 @@ class InMemoryCache:
     async def forget(self, scope: str | None, digest: Digest) -> None:
         self._entries.pop((scope, digest), None)
 
+    async def close(self) -> None:
+        return None
+
 
 def create(options: dict[str, Any]) -> InMemoryCache:
     size = options.get("size") or DEFAULT_SIZE

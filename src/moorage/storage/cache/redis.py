@@ -101,6 +101,12 @@ class RedisCache:
         if batch:
             await self.client.delete(*batch)
 
+    async def close(self) -> None:
+        if self._recovery is not None:
+            self._recovery.cancel()
+            self._recovery = None
+        await self.client.aclose()
+
     async def get(self, scope: str | None, digest: Digest) -> CachedBlob | None:
         if not self.up:
             return None
