@@ -27,6 +27,7 @@ from moorage.registry.repository import Registry
 from moorage.storage import cache as caches
 from moorage.storage import driver as drivers
 from moorage.storage.cache import BlobDescriptorCache, MeasuredCache
+from moorage.storage.cache.redis import RedisCache, RedisNames
 from moorage.storage.driver.instrumented import InstrumentedDriver
 
 log = logging.getLogger("moorage")
@@ -91,8 +92,14 @@ class Server:
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         driver = InstrumentedDriver(raw, self.metrics.observe_storage)
+        cache = self._cache(config)
+        shared = (
+            RedisNames(cache.inner.client)
+            if isinstance(cache, MeasuredCache) and isinstance(cache.inner, RedisCache)
+            else None
+        )
         self.registry = Registry(
-            driver, deletes=config.storage.delete.enabled, cache=self._cache(config)
+            driver, deletes=config.storage.delete.enabled, cache=cache, shared_names=shared
         )
         check = config.health.storagedriver
         self.health = Health(driver, check.threshold)

@@ -3,7 +3,8 @@ whatever the registry's size.
 
 The list is built by one walk of storage, extended by this process's own writes as they happen,
 and re-walked in the background once it is older than `refresh` seconds when asked for, so that
-repositories made by other replicas or out of band appear within that time.
+repositories made out of band appear within that time. With a shared name set (Redis, for
+replicas), names one replica adds reach the others within `sync` seconds.
 """
 
 from __future__ import annotations
@@ -13,18 +14,36 @@ import bisect
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 log = logging.getLogger("moorage.catalog")
 
 DEFAULT_REFRESH = 30.0
+DEFAULT_SYNC = 1.0
+
+
+class SharedNames(Protocol):
+    """Repository names shared between replicas. Both calls may fail: the catalog then goes on
+    with what it knows."""
+
+    async def add(self, names: list[str]) -> None: ...
+
+    async def all(self) -> list[str]: ...
 
 
 class Catalog:
     def __init__(
-        self, walk: Callable[[], Awaitable[list[str]]], refresh: float = DEFAULT_REFRESH
+        self,
+        walk: Callable[[], Awaitable[list[str]]],
+        refresh: float = DEFAULT_REFRESH,
+        shared: SharedNames | None = None,
+        sync: float = DEFAULT_SYNC,
     ) -> None:
         self._walk = walk
         self.refresh = refresh
+        self.shared = shared
+        self.sync = sync
+        self._synced_at = 0.0
         self._names: list[str] | None = None
         self._known: set[str] = set()
         self._built_at = 0.0
@@ -40,6 +59,12 @@ class Catalog:
                     await self._rebuild()
         elif time.monotonic() - self._built_at > self.refresh and self._rebuilding is None:
             self._rebuilding = asyncio.create_task(self._rebuild_in_background())
+        if self.shared is not None and time.monotonic() - self._synced_at > self.sync:
+            self._synced_at = time.monotonic()
+            try:
+                self._merge(await self.shared.all())
+            except Exception as exc:  # the shared set is an optimisation, never a dependency
+                log.debug("shared catalog unavailable: %s", exc)
         assert self._names is not None
         return self._names
 
@@ -47,8 +72,23 @@ class Catalog:
         """Records a repository this process just created (cheap when already known)."""
         if name in self._known or self._names is None:
             return
-        self._known.add(name)
-        bisect.insort(self._names, name)
+        self._merge([name])
+        if self.shared is not None:
+            asyncio.get_running_loop().create_task(self._share([name]))
+
+    def _merge(self, names: list[str]) -> None:
+        assert self._names is not None
+        for name in names:
+            if name not in self._known:
+                self._known.add(name)
+                bisect.insort(self._names, name)
+
+    async def _share(self, names: list[str]) -> None:
+        assert self.shared is not None
+        try:
+            await self.shared.add(names)
+        except Exception as exc:
+            log.debug("shared catalog unavailable: %s", exc)
 
     async def _rebuild(self) -> None:
         started = time.monotonic()
@@ -56,6 +96,8 @@ class Catalog:
         # Keep what this process added while the walk was under way.
         merged = sorted(set(names) | (self._known if self._names is not None else set()))
         self._names, self._known, self._built_at = merged, set(merged), started
+        if self.shared is not None:
+            await self._share(merged)  # so replicas started later know them at once
 
     async def _rebuild_in_background(self) -> None:
         try:

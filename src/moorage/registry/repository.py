@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from moorage.registry.blobs import BlobStore, RepositoryBlobs
-from moorage.registry.catalog import Catalog
+from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.manifest_store import Manifests
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
@@ -43,11 +43,12 @@ class Registry:
         *,
         deletes: bool = False,
         cache: BlobDescriptorCache | None = None,
+        shared_names: SharedNames | None = None,
     ) -> None:
         self.driver = driver
         self.deletes = deletes
         self.blobs = BlobStore(driver, cache)
-        self.catalog = Catalog(self._walk_repositories)
+        self.catalog = Catalog(self._walk_repositories, shared=shared_names)
         self.hash_states = HashStates()
 
     def repository(self, name: str) -> Repository:

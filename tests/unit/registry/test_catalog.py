@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 
+import redis.asyncio
+
 from moorage.registry.catalog import Catalog
+from moorage.storage.cache.redis import RedisNames
+from tests.servers import RedisServer
 
 
 class Storage:
@@ -75,5 +79,52 @@ def test_names_added_during_a_refresh_are_kept() -> None:
         for _ in range(10):
             await asyncio.sleep(0)
         assert "new" in await catalog.names()
+
+    asyncio.run(scenario())
+
+
+def test_replicas_share_names_through_redis(redis_server: RedisServer) -> None:
+    """Two catalogs (two replicas) on one real Redis: a name one adds, the other lists."""
+    one, two = Storage(["old"]), Storage(["old"])
+
+    async def scenario() -> None:
+        first_client = redis.asyncio.Redis.from_url(f"redis://{redis_server.addr}/2")
+        second_client = redis.asyncio.Redis.from_url(f"redis://{redis_server.addr}/2")
+        try:
+            await first_client.flushdb()
+            first = Catalog(one.walk, shared=RedisNames(first_client), sync=0.0)
+            second = Catalog(two.walk, shared=RedisNames(second_client), sync=0.0)
+            assert await first.names() == ["old"]
+            assert await second.names() == ["old"]
+            first.add("pushed-to-first")
+            for _ in range(50):  # the share happens in the background
+                await asyncio.sleep(0.01)
+                if "pushed-to-first" in await second.names():
+                    break
+            assert await second.names() == ["old", "pushed-to-first"]
+            assert two.walks == 1  # learnt through Redis, not by walking storage again
+        finally:
+            await first_client.aclose()
+            await second_client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_catalog_goes_on_when_the_shared_set_fails() -> None:
+    class Broken:
+        async def add(self, names: list[str]) -> None:
+            raise ConnectionError("redis down")
+
+        async def all(self) -> list[str]:
+            raise ConnectionError("redis down")
+
+    storage = Storage(["a"])
+    catalog = Catalog(storage.walk, shared=Broken(), sync=0.0)
+
+    async def scenario() -> None:
+        assert await catalog.names() == ["a"]
+        catalog.add("b")
+        await asyncio.sleep(0)
+        assert await catalog.names() == ["a", "b"]
 
     asyncio.run(scenario())

@@ -147,3 +147,20 @@ def create(options: dict[str, Any]) -> RedisCache:
 
 
 register(NAME, create)
+
+
+class RedisNames:
+    """The catalog's repository names, shared by replicas in one Redis sorted set."""
+
+    KEY = "moorage:catalog"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+
+    async def add(self, names: list[str]) -> None:
+        for start in range(0, len(names), 1000):
+            await self.client.zadd(self.KEY, dict.fromkeys(names[start : start + 1000], 0))
+
+    async def all(self) -> list[str]:
+        raw = await self.client.zrange(self.KEY, 0, -1)
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in raw]
