@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from moorage.registry.digest import Digest
 from moorage.config.schema import Redis
+from moorage.registry.digest import Digest
 from moorage.storage.cache import BlobDescriptorCache, CachedBlob, MeasuredCache, create, registered
 from moorage.storage.cache.redis import RedisCache
 from tests.servers import RedisServer
