@@ -439,7 +439,8 @@ class S3Driver:
                 kwargs["ContinuationToken"] = token
             listed = await self._call("list_objects_v2", path, **kwargs)
             for item in listed.get("Contents", []):
-                children.append(item["Key"])
+                if item["Key"] != prefix:  # the directory's own `dir/` key, on some stores
+                    children.append(item["Key"].rstrip("/"))
             for common in listed.get("CommonPrefixes", []):
                 children.append(common["Prefix"].rstrip("/"))
             if not listed.get("IsTruncated"):
@@ -447,7 +448,10 @@ class S3Driver:
             token = listed["NextContinuationToken"]
         if not children:
             raise PathNotFound(NAME, path)
-        return [self._path(key) for key in children if "~" not in key.rpartition("/")[2]]
+        names = [key for key in children if "~" not in key.rpartition("/")[2]]  # not tails
+        if not names:
+            raise PathNotFound(NAME, path)
+        return [self._path(key) for key in names]
 
     async def move(self, source: str, dest: str) -> None:
         size = await self._object_size(source)

@@ -1,0 +1,1 @@
+"""The benchmark suite: moorage against the reference registry, side by side (bench/README.md)."""

@@ -1,0 +1,464 @@
+"""The workloads of the issue, each run on both registries in the same run: several rounds,
+alternating which registry goes first, one figure per registry per round.
+
+Blob traffic goes through bench/client.py in a process of its own (sendfile out, 1 MiB reads
+in); small requests through wrk (GET) and hey (HEAD, which wrk cannot do); skopeo is timed
+around its whole command.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.servers import Server
+
+from bench import fixtures
+from bench.fixtures import BlobFile, Tree
+from bench.registries import KINDS, MOORAGE, REFERENCE, memory, run_registry
+from bench.report import Results, Target, at_least, moorage_at_most, moorage_below
+
+MIB = 1 << 20
+ACCEPT = ", ".join([
+    fixtures.DOCKER_MANIFEST,
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+BLOB_REPO = "bench/blobs"
+MANIFEST_REPO = "bench/manifest"
+TAGS_REPO = "bench/tags"
+
+
+@dataclass(frozen=True)
+class Scale:
+    blobs: tuple[tuple[str, int], ...]  # (label, size) of the pushed and pulled blobs
+    warm_blob: int  # an untimed push of this size first, on every fresh server
+    chunk: int  # PATCH size of the chunked push
+    pull_clients: tuple[int, ...]
+    connections: tuple[int, ...]  # manifest GET/HEAD concurrency
+    load_seconds: int  # per wrk/hey run
+    skopeo_layers: int
+    skopeo_layer_size: int
+    tags: int
+    repos: tuple[int, int]  # catalog sizes: the small one shows whether page time depends on it
+    first_page: int  # n of the catalog's first page
+    page: int  # n of the full walk
+    listing_requests: int  # per round, at most...
+    listing_seconds: float  # ...or for this long (at least 3 requests)
+    warm_memory: int  # bytes written and deleted before any timing (see fixtures.warm_memory)
+
+
+FULL = Scale(
+    blobs=(("256MiB", 256 * MIB), ("1GiB", 1024 * MIB)),
+    warm_blob=32 * MIB,
+    chunk=5 * MIB,
+    pull_clients=(1, 8),
+    connections=(32, 128),
+    load_seconds=5,
+    skopeo_layers=5,
+    skopeo_layer_size=40_000_000,
+    tags=5000,
+    repos=(1000, 10000),
+    first_page=100,
+    page=1000,
+    listing_requests=300,
+    listing_seconds=3.0,
+    warm_memory=6 * 1024 * MIB,
+)
+SMOKE = Scale(
+    blobs=(("2MiB", 2 * MIB), ("6MiB", 6 * MIB)),
+    warm_blob=MIB,
+    chunk=MIB,
+    pull_clients=(1, 8),
+    connections=(32, 128),
+    load_seconds=1,
+    skopeo_layers=5,
+    skopeo_layer_size=20_000,
+    tags=50,
+    repos=(20, 200),
+    first_page=10,
+    page=50,
+    listing_requests=20,
+    listing_seconds=0.3,
+    warm_memory=0,
+)
+
+
+class Bench:
+    """What every workload shares: the scale, the rounds, the fixtures, the results."""
+
+    def __init__(
+        self, scale: Scale, rounds: int, workdir: Path, results: Results, profile: Path | None
+    ) -> None:
+        self.scale = scale
+        self.rounds = rounds
+        self.workdir = workdir
+        self.results = results
+        self.profile = profile
+        self.profiles: dict[str, list[Path]] = {}
+        self._blobs: list[BlobFile] | None = None
+        self._warm: BlobFile | None = None
+        self._roots: dict[str, Path] = {}
+
+    # -- running --------------------------------------------------------------------------
+
+    def order(self, round_: int) -> tuple[str, ...]:
+        """Both registries, the first one alternating from round to round."""
+        return KINDS if round_ % 2 == 0 else tuple(reversed(KINDS))
+
+    @contextlib.contextmanager
+    def server(self, kind: str, root: Path, workload: str) -> Iterator[Server]:
+        profile = None
+        if self.profile is not None and kind == MOORAGE:
+            files = self.profiles.setdefault(workload, [])
+            profile = self.profile / f"profile-{workload}-{len(files)}.txt"
+            files.append(profile)
+        with run_registry(kind, self.workdir / "logs", root, profile) as server:
+            yield server
+
+    def client(self, **request: Any) -> dict[str, Any]:
+        """Runs one bench/client.py operation in a process of its own."""
+        done = subprocess.run(
+            [sys.executable, "-m", "bench.client", json.dumps(request)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"bench client {request.get('op')} failed:\n{done.stderr}")
+        result: dict[str, Any] = json.loads(done.stdout)
+        return result
+
+    def fresh_root(self, name: str) -> Path:
+        root = self.workdir / "roots" / name
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+        return root
+
+    # -- fixtures, made on first use --------------------------------------------------------
+
+    @property
+    def blobs(self) -> list[BlobFile]:
+        if self._blobs is None:
+            directory = self.workdir / "blobs"
+            self._blobs = [
+                fixtures.blob_file(directory, label, size, seed)
+                for seed, (label, size) in enumerate(self.scale.blobs, start=1)
+            ]
+            self._warm = fixtures.blob_file(directory, "warm", self.scale.warm_blob, 99)
+            fixtures.warm_memory(self.workdir, self.scale.warm_memory)
+        return self._blobs
+
+    @property
+    def warm(self) -> BlobFile:
+        self.blobs  # noqa: B018 (made together)
+        assert self._warm is not None
+        return self._warm
+
+    def read_root(self) -> Path:
+        """The root the read workloads share (both registries serve it at once, read-only):
+        the blobs to pull, a small image to GET by tag, a repository with many tags."""
+        if "read" not in self._roots:
+            root = self.fresh_root("read")
+            tree = Tree(root)
+            for blob in [*self.blobs, self.warm]:
+                tree.blob(blob.digest, source=blob.path)
+                tree.layer_link(BLOB_REPO, blob.digest)
+            fixtures.write_image(tree, [MANIFEST_REPO], ["latest"])
+            tags = [f"v{i:05d}" for i in range(self.scale.tags)]
+            fixtures.write_image(tree, [TAGS_REPO], tags, seed="tags")
+            self._roots["read"] = root
+        return self._roots["read"]
+
+    def catalog_root(self, count: int) -> Path:
+        name = f"catalog-{count}"
+        if name not in self._roots:
+            root = self.fresh_root(name)
+            fixtures.write_image(Tree(root), fixtures.catalog_names(count), ["latest"])
+            self._roots[name] = root
+        return self._roots[name]
+
+
+# -- blob pushes ----------------------------------------------------------------------------
+
+
+def _push(bench: Bench, workload: str, chunk: int, target: Target) -> None:
+    metrics = {b.label: bench.results.metric(workload, b.label, "MB/s", True, target)
+               for b in bench.blobs}
+    for round_ in range(bench.rounds):
+        for kind in bench.order(round_):
+            root = bench.fresh_root(f"{workload}-{kind}")
+            with bench.server(kind, root, workload) as server:
+                warm = bench.warm
+                bench.client(op="push", base=server.url, repo="bench/warm", file=str(warm.path),
+                             digest=warm.digest, chunk=chunk)
+                for blob in bench.blobs:
+                    out = bench.client(op="push", base=server.url, repo="bench/push",
+                                       file=str(blob.path), digest=blob.digest, chunk=chunk)
+                    metrics[blob.label].add(kind, out["bytes"] / out["seconds"] / 1e6)
+            shutil.rmtree(root)
+
+
+def push_monolithic(bench: Bench) -> None:
+    """POST, then PUT ?digest= with the whole blob, on a fresh server and empty root per round
+    (so every push stores a new blob)."""
+    _push(bench, "push-monolithic", 0, at_least(3))
+
+
+def push_chunked(bench: Bench) -> None:
+    """POST, PATCH after PATCH of 5 MiB with Content-Range, then an empty PUT ?digest=."""
+    _push(bench, "push-chunked", bench.scale.chunk, at_least(2.5))
+
+
+# -- blob pulls -----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def both(bench: Bench, root: Path, workload: str) -> Iterator[dict[str, Server]]:
+    with bench.server(MOORAGE, root, workload) as moorage, \
+            bench.server(REFERENCE, root, workload) as reference:
+        yield {MOORAGE: moorage, REFERENCE: reference}
+
+
+def pull(bench: Bench) -> None:
+    """GET of a whole blob by 1 and by 8 concurrent clients; MB/s summed over the clients."""
+    metrics = {
+        (blob.label, n): bench.results.metric(
+            "pull", f"{blob.label}, {n} client{'s' if n > 1 else ''}", "MB/s", True, at_least(1.1)
+        )
+        for blob in bench.blobs
+        for n in bench.scale.pull_clients
+    }
+    with both(bench, bench.read_root(), "pull") as servers:
+        for server in servers.values():  # untimed: first requests, the blob's pages
+            bench.client(op="pull", base=server.url, repo=BLOB_REPO, digest=bench.warm.digest,
+                         size=bench.warm.size, clients=2)
+        for round_ in range(bench.rounds):
+            for kind in bench.order(round_):
+                for blob in bench.blobs:
+                    for n in bench.scale.pull_clients:
+                        out = bench.client(op="pull", base=servers[kind].url, repo=BLOB_REPO,
+                                           digest=blob.digest, size=blob.size, clients=n)
+                        metrics[(blob.label, n)].add(kind, out["bytes"] / out["seconds"] / 1e6)
+
+
+# -- manifests ------------------------------------------------------------------------------
+
+
+def _requests_per_second(output: str, tool: str) -> float:
+    match = re.search(r"Requests/sec:\s+([\d.]+)", output)
+    if match is None:
+        raise RuntimeError(f"{tool}: no Requests/sec in its output:\n{output}")
+    return float(match.group(1))
+
+
+def wrk_get(url: str, connections: int, seconds: int) -> float:
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-H", f"Accept: {ACCEPT}", url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    for problem in ("Non-2xx or 3xx responses", "Socket errors"):
+        if problem in output:
+            raise RuntimeError(f"wrk against {url}: {problem}:\n{output}")
+    return _requests_per_second(output, "wrk")
+
+
+def hey_head(url: str, connections: int, seconds: int) -> float:
+    command = ["hey", "-z", f"{seconds}s", "-c", str(connections), "-m", "HEAD",
+               "-H", f"Accept: {ACCEPT}", url]
+    output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    statuses = re.findall(r"\[(\d+)\]\s+\d+ responses", output)
+    if not statuses or set(statuses) != {"200"} or "Error distribution" in output:
+        raise RuntimeError(f"hey against {url}: not only 200s:\n{output}")
+    return _requests_per_second(output, "hey")
+
+
+def manifest(bench: Bench) -> None:
+    """GET (wrk) and HEAD (hey) of a manifest by tag at 32 and 128 connections."""
+    seconds = bench.scale.load_seconds
+    runs: list[tuple[str, int, Callable[[str, int, int], float]]] = [
+        (method, n, tool)
+        for n in bench.scale.connections
+        for method, tool in (("GET", wrk_get), ("HEAD", hey_head))
+    ]
+    metrics = {
+        (method, n): bench.results.metric(
+            "manifest", f"{method} by tag, {n} connections", "req/s", True, at_least(10)
+        )
+        for method, n, _ in runs
+    }
+    with both(bench, bench.read_root(), "manifest") as servers:
+        urls = {k: f"{s.url}/v2/{MANIFEST_REPO}/manifests/latest" for k, s in servers.items()}
+        for url in urls.values():  # untimed warm-up
+            wrk_get(url, 32, 1)
+        for round_ in range(bench.rounds):
+            for kind in bench.order(round_):
+                for method, n, tool in runs:
+                    metrics[(method, n)].add(kind, tool(urls[kind], n, seconds))
+
+
+# -- a whole image with skopeo --------------------------------------------------------------
+
+
+def skopeo(bench: Bench) -> None:
+    """`skopeo copy` of an OCI layout (5 gzip layers) to the registry, then back to a fresh
+    layout; MB/s of the image's blobs over the command's whole wall time."""
+    scale = bench.scale
+    layout = bench.workdir / "oci-layout"
+    if layout.exists():
+        shutil.rmtree(layout)
+    image, total = fixtures.oci_layout(layout, scale.skopeo_layers, scale.skopeo_layer_size)
+    megabytes = total / 1e6
+    name = f"{scale.skopeo_layers} layers, {megabytes:.3g} MB"
+    push_metric = bench.results.metric("skopeo", f"push {name}", "MB/s")
+    pull_metric = bench.results.metric("skopeo", f"pull {name}", "MB/s")
+    for round_ in range(bench.rounds):
+        for kind in bench.order(round_):
+            root = bench.fresh_root(f"skopeo-{kind}")
+            pulled = bench.workdir / f"skopeo-pulled-{kind}"
+            with bench.server(kind, root, "skopeo") as server:
+                remote = f"docker://{server.host}/bench/skopeo:latest"
+                push_metric.add(kind, megabytes / _timed_skopeo(
+                    "--dest-tls-verify=false", image.ref, remote))
+                pull_metric.add(kind, megabytes / _timed_skopeo(
+                    "--src-tls-verify=false", remote, f"oci:{pulled}:bench"))
+            shutil.rmtree(pulled, ignore_errors=True)
+            shutil.rmtree(root)
+
+
+def _timed_skopeo(tls: str, source: str, destination: str) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        ["skopeo", "copy", "--quiet", "--retry-times", "0", tls, source, destination],
+        capture_output=True, text=True, check=False,
+    )
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"skopeo copy {source} {destination}:\n{done.stderr}")
+    return seconds
+
+
+# -- listings -------------------------------------------------------------------------------
+
+
+def _median_rate(bench: Bench, server: Server, path: str, cold: bool = False) -> float:
+    """Requests per second of one client sending `path` again and again: 1 / median latency
+    (`cold`: the very first request only)."""
+    scale = bench.scale
+    out = bench.client(
+        op="latencies", base=server.url, path=path, accept="",
+        min_requests=1 if cold else 3,
+        max_requests=1 if cold else scale.listing_requests,
+        max_seconds=0 if cold else scale.listing_seconds,
+    )
+    latencies: list[float] = sorted(out["latencies"])
+    return 1 / latencies[len(latencies) // 2]
+
+
+def tags(bench: Bench) -> None:
+    """`/v2/<name>/tags/list` of a repository with 5,000 tags, one client."""
+    metric = bench.results.metric(
+        "tags", f"list of {bench.scale.tags:,} tags", "req/s", True, at_least(5)
+    )
+    path = f"/v2/{TAGS_REPO}/tags/list"
+    with both(bench, bench.read_root(), "tags") as servers:
+        for server in servers.values():  # untimed warm-up
+            _median_rate(bench, server, path, cold=True)
+        for round_ in range(bench.rounds):
+            for kind in bench.order(round_):
+                metric.add(kind, _median_rate(bench, servers[kind], path))
+
+
+def catalog(bench: Bench) -> None:
+    """`/v2/_catalog`: the first page (cold, right after start, and warm) and a full walk with
+    n=1000 at 10,000 repositories; the first page again at 1,000 repositories, to show whether
+    a page's time depends on the registry's size."""
+    scale = bench.scale
+    small, large = scale.repos
+    first = f"/v2/_catalog?n={scale.first_page}"
+    results = bench.results
+    cold = results.metric("catalog", f"first page n={scale.first_page}, {large:,} repos, "
+                          "first request after start", "req/s")
+    page_large = results.metric(
+        "catalog", f"first page n={scale.first_page}, {large:,} repos", "req/s", True,
+        at_least(5))
+    walk = results.metric(
+        "catalog", f"full walk n={scale.page}, {large:,} repos", "repos/s", True, at_least(5))
+    page_small = results.metric("catalog", f"first page n={scale.first_page}, {small:,} repos",
+                                "req/s")
+    dependence = results.metric(
+        "catalog", f"page time at {large:,} / at {small:,} repos", "x", False,
+        moorage_at_most(1.5, "x"))
+    large_root, small_root = bench.catalog_root(large), bench.catalog_root(small)
+    for round_ in range(bench.rounds):
+        for kind in bench.order(round_):
+            with bench.server(kind, large_root, "catalog") as server:
+                cold.add(kind, _median_rate(bench, server, first, cold=True))
+                page_large.add(kind, _median_rate(bench, server, first))
+                out = bench.client(op="walk", base=server.url, path=f"/v2/_catalog?n={scale.page}",
+                                   max_walks=5, max_seconds=scale.listing_seconds)
+                if out["items"] != large:
+                    raise RuntimeError(f"{kind}: the catalog walk listed {out['items']} of {large}")
+                walk.add(kind, large / sorted(out["walks"])[len(out["walks"]) // 2])
+            with bench.server(kind, small_root, "catalog") as server:
+                _median_rate(bench, server, first, cold=True)
+                page_small.add(kind, _median_rate(bench, server, first))
+            dependence.add(kind, page_small.samples[kind][-1] / page_large.samples[kind][-1])
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+def rss(bench: Bench) -> None:
+    """Peak RSS (VmHWM) of the server process over a push (monolithic and chunked) and a pull
+    (1 and 8 clients) of one blob, on a server started for that blob alone."""
+    results = bench.results
+    idle = results.metric("rss", "after start", "MB", False)
+    peaks = {
+        blob.label: results.metric(
+            "rss", f"peak, {blob.label} push+pull", "MB", False,
+            moorage_below(150, "MB") if blob is bench.blobs[-1] else None)
+        for blob in bench.blobs
+    }
+    smallest, largest = bench.blobs[0], bench.blobs[-1]
+    growth = results.metric("rss", f"peak at {largest.label} / at {smallest.label}", "x", False,
+                            moorage_at_most(1.2, "x"))
+    for round_ in range(bench.rounds):
+        for kind in bench.order(round_):
+            for blob in bench.blobs:
+                root = bench.fresh_root(f"rss-{kind}")
+                with bench.server(kind, root, "rss") as server:
+                    pid = server.process.pid
+                    if blob is smallest:
+                        idle.add(kind, memory(pid)["VmRSS"])
+                    for repo, chunk in (("bench/mono", 0), ("bench/chunked", bench.scale.chunk)):
+                        bench.client(op="push", base=server.url, repo=repo, file=str(blob.path),
+                                     digest=blob.digest, chunk=chunk)
+                    for n in bench.scale.pull_clients:
+                        bench.client(op="pull", base=server.url, repo="bench/mono",
+                                     digest=blob.digest, size=blob.size, clients=n)
+                    peaks[blob.label].add(kind, memory(pid)["VmHWM"])
+                shutil.rmtree(root)
+            growth.add(kind, peaks[largest.label].samples[kind][-1]
+                       / peaks[smallest.label].samples[kind][-1])
+
+
+WORKLOADS: dict[str, Callable[[Bench], None]] = {
+    "push-monolithic": push_monolithic,
+    "push-chunked": push_chunked,
+    "pull": pull,
+    "manifest": manifest,
+    "skopeo": skopeo,
+    "tags": tags,
+    "catalog": catalog,
+    "rss": rss,
+}

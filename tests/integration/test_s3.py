@@ -1,0 +1,179 @@
+"""moorage on S3 (a real SeaweedFS): uploads whose chunks straddle part boundaries, sessions
+resumed by another process, redirects, deletes, and flat memory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from tests.api import Client, RepeatedBody, error_codes, sha256
+from tests.servers import S3Server, run_moorage
+
+MiB = 1024 * 1024
+
+
+def _config(store: S3Server, **storage: Any) -> dict[str, Any]:
+    store.create_bucket("moorage-tests")
+    return {
+        "version": "0.1",
+        "log": {"level": "info"},
+        "storage": {
+            "s3": store.params("moorage-tests", rootdirectory=f"/{uuid.uuid4().hex}"),
+            "delete": {"enabled": True},
+            "redirect": {"disable": True},
+            **storage,
+        },
+        "http": {"secret": "s3-tests-shared-secret"},
+    }
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        [3 * MiB, 4 * MiB, 6 * MiB, 1],  # tails carried over, parts cut mid-chunk
+        [5 * MiB, 5 * MiB],  # exactly a part each: empty tails
+        [1, 2, 3],  # never a whole part: all in the tail
+        [12 * MiB + 7],  # one PATCH, several parts and a tail
+    ],
+)
+def test_chunked_upload_straddling_parts(
+    tmp_path: Path, s3_store: S3Server, chunks: list[int]
+) -> None:
+    data = os.urandom(sum(chunks))
+    with run_moorage(tmp_path, _config(s3_store)) as server:
+        client = Client(server.url)
+        location = client.start_upload("s3/app")
+        offset = 0
+        for size in chunks:
+            piece = data[offset : offset + size]
+            response = client.request(
+                "PATCH",
+                location,
+                data=piece,
+                headers={"Content-Range": f"{offset}-{offset + size - 1}"},
+            )
+            assert response.status_code == 202, response.text
+            offset += size
+            assert response.headers["Range"] == f"0-{offset - 1}"
+            assert client.request("GET", location).headers["Range"] == f"0-{offset - 1}"
+            location = response.headers["Location"]
+        done = client.request("PUT", location, params={"digest": sha256(data)})
+        assert done.status_code == 201, done.text
+        got = client.request("GET", f"/v2/s3/app/blobs/{sha256(data)}")
+        assert got.status_code == 200
+        assert got.content == data
+        ranged = client.request(
+            "GET", f"/v2/s3/app/blobs/{sha256(data)}", headers={"Range": "bytes=1-5"}
+        )
+        assert ranged.status_code == 206
+        assert ranged.content == data[1:6]
+
+
+def test_session_continued_by_another_process_rederives_the_digest(
+    tmp_path: Path, s3_store: S3Server
+) -> None:
+    data = os.urandom(11 * MiB + 3)
+    config = _config(s3_store)
+    with run_moorage(tmp_path / "first", config) as first:
+        client = Client(first.url)
+        location = client.start_upload("s3/app")
+        half = 6 * MiB + 1
+        response = client.request("PATCH", location, data=data[:half])
+        assert response.status_code == 202
+        path = urlsplit(response.headers["Location"])
+    with run_moorage(tmp_path / "second", config) as second:
+        client = Client(second.url)
+        url = f"{second.url}{path.path}?{path.query}"
+        assert client.request("GET", url).headers["Range"] == f"0-{half - 1}"
+        rest = client.request("PATCH", url, data=data[half:])
+        assert rest.status_code == 202, rest.text
+        done = client.request("PUT", rest.headers["Location"], params={"digest": sha256(data)})
+        assert done.status_code == 201, done.text
+        assert client.request("GET", f"/v2/s3/app/blobs/{sha256(data)}").content == data
+
+
+def test_digest_mismatch_on_s3_commits_nothing(tmp_path: Path, s3_store: S3Server) -> None:
+    with run_moorage(tmp_path, _config(s3_store)) as server:
+        client = Client(server.url)
+        location = client.start_upload("s3/app")
+        client.request("PATCH", location, data=os.urandom(6 * MiB))
+        wrong = sha256(b"not this")
+        response = client.request("PUT", location, params={"digest": wrong})
+        assert response.status_code == 400
+        assert error_codes(response) == ["DIGEST_INVALID"]
+        assert client.request("HEAD", f"/v2/s3/app/blobs/{wrong}").status_code == 404
+        assert client.request("GET", location).status_code == 404
+
+
+def test_blob_get_redirects_to_a_presigned_url(tmp_path: Path, s3_store: S3Server) -> None:
+    config = _config(s3_store)
+    del config["storage"]["redirect"]  # redirects are on by default
+    with run_moorage(tmp_path, config) as server:
+        client = Client(server.url)
+        payload, _ = client.push_image("s3/app", "v1")
+        layer = client.push_blob("s3/app", b"redirected layer")
+        response = client.request("GET", f"/v2/s3/app/blobs/{layer}")
+        assert response.status_code == 307
+        target = response.headers["Location"]
+        assert target.startswith(s3_store.endpoint)
+        assert "Signature" in target or "X-Amz-Signature" in target
+        assert requests.get(target, timeout=30).content == b"redirected layer"
+        head = client.request("HEAD", f"/v2/s3/app/blobs/{layer}")
+        assert head.status_code in (200, 307)
+        # Manifests are never redirected.
+        assert client.request("GET", "/v2/s3/app/manifests/v1").content == payload
+
+
+def test_deletes_and_catalog_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
+    with run_moorage(tmp_path, _config(s3_store)) as server:
+        client = Client(server.url)
+        _, digest = client.push_image("s3/one", "v1")
+        client.push_image("s3/two", "v1", seed="two")
+        assert client.request("GET", "/v2/_catalog").json()["repositories"] == ["s3/one", "s3/two"]
+        assert client.request("DELETE", "/v2/s3/one/manifests/v1").status_code == 202
+        assert client.request("GET", "/v2/s3/one/tags/list").json()["tags"] == []
+        assert client.request("DELETE", f"/v2/s3/one/manifests/{digest}").status_code == 202
+        assert client.request("GET", f"/v2/s3/one/manifests/{digest}").status_code == 404
+
+
+def _peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_memory_stays_flat_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
+    size = 256 * MiB
+    block = hashlib.sha256(b"s3").digest() * (MiB // 32)
+    digest = hashlib.sha256()
+    for _ in range(size // MiB):
+        digest.update(block)
+    expected = f"sha256:{digest.hexdigest()}"
+    with run_moorage(tmp_path, _config(s3_store)) as server:
+        client = Client(server.url)
+        location = client.start_upload("s3/big")
+        pushed = requests.put(
+            location,
+            params={"digest": expected},
+            data=RepeatedBody(block, size // MiB),
+            timeout=600,
+        )
+        assert pushed.status_code == 201, pushed.text
+        received = hashlib.sha256()
+        with requests.get(
+            f"{server.url}/v2/s3/big/blobs/{expected}", stream=True, timeout=600
+        ) as got:
+            assert got.status_code == 200
+            for chunk in got.iter_content(MiB):
+                received.update(chunk)
+        assert f"sha256:{received.hexdigest()}" == expected
+        peak = _peak_rss_mib(server.process.pid)
+        assert peak < 150, f"server peak RSS {peak:.0f} MiB"
