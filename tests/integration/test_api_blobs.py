@@ -147,7 +147,7 @@ def test_the_cache_never_reports_a_deleted_blob(tmp_path: Path) -> None:
     config["storage"]["cache"] = {"blobdescriptor": "inmemory"}
     with run_moorage(tmp_path, config) as server:
         client = Client(server.url)
-        payload, manifest_digest = client.push_image("app", "v1")
+        _, manifest_digest = client.push_image("app", "v1")
         layer = client.push_blob("app", b"cached layer")
         for _ in range(3):  # warm the cache
             assert client.request("HEAD", f"/v2/app/blobs/{layer}").status_code == 200
