@@ -82,7 +82,7 @@ def load_jwks(path: str) -> dict[str, PublicKey]:
 def _verify_chain(x5c: list[str], roots: list[x509.Certificate]) -> PublicKey:
     """The leaf's key, once each certificate of the chain (leaf first), within its validity,
     is a root of the bundle, is signed by one, or is signed by the next in the chain, which
-    must then verify the same way. Raises InvalidToken."""
+    must be a CA and then verify the same way. Raises InvalidToken."""
     try:
         chain = [x509.load_der_x509_certificate(base64.b64decode(item)) for item in x5c]
     except (ValueError, TypeError) as exc:
@@ -99,9 +99,22 @@ def _verify_chain(x5c: list[str], roots: list[x509.Certificate]) -> PublicKey:
             if not isinstance(key, PublicKey):
                 raise InvalidToken("unsupported key type in the x5c leaf")
             return key
-        if index + 1 == len(chain) or not _issued_by(cert, chain[index + 1]):
+        if (
+            index + 1 == len(chain)
+            or not _is_ca(chain[index + 1])
+            or not _issued_by(cert, chain[index + 1])
+        ):
             break
     raise InvalidToken("x5c chain does not verify to the root certificate bundle")
+
+
+def _is_ca(cert: x509.Certificate) -> bool:
+    """Whether an intermediate may sign certificates (basicConstraints CA), as Go's x509
+    requires; without this a leaf's key could mint certificates the roots never issued."""
+    try:
+        return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        return False
 
 
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
