@@ -31,6 +31,7 @@ from moorage.storage.cache.redis import RedisCache, RedisNames
 from moorage.storage.driver.instrumented import InstrumentedDriver
 
 log = logging.getLogger("moorage")
+RECEIVE_BUFFER = 1 << 20  # request bodies arrive in chunks of up to this size
 # What requests still running when the drain times out get before they are cut.
 CUT_GRACE = 1.0
 
@@ -148,6 +149,8 @@ class Server:
             raise StartupError(
                 f"storage.cache.blobdescriptor: {settings.blobdescriptor!r} is not available"
             ) from None
+        except ValueError as exc:  # the cache's settings (e.g. redis.addr missing)
+            raise StartupError(str(exc)) from None
         return MeasuredCache(cache, self.metrics.observe_cache)
 
     def describe(self) -> str:
@@ -175,6 +178,7 @@ class Server:
             access_log_class=access_logger(self.settings.trusted_proxies),
             access_log=logging.getLogger("moorage.access"),
             handle_signals=False,
+            read_bufsize=RECEIVE_BUFFER,
             shutdown_timeout=CUT_GRACE,
         )
         await runner.setup()

@@ -26,7 +26,7 @@ from moorage.registry.errors import (
     RangeInvalid,
 )
 from moorage.storage import paths
-from moorage.storage.driver import PathNotFound, StorageDriver
+from moorage.storage.driver import FileWriter, PathNotFound, StorageDriver
 
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -52,6 +52,56 @@ class HashStates:
         if lock is None:
             lock = self._locks[key] = asyncio.Lock()
         return lock
+
+
+class Pipeline:
+    """Hashes a body on a worker thread while the event loop receives and writes it: bytes
+    gather into buffers of BUFFER; each buffer's hash runs in the thread (hashlib releases the
+    GIL) while the loop writes it and receives the next. Measured on 2 cores with the client on
+    the same machine, this beat both hashing inline and writing from a thread as well. At most
+    one buffer is hashed at a time, so memory stays at a few buffers whatever the body's size."""
+
+    BUFFER = 1 << 20
+
+    def __init__(self, writer: FileWriter, running: RunningHash | None) -> None:
+        self.writer = writer
+        self.running = running
+        self._chunks: list[bytes] = []
+        self._buffered = 0
+        self._hashing: asyncio.Future[None] | None = None
+
+    async def feed(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._buffered += len(chunk)
+        if self._buffered >= self.BUFFER:
+            await self._flush()
+
+    async def drain(self) -> None:
+        """Writes what is buffered and waits for the hashing; raises a failure of either."""
+        try:
+            if self._chunks:
+                await self._flush()
+        finally:
+            await self._settle()
+
+    async def _flush(self) -> None:
+        data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
+        self._chunks, self._buffered = [], 0
+        await self._settle()  # hashes stay in order: one buffer at a time
+        if self.running is not None:
+            loop = asyncio.get_running_loop()
+            self._hashing = loop.run_in_executor(None, self._hash, data)
+        await self.writer.write(data)
+
+    def _hash(self, data: bytes) -> None:
+        assert self.running is not None
+        self.running.hasher.update(data)
+        self.running.offset += len(data)
+
+    async def _settle(self) -> None:
+        hashing, self._hashing = self._hashing, None
+        if hashing is not None:
+            await hashing
 
 
 class Uploads:
@@ -128,18 +178,19 @@ class Uploads:
                 DEFAULT_ALGORITHM, new_hasher(DEFAULT_ALGORITHM), 0
             )
         writer = await self.driver.writer(paths.upload_data(self.name, upload_id), append=True)
+        pipeline = Pipeline(writer, running)
         received = 0
         try:
             async for chunk in body:
                 if length is not None and received + len(chunk) > length:
                     raise BlobUploadInvalid(f"body longer than the {length} bytes declared")
-                await writer.write(chunk)
-                if running is not None:
-                    running.hasher.update(chunk)
-                    running.offset += len(chunk)
+                await pipeline.feed(chunk)
                 received += len(chunk)
         finally:
-            await writer.commit()
+            try:
+                await pipeline.drain()
+            finally:
+                await writer.commit()
         if length is not None and received != length:
             raise BlobUploadInvalid(f"body of {received} bytes, {length} declared")
         return writer.size
