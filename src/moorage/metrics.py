@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -68,11 +69,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        # labelled children, looked up once: `labels()` validates and locks on every call
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def observe_storage(self, driver: str, operation: str, seconds: float) -> None:
-        self.storage.labels(driver, operation).observe(seconds)
+        self._child(self.storage, driver, operation).observe(seconds)
 
     def observe_cache(self, cache: str, hit: bool) -> None:
-        self.cache.labels(cache, "hit" if hit else "miss").inc()
+        self._child(self.cache, cache, "hit" if hit else "miss").inc()
 
     def middleware(self) -> Middleware:
         @web.middleware
@@ -92,10 +103,11 @@ class Metrics:
                 if upload:
                     self.uploads_in_flight.dec()
                 elapsed = time.perf_counter() - start
-                self.latency.labels(route, request.method, str(status)).observe(elapsed)
-                self.requests.labels(route, request.method, str(status)).inc()
-                self.bytes_in.labels(route).inc(request.content_length or 0)
+                labels = (route, request.method, str(status))
+                self._child(self.latency, *labels).observe(elapsed)
+                self._child(self.requests, *labels).inc()
+                self._child(self.bytes_in, route).inc(request.content_length or 0)
                 if status < 500:
-                    self.bytes_out.labels(route).inc(body_bytes(request.method, response))
+                    self._child(self.bytes_out, route).inc(body_bytes(request.method, response))
 
         return measure

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,26 @@ def test_wrong_method_is_unsupported(client: Client) -> None:
     response = client.request("POST", "/v2/app/tags/list")
     assert response.status_code == 405
     assert error_codes(response) == ["UNSUPPORTED"]
+
+
+def test_tags_list_follows_every_change_once_cached(tmp_path: Path) -> None:
+    """The tag list is cached against its directory's mtime: tags added or removed later, by
+    this process or by another one on the same root, still show at once."""
+    root = tmp_path / "data"
+    with (
+        run_moorage(tmp_path / "a", root=root) as first,
+        run_moorage(tmp_path / "b", root=root) as other,
+    ):
+        client, elsewhere = Client(first.url), Client(other.url)
+        _tag_all(client, "app", ["a", "b"])
+        assert client.request("GET", "/v2/app/tags/list").json()["tags"] == ["a", "b"]
+        time.sleep(1.2)  # old enough to be cached
+        assert client.request("GET", "/v2/app/tags/list").json()["tags"] == ["a", "b"]
+        payload = client.request("GET", "/v2/app/manifests/a").content
+        for tag in ("c", "d"):  # within one clock tick of each other
+            assert elsewhere.put_manifest("app", tag, payload).status_code == 201
+        assert client.request("GET", "/v2/app/tags/list").json()["tags"] == ["a", "b", "c", "d"]
+        time.sleep(1.2)
+        assert client.request("GET", "/v2/app/tags/list").json()["tags"] == ["a", "b", "c", "d"]
+        assert elsewhere.request("DELETE", "/v2/app/manifests/b").status_code == 202
+        assert client.request("GET", "/v2/app/tags/list").json()["tags"] == ["a", "c", "d"]

@@ -7,6 +7,7 @@ collection, since other repositories may link the same digest.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from moorage.registry.errors import BlobUnknown, Unsupported
 from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache, CachedBlob
 from moorage.storage.driver import PathNotFound, StorageDriver
+
+SMALL_CONTENT_CACHE = 32 * 1024 * 1024  # bytes of manifests kept in memory
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,8 @@ class BlobStore:
     def __init__(self, driver: StorageDriver, cache: BlobDescriptorCache | None = None) -> None:
         self.driver = driver
         self.cache = cache
+        self._small: OrderedDict[Digest, bytes] = OrderedDict()
+        self._small_bytes = 0
 
     async def stat(self, digest: Digest) -> BlobInfo:
         if self.cache is not None and (hit := await self.cache.get(None, digest)) is not None:
@@ -64,11 +69,22 @@ class BlobStore:
         return True
 
     async def get(self, digest: Digest) -> bytes:
-        """The whole content: for manifests, never for layers."""
+        """The whole content: for manifests, never for layers. Kept in a bounded in-process
+        cache: content under a digest never changes."""
+        cached = self._small.get(digest)
+        if cached is not None:
+            self._small.move_to_end(digest)
+            return cached
         try:
-            return await self.driver.get_content(paths.blob_data(digest))
+            content = await self.driver.get_content(paths.blob_data(digest))
         except PathNotFound:
             raise BlobUnknown(detail={"digest": str(digest)}) from None
+        self._small[digest] = content
+        self._small_bytes += len(content)
+        while self._small_bytes > SMALL_CONTENT_CACHE:
+            _, dropped = self._small.popitem(last=False)
+            self._small_bytes -= len(dropped)
+        return content
 
     async def put(self, content: bytes, digest: Digest) -> None:
         """Stores small content (a manifest) under its digest, computed by the caller."""

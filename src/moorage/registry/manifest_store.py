@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 from moorage.registry import manifests as schema
@@ -20,6 +21,8 @@ from moorage.registry.errors import (
 from moorage.registry.names import check_tag, is_tag
 from moorage.storage import paths
 from moorage.storage.driver import PathNotFound, StorageDriver
+
+MTIME_SETTLED = 1.0  # seconds after which a directory mtime can be trusted to move on change
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,16 @@ async def _children(driver: StorageDriver, path: str) -> list[str]:
 
 
 class Tags:
-    def __init__(self, driver: StorageDriver, name: str) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        name: str,
+        listings: dict[str, tuple[float, list[str]]] | None = None,
+    ) -> None:
         self.driver = driver
         self.name = name
+        # repository -> (mtime of its tags directory, sorted tags): shared by the registry
+        self.listings = listings if listings is not None else {}
 
     async def get(self, tag: str) -> Digest:
         digest = await read_link(self.driver, paths.tag_current_link(self.name, tag))
@@ -66,8 +76,25 @@ class Tags:
             raise ManifestUnknown(detail={"tag": tag}) from None
 
     async def all(self) -> list[str]:
-        """Every tag, in lexical order."""
-        return sorted(await _children(self.driver, paths.tags(self.name)))
+        """Every tag, in lexical order. On a local filesystem, where a directory's mtime moves
+        whenever an entry is added or removed, the sorted list is kept and revalidated by one
+        stat; elsewhere it is listed each time."""
+        directory = paths.tags(self.name)
+        if self.driver.local_file(directory) is None:
+            return sorted(await _children(self.driver, directory))
+        try:
+            modified = (await self.driver.stat(directory)).modified
+        except PathNotFound:
+            return []
+        known = self.listings.get(self.name)
+        if known is not None and known[0] == modified:
+            return known[1]
+        tags = sorted(await _children(self.driver, directory))
+        # Timestamps are coarse (a clock tick): a listing is kept only once its mtime is older
+        # than that, so that any later change is sure to carry a newer one.
+        if time.time() - modified > MTIME_SETTLED:
+            self.listings[self.name] = (modified, tags)
+        return tags
 
     async def pointing_at(self, digest: Digest) -> list[str]:
         found = []
@@ -113,13 +140,14 @@ class Manifests:
         name: str,
         *,
         deletes: bool,
+        tag_listings: dict[str, tuple[float, list[str]]] | None = None,
     ) -> None:
         self.driver = driver
         self.store = store
         self.blobs = blobs
         self.name = name
         self.deletes = deletes
-        self.tags = Tags(driver, name)
+        self.tags = Tags(driver, name, tag_listings)
         self.referrers = Referrers(driver, name)
 
     async def resolve(self, reference: str) -> Digest:

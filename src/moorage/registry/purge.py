@@ -44,7 +44,10 @@ async def purge_uploads(registry: Registry, age: float, dryrun: bool = False) ->
                     (await driver.get_content(paths.upload_started_at(name, upload_id))).decode()
                 )
             except PathNotFound:
-                started = (await driver.stat(session)).modified or None
+                try:
+                    started = (await driver.stat(session)).modified or None
+                except PathNotFound:  # gone meanwhile, or an empty directory (SeaweedFS)
+                    continue
             if started is None or started >= cutoff:
                 continue
             purged.append(session)

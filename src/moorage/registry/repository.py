@@ -21,7 +21,12 @@ class Repository:
         )
         self.uploads = Uploads(driver, registry.blobs, self.blobs, name, registry.hash_states)
         self.manifests = Manifests(
-            driver, registry.blobs, self.blobs, name, deletes=registry.deletes
+            driver,
+            registry.blobs,
+            self.blobs,
+            name,
+            deletes=registry.deletes,
+            tag_listings=registry.tag_listings,
         )
         self.tags = self.manifests.tags
         self._driver = driver
@@ -48,6 +53,7 @@ class Registry:
         self.driver = driver
         self.deletes = deletes
         self.blobs = BlobStore(driver, cache)
+        self.tag_listings: dict[str, tuple[float, list[str]]] = {}  # see Tags.all
         self.catalog = Catalog(self._walk_repositories, shared=shared_names)
         self.hash_states = HashStates()
 
