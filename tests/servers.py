@@ -226,7 +226,7 @@ def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
             [
                 weed, "server", "-s3", f"-dir={workdir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                 f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}",
-                f"-s3.port={s3}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=20",
+                f"-s3.port={s3}", "-s3.port.iceberg=0", "-s3.port.lance=0", "-volume.max=100",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

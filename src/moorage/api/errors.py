@@ -57,6 +57,7 @@ TABLE: dict[type[e.RegistryError], tuple[str, int]] = {
     e.ManifestTooLarge: ("SIZE_INVALID", 413),
     e.PaginationInvalid: ("PAGINATION_NUMBER_INVALID", 400),
     e.Unsupported: ("UNSUPPORTED", 405),
+    e.Unavailable: ("UNAVAILABLE", 503),
     EndpointNotFound: ("NOT_FOUND", 404),
     MethodNotAllowed: ("UNSUPPORTED", 405),
     InternalError: ("UNKNOWN", 500),

@@ -7,15 +7,16 @@ collection, since other repositories may link the same digest.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from moorage.registry.catalog import Catalog
 from moorage.registry.digest import Digest
-from moorage.registry.errors import BlobUnknown, Unsupported
+from moorage.registry.errors import BlobUnknown, Unavailable, Unsupported
 from moorage.storage import paths
-from moorage.storage.cache import BlobDescriptorCache, CachedBlob
+from moorage.storage.cache import BlobDescriptorCache, CachedBlob, CacheUnavailable
 from moorage.storage.driver import PathNotFound, StorageDriver
 
 SMALL_CONTENT_CACHE = 32 * 1024 * 1024  # bytes of manifests kept in memory
@@ -161,10 +162,25 @@ class RepositoryBlobs:
         return BlobInfo(digest, info.size, stored)
 
     async def forget(self, digest: Digest) -> None:
-        """Drops what the cache knows of this repository's link for `digest`: called by
-        whoever deletes the link."""
+        """Drops what the cache knows of this repository's link for `digest`. Raises
+        Unavailable when a shared cache cannot be reached."""
         if self.store.cache is not None:
-            await self.store.cache.forget(self.name, digest)
+            try:
+                await self.store.cache.forget(self.name, digest)
+            except CacheUnavailable as exc:
+                raise Unavailable(
+                    f"deletes are refused while the cache cannot be reached ({exc}); "
+                    "pulls go on from storage"
+                ) from None
+
+    async def unlink(self, directory: str, digest: Digest) -> None:
+        """Deletes a link's directory with the cache kept true: forgotten before (so no delete
+        happens that the cache could not follow) and after (so a reader that cached the link
+        in between does not keep it)."""
+        await self.forget(digest)
+        await self.driver.delete(directory)
+        with contextlib.suppress(Unavailable):
+            await self.forget(digest)
 
     async def link(self, digest: Digest, stored: Digest | None = None) -> None:
         """Links `digest` to the content stored under `stored` (by default, under `digest`)."""
@@ -188,7 +204,4 @@ class RepositoryBlobs:
         link = paths.layer_link(self.name, digest)
         if await read_link(self.driver, link) is None:
             raise BlobUnknown(detail={"digest": str(digest)})
-        # Storage first, then the cache: a reader between the two finds the link gone and
-        # caches nothing, where the other order could re-cache the link just deleted.
-        await self.driver.delete(link.rpartition("/")[0])
-        await self.forget(digest)
+        await self.unlink(link.rpartition("/")[0], digest)

@@ -4,7 +4,7 @@ whatever the registry's size.
 The list is built by one walk of storage, extended by this process's own writes as they happen,
 and re-walked in the background once it is older than `refresh` seconds when asked for, so that
 repositories made out of band appear within that time. With a shared name set (Redis, for
-replicas), names one replica adds reach the others within `sync` seconds.
+replicas), names one replica adds are in the others' next answer.
 """
 
 from __future__ import annotations
@@ -19,14 +19,17 @@ from typing import Protocol
 log = logging.getLogger("moorage.catalog")
 
 DEFAULT_REFRESH = 30.0
-DEFAULT_SYNC = 1.0
 
 
 class SharedNames(Protocol):
-    """Repository names shared between replicas. Both calls may fail: the catalog then goes on
+    """Repository names shared between replicas. Every call may fail: the catalog then goes on
     with what it knows."""
 
     async def add(self, names: list[str]) -> None: ...
+
+    async def version(self) -> int:
+        """Changes whenever a name is added."""
+        ...
 
     async def all(self) -> list[str]: ...
 
@@ -37,13 +40,11 @@ class Catalog:
         walk: Callable[[], Awaitable[list[str]]],
         refresh: float = DEFAULT_REFRESH,
         shared: SharedNames | None = None,
-        sync: float = DEFAULT_SYNC,
     ) -> None:
         self._walk = walk
         self.refresh = refresh
         self.shared = shared
-        self.sync = sync
-        self._synced_at = 0.0
+        self._shared_version: int | None = None
         self._names: list[str] | None = None
         self._known: set[str] = set()
         self._built_at = 0.0
@@ -59,10 +60,12 @@ class Catalog:
                     await self._rebuild()
         elif time.monotonic() - self._built_at > self.refresh and self._rebuilding is None:
             self._rebuilding = asyncio.create_task(self._rebuild_in_background())
-        if self.shared is not None and time.monotonic() - self._synced_at > self.sync:
-            self._synced_at = time.monotonic()
+        if self.shared is not None:
             try:
-                self._merge(await self.shared.all())
+                version = await self.shared.version()
+                if version != self._shared_version:
+                    self._merge(await self.shared.all())
+                    self._shared_version = version
             except Exception as exc:  # the shared set is an optimisation, never a dependency
                 log.debug("shared catalog unavailable: %s", exc)
         assert self._names is not None

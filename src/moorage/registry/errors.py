@@ -120,3 +120,9 @@ class Unsupported(RegistryError):
     """The operation is switched off by configuration (delete disabled, read-only mode)."""
 
     message = "the operation is unsupported"
+
+
+class Unavailable(RegistryError):
+    """A dependency the operation needs cannot be reached now; retry later."""
+
+    message = "the operation is temporarily unavailable"

@@ -22,7 +22,8 @@ from moorage.registry.names import check_tag, is_tag
 from moorage.storage import paths
 from moorage.storage.driver import PathNotFound, StorageDriver
 
-MTIME_SETTLED = 1.0  # seconds after which a directory mtime can be trusted to move on change
+MTIME_SETTLED = 1.0  # seconds after which an mtime can be trusted to move on any change
+MAX_KNOWN_LINKS = 100_000
 
 
 @dataclass(frozen=True)
@@ -47,22 +48,46 @@ async def _children(driver: StorageDriver, path: str) -> list[str]:
         return []
 
 
+def _pointed(digest: Digest | None, tag: str) -> Digest:
+    if digest is None:
+        raise ManifestUnknown(detail={"tag": tag})
+    return digest
+
+
 class Tags:
     def __init__(
         self,
         driver: StorageDriver,
         name: str,
         listings: dict[str, tuple[float, list[str]]] | None = None,
+        links: dict[str, tuple[str, Digest]] | None = None,
     ) -> None:
         self.driver = driver
         self.name = name
-        # repository -> (mtime of its tags directory, sorted tags): shared by the registry
+        # Shared by the registry: repository -> (mtime of its tags directory, sorted tags),
+        # and link path -> (file version, digest) for tags resolved on a local filesystem.
         self.listings = listings if listings is not None else {}
+        self.links = links if links is not None else {}
 
     async def get(self, tag: str) -> Digest:
-        digest = await read_link(self.driver, paths.tag_current_link(self.name, tag))
-        if digest is None:
-            raise ManifestUnknown(detail={"tag": tag})
+        """The digest the tag points at. On a local filesystem the answer is kept against the
+        link file's version (inode, mtime, size) once its mtime has settled, so a request
+        costs a stat instead of a read; a moved tag is a new file, hence a new version."""
+        link = paths.tag_current_link(self.name, tag)
+        if self.driver.local_file(link) is None:
+            return _pointed(await read_link(self.driver, link), tag)
+        try:
+            info = await self.driver.stat(link)
+        except PathNotFound:
+            raise ManifestUnknown(detail={"tag": tag}) from None
+        known = self.links.get(link)
+        if known is not None and known[0] == info.version:
+            return known[1]
+        digest = _pointed(await read_link(self.driver, link), tag)
+        if info.version and time.time() - info.modified > MTIME_SETTLED:
+            if len(self.links) > MAX_KNOWN_LINKS:
+                self.links.clear()
+            self.links[link] = (info.version, digest)
         return digest
 
     async def tag(self, tag: str, digest: Digest) -> None:
@@ -141,13 +166,14 @@ class Manifests:
         *,
         deletes: bool,
         tag_listings: dict[str, tuple[float, list[str]]] | None = None,
+        tag_links: dict[str, tuple[str, Digest]] | None = None,
     ) -> None:
         self.driver = driver
         self.store = store
         self.blobs = blobs
         self.name = name
         self.deletes = deletes
-        self.tags = Tags(driver, name, tag_listings)
+        self.tags = Tags(driver, name, tag_listings, tag_links)
         self.referrers = Referrers(driver, name)
 
     async def resolve(self, reference: str) -> Digest:
@@ -224,6 +250,7 @@ class Manifests:
             await self.tags.untag(reference)
             return
         digest = await self.resolve(reference)
+        await self.blobs.forget(digest)  # refused before any change when the cache is out of reach
         try:
             manifest: schema.Manifest | None = schema.parse(await self.store.get(digest), None)
         except RegistryError:
@@ -233,8 +260,7 @@ class Manifests:
         for tag in await self.tags.pointing_at(digest):
             await self.tags.untag(tag)
         link = paths.manifest_revision_link(self.name, digest)
-        await self.driver.delete(link.rpartition("/")[0])
-        await self.blobs.forget(digest)  # after storage: see RepositoryBlobs.delete
+        await self.blobs.unlink(link.rpartition("/")[0], digest)
 
     async def referrer_descriptors(
         self, subject: Digest, artifact_type: str | None

@@ -7,6 +7,7 @@ Docker schema 1 is refused.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,7 @@ class Manifest:
     annotations: dict[str, str] | None = field(default=None)
 
 
+@functools.lru_cache(maxsize=4096)
 def sniff_media_type(payload: bytes) -> str:
     """The media type of a stored payload, for serving it: its `mediaType` field, or for OCI
     payloads that omit it, index if it lists manifests and image manifest otherwise."""

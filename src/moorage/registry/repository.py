@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from moorage.registry.blobs import BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
+from moorage.registry.digest import Digest
 from moorage.registry.manifest_store import Manifests
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
@@ -27,6 +28,7 @@ class Repository:
             name,
             deletes=registry.deletes,
             tag_listings=registry.tag_listings,
+            tag_links=registry.tag_links,
         )
         self.tags = self.manifests.tags
         self._driver = driver
@@ -54,6 +56,7 @@ class Registry:
         self.deletes = deletes
         self.blobs = BlobStore(driver, cache)
         self.tag_listings: dict[str, tuple[float, list[str]]] = {}  # see Tags.all
+        self.tag_links: dict[str, tuple[str, Digest]] = {}  # see Tags.get
         self.catalog = Catalog(self._walk_repositories, shared=shared_names)
         self.hash_states = HashStates()
 

@@ -92,8 +92,8 @@ def test_replicas_share_names_through_redis(redis_server: RedisServer) -> None:
         second_client = redis.asyncio.Redis.from_url(f"redis://{redis_server.addr}/2")
         try:
             await first_client.flushdb()
-            first = Catalog(one.walk, shared=RedisNames(first_client), sync=0.0)
-            second = Catalog(two.walk, shared=RedisNames(second_client), sync=0.0)
+            first = Catalog(one.walk, shared=RedisNames(first_client))
+            second = Catalog(two.walk, shared=RedisNames(second_client))
             assert await first.names() == ["old"]
             assert await second.names() == ["old"]
             first.add("pushed-to-first")
@@ -115,11 +115,14 @@ def test_catalog_goes_on_when_the_shared_set_fails() -> None:
         async def add(self, names: list[str]) -> None:
             raise ConnectionError("redis down")
 
+        async def version(self) -> int:
+            raise ConnectionError("redis down")
+
         async def all(self) -> list[str]:
             raise ConnectionError("redis down")
 
     storage = Storage(["a"])
-    catalog = Catalog(storage.walk, shared=Broken(), sync=0.0)
+    catalog = Catalog(storage.walk, shared=Broken())
 
     async def scenario() -> None:
         assert await catalog.names() == ["a"]

@@ -4,6 +4,7 @@ from moorage.storage.cache import inmemory, redis
 from moorage.storage.cache.base import (
     BlobDescriptorCache,
     CachedBlob,
+    CacheUnavailable,
     MeasuredCache,
     create,
     register,
@@ -12,6 +13,7 @@ from moorage.storage.cache.base import (
 
 __all__ = [
     "BlobDescriptorCache",
+    "CacheUnavailable",
     "CachedBlob",
     "MeasuredCache",
     "create",

@@ -16,6 +16,10 @@ from typing import Any, Protocol
 from moorage.registry.digest import Digest
 
 
+class CacheUnavailable(Exception):
+    """A shared cache cannot be reached, so an entry cannot be removed from it now."""
+
+
 @dataclass(frozen=True)
 class CachedBlob:
     stored: Digest  # the digest the content is stored under
@@ -32,7 +36,10 @@ class BlobDescriptorCache(Protocol):
 
     async def set(self, scope: str | None, digest: Digest, blob: CachedBlob) -> None: ...
 
-    async def forget(self, scope: str | None, digest: Digest) -> None: ...
+    async def forget(self, scope: str | None, digest: Digest) -> None:
+        """Removes the entry. Raises CacheUnavailable when the cache cannot be reached: the
+        caller must then not delete, or a stale entry could outlive the delete."""
+        ...
 
     async def close(self) -> None:
         """Releases connections; the cache reconnects if used again."""

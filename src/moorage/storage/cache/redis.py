@@ -1,10 +1,10 @@
 """The Redis blob descriptor cache, shared by every replica using the same Redis.
 
-Redis being down never stops the registry: look-ups are misses (storage answers), writes are
-skipped, and it is logged once. A background task then retries every second; once Redis
-answers, it empties moorage's keys before the cache is used again, so an entry that a delete
-made during the outage could not remove never comes back (any replica that saw the outage does
-this, and one that made a delete during it saw it).
+Redis being down never stops pulls: look-ups are misses (storage answers), writes are skipped,
+and it is logged once; a background task retries every second, and once Redis answers it
+empties moorage's keys before the cache is used again. Deletes are refused while Redis cannot
+be reached (`forget` raises CacheUnavailable): a delete whose entry stayed in Redis could be
+reported present by another replica after Redis returns with its data.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from redis.exceptions import RedisError
 from moorage.config.schema import Redis as RedisSettings
 from moorage.config.schema import seconds
 from moorage.registry.digest import Digest
-from moorage.storage.cache.base import CachedBlob, register
+from moorage.storage.cache.base import CachedBlob, CacheUnavailable, register
 
 log = logging.getLogger("moorage.cache.redis")
 
@@ -132,11 +132,12 @@ class RedisCache:
 
     async def forget(self, scope: str | None, digest: Digest) -> None:
         if not self.up:
-            return  # the recovery's flush removes it
+            raise CacheUnavailable("redis is unavailable")
         try:
             await self.client.delete(_key(scope, digest))
         except (RedisError, OSError) as exc:
             self._failed(exc)
+            raise CacheUnavailable(f"redis is unavailable: {exc}") from exc
 
 
 def create(options: dict[str, Any]) -> RedisCache:
@@ -150,16 +151,26 @@ register(NAME, create)
 
 
 class RedisNames:
-    """The catalog's repository names, shared by replicas in one Redis sorted set."""
+    """The catalog's repository names, shared by replicas: one Redis sorted set, and a version
+    counter bumped whenever a name is new to it, so a replica refetches only after a change."""
 
     KEY = "moorage:catalog"
+    VERSION = "moorage:catalog:version"
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
 
     async def add(self, names: list[str]) -> None:
+        added = 0
         for start in range(0, len(names), 1000):
-            await self.client.zadd(self.KEY, dict.fromkeys(names[start : start + 1000], 0))
+            batch = dict.fromkeys(names[start : start + 1000], 0)
+            added += int(await self.client.zadd(self.KEY, batch) or 0)
+        if added:
+            await self.client.incr(self.VERSION)
+
+    async def version(self) -> int:
+        value = await self.client.get(self.VERSION)
+        return int(value or 0)
 
     async def all(self) -> list[str]:
         raw = await self.client.zrange(self.KEY, 0, -1)

@@ -46,6 +46,9 @@ class FileInfo:
     size: int  # 0 for a directory
     modified: float  # seconds since the epoch
     is_dir: bool
+    # Changes whenever the file is replaced or rewritten, where the driver can tell; None
+    # where it cannot (then nothing may be cached against it).
+    version: str | None = None
 
 
 class FileWriter(Protocol):

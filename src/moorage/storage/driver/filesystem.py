@@ -13,6 +13,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
@@ -126,8 +127,9 @@ class FilesystemDriver:
             raise PathNotFound(NAME, path) from exc
         except OSError as exc:
             raise StorageError(NAME, f"stat {path}: {exc}") from exc
-        is_dir = os.path.isdir(self._full(path))
-        return FileInfo(path, 0 if is_dir else st.st_size, st.st_mtime, is_dir)
+        is_dir = stat.S_ISDIR(st.st_mode)
+        version = f"{st.st_ino}:{st.st_mtime_ns}:{st.st_size}"  # a replaced file has a new inode
+        return FileInfo(path, 0 if is_dir else st.st_size, st.st_mtime, is_dir, version)
 
     async def list(self, path: str) -> list[str]:
         try:
