@@ -166,6 +166,14 @@ class Server:
         debug = f", debug on {http.debug.addr}" if http.debug.addr else ""
         return f"moorage listening on {where}, storage {storage}{debug}"
 
+    async def _warm_catalog(self) -> None:
+        """Builds the catalog index in the background at start, so that the first catalog
+        request does not wait for a walk of storage."""
+        try:
+            await self.registry.repositories()
+        except Exception:
+            log.exception("building the catalog index failed; the first request will retry")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serves until `stop` is set, then stops accepting and lets requests in flight finish
         for up to `http.draintimeout` (those still running then are cut)."""
@@ -200,6 +208,7 @@ class Server:
                 await web.TCPSite(debug, debug_host, debug_port, reuse_address=True).start()
             if self.health_interval is not None:
                 tasks.append(asyncio.create_task(self.health.run(self.health_interval)))
+            tasks.append(asyncio.create_task(self._warm_catalog()))
             purging = self.config.storage.maintenance.uploadpurging
             if purging.enabled and not self.settings.readonly:
                 tasks.append(
