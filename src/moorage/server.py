@@ -85,8 +85,20 @@ def tls_context(config: Config, strict_secrets: bool) -> ssl.SSLContext | None:
 class Server:
     """Everything `moorage serve` runs, built from one config."""
 
-    def __init__(self, config: Config, redactor: Redactor, *, strict_secrets: bool = False):
+    def __init__(
+        self,
+        config: Config,
+        redactor: Redactor,
+        *,
+        strict_secrets: bool = False,
+        create_files: bool = True,
+    ):
+        """Builds every part the config names, without connecting to anything: a config that
+        builds here fails in `run` only for what the network or the disk says then. With
+        `create_files` false (`moorage config check`), nothing is written either."""
         self.config = config
+        if config.http.net != "unix":
+            split_addr(config.http.addr)
         self.metrics = Metrics()
         try:
             raw = drivers.create(config.storage.driver, config.storage.parameters)
@@ -120,7 +132,7 @@ class Server:
             trusted_proxies=[ipaddress.ip_network(n, strict=False) for n in http.trustedproxies],
         )
         try:
-            self.access = auth.create(config.auth, absolute_url)
+            self.access = auth.create(config.auth, absolute_url, create_files=create_files)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         self.app = create_app(

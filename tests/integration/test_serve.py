@@ -178,3 +178,81 @@ def test_concurrent_pushes_of_the_same_blob(tmp_path: Path) -> None:
             thread.join()
         assert results == [201] * 6
         assert client.request("GET", f"/v2/app/blobs/{sha256(data)}").content == data
+
+
+def test_config_check_catches_what_serve_would_refuse(tmp_path: Path) -> None:
+    """config check builds what serve builds (addresses, TLS files, caches, auth files), so a
+    config it passes does not then fail at start; it writes nothing (no signing key made)."""
+    base = {
+        "version": "0.1",
+        "storage": {"inmemory": {}},
+        "http": {"addr": ":5000", "secret": "s3cr3t-value"},
+    }
+    cases = [
+        ({**base, "http": {"addr": "nonsense"}}, "http.addr"),
+        (
+            {
+                **base,
+                "http": {
+                    "tls": {
+                        "certificate": str(tmp_path / "no.crt"),
+                        "key": str(tmp_path / "no.key"),
+                    }
+                },
+            },
+            "http.tls",
+        ),
+        ({**base, "storage": {"inmemory": {}, "cache": {"blobdescriptor": "redis"}}}, "redis.addr"),
+        ({**base, "storage": {"s3": {"bucket": "b"}}}, "storage.s3.region"),
+        (
+            {
+                **base,
+                "auth": {
+                    "builtin": {
+                        "service": "x",
+                        "users": str(tmp_path / "none"),
+                        "acl": "a",
+                        "signingkey": "k",
+                    }
+                },
+            },
+            "auth.builtin.users",
+        ),
+    ]
+    for config, expected in cases:
+        path = tmp_path / "config.yml"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        result = subprocess.run(
+            [sys.executable, "-m", "moorage", "config", "check", str(path)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert result.returncode == 1, (expected, result.stdout, result.stderr)
+        assert expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    users, acl = tmp_path / "users", tmp_path / "acl.yml"
+    users.write_text("")
+    acl.write_text("rules: []\n")
+    key = tmp_path / "keys" / "token.key"
+    key.parent.mkdir()
+    good = {
+        **base,
+        "auth": {
+            "builtin": {
+                "service": "x",
+                "users": str(users),
+                "acl": str(acl),
+                "signingkey": str(key),
+            }
+        },
+    }
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(good))
+    path.chmod(0o600)
+    result = subprocess.run(
+        [sys.executable, "-m", "moorage", "config", "check", str(path)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "s3cr3t-value" not in result.stdout + result.stderr
+    assert list(key.parent.iterdir()) == []

@@ -19,6 +19,7 @@ from moorage.auth.acl import Acl
 from moorage.auth.acl import parse as parse_acl
 from moorage.auth.errors import TooManyRequests, Unauthorized
 from moorage.auth.htpasswd import Users
+from moorage.auth.htpasswd import parse as parse_users
 from moorage.auth.ratelimit import FailedLogins
 from moorage.auth.scopes import Grant, Scope
 from moorage.auth.tokens import (
@@ -224,9 +225,12 @@ FACTORIES: dict[str, Callable[[dict[str, Any], UrlFor], AccessController]] = {
 }
 
 
-def create(auth: dict[str, dict[str, Any] | None], url_for: UrlFor) -> AccessController | None:
+def create(
+    auth: dict[str, dict[str, Any] | None], url_for: UrlFor, *, create_files: bool = True
+) -> AccessController | None:
     """The controller the `auth` section names (None when it names none). Raises ValueError
-    with the key path for a bad section."""
+    with the key path for a bad section. Without `create_files`, a missing signing key is not
+    made (and the built-in server is only checked, not built)."""
     sections = {name: options for name, options in auth.items() if name != "none"}
     if not sections:
         return None
@@ -237,4 +241,22 @@ def create(auth: dict[str, dict[str, Any] | None], url_for: UrlFor) -> AccessCon
         raise ValueError(
             f"auth.{name}: unknown access controller; expected one of {sorted(FACTORIES)}"
         )
+    if name == "builtin" and not create_files:
+        _check_builtin(options or {})
+        return None
     return FACTORIES[name](options or {}, url_for)
+
+
+def _check_builtin(options: dict[str, Any]) -> None:
+    """What building the built-in token server would find wrong, short of making its key."""
+    for key in ("service", "users", "acl", "signingkey"):
+        if not options.get(key):
+            raise ValueError(f"auth.builtin.{key}: required")
+    for key, parse in (("users", parse_users), ("acl", parse_acl)):
+        try:
+            parse(str(options[key]))
+        except ValueError as exc:
+            raise ValueError(f"auth.builtin.{key}: {exc}") from None
+    key = str(options["signingkey"])
+    if not os.path.exists(key) and not os.access(os.path.dirname(os.path.abspath(key)), os.W_OK):
+        raise ValueError(f"auth.builtin.signingkey: {key} is missing and cannot be created there")
