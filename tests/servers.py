@@ -117,19 +117,32 @@ def run_moorage(
 
 
 @contextlib.contextmanager
-def run_reference_registry(workdir: Path, root: Path, secret: str = "") -> Iterator[Server]:
-    """Runs CNCF distribution (`docker-registry`, Debian's package) on the filesystem at root,
-    with `http.secret` when given."""
+def run_reference_registry(
+    workdir: Path,
+    root: Path | None = None,
+    secret: str = "",
+    *,
+    storage: dict[str, Any] | None = None,
+    **sections: Any,
+) -> Iterator[Server]:
+    """Runs CNCF distribution (`docker-registry`, Debian's package): on the filesystem at root,
+    or on the given `storage` section, deletes enabled, with `http.secret` when given; keyword
+    arguments add sections (e.g. `auth`). Its AWS SDK panics with AWS_CA_BUNDLE set, so that
+    variable is left out of its environment."""
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("the reference registry is missing: apt-get install docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
+    if storage is None:
+        assert root is not None, "a filesystem root or a storage section"
+        storage = {"filesystem": {"rootdirectory": str(root)}}
     config = {
         "version": "0.1",
         "log": {"level": "info"},
-        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
+        "storage": {**storage, "delete": {"enabled": True}},
         "http": {"addr": f"127.0.0.1:{port}", **({"secret": secret} if secret else {})},
+        **sections,
     }
     config_path = workdir / f"distribution-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))
@@ -145,6 +158,14 @@ def run_reference_registry(workdir: Path, root: Path, secret: str = "") -> Itera
         yield server
     finally:
         _stop(process)
+
+
+def peak_rss_mib(pid: int) -> float:
+    """A process's peak resident memory so far (VmHWM), in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmHWM for process {pid}")
 
 
 @dataclass

@@ -194,14 +194,6 @@ def moorage(
         stop(process)
 
 
-def peak_rss_mb(pid: int) -> float:
-    """The process's resident set high-water mark (VmHWM), in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmHWM for {pid}")
-
-
 def skopeo_round_trip(
     workdir: Path, ref: str, push_flags: list[str], pull_flags: list[str], seed: str
 ) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -43,7 +42,7 @@ from tests.pki import (
     tampered,
     unsigned,
 )
-from tests.servers import Server, free_port, moorage_config, run_moorage
+from tests.servers import Server, moorage_config, run_moorage, run_reference_registry
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -1111,61 +1110,12 @@ def test_config_with_builtin_auth_is_checked(tmp_path: Path) -> None:
 # the reference registry
 
 
-@contextlib.contextmanager
 def run_distribution_with_token_auth(
     workdir: Path, root: Path, realm: str, issuer: str, bundle: Path
-) -> Iterator[Server]:
-    """CNCF distribution with `auth.token` (realm, service, issuer, root bundle), on a free
-    port, ready (its /v2/ answers 401), stopped by PID."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("the reference registry is missing: apt-get install -y docker-registry")
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = {
-        "version": "0.1",
-        "log": {"level": "info"},
-        "storage": {"filesystem": {"rootdirectory": str(root)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-        "auth": {
-            "token": {
-                "realm": realm,
-                "service": SERVICE,
-                "issuer": issuer,
-                "rootcertbundle": str(bundle),
-            }
-        },
-    }
-    path = workdir / f"distribution-{port}.yml"
-    path.write_text(yaml.safe_dump(config))
-    log = workdir / f"distribution-{port}.log"
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [binary, "serve", str(path)], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    server = Server(f"127.0.0.1:{port}", process, root, log)
-    try:
-        deadline = time.monotonic() + 15
-        while not _answers(server):
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"distribution did not start:\n{server.logs()}")
-            time.sleep(0.05)
-        yield server
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _answers(server: Server) -> bool:
-    try:
-        return requests.get(f"{server.url}/v2/", timeout=1).status_code == 401
-    except requests.RequestException:
-        return False
+) -> contextlib.AbstractContextManager[Server]:
+    """CNCF distribution with `auth.token` (realm, service, issuer, root bundle)."""
+    token = {"realm": realm, "service": SERVICE, "issuer": issuer, "rootcertbundle": str(bundle)}
+    return run_reference_registry(workdir, root, auth={"token": token})
 
 
 def test_distribution_accepts_tokens_from_the_builtin_server(

@@ -1,6 +1,7 @@
 """The benchmark suite still works: its smoke mode (tiny sizes, one round) runs every workload on
-moorage and the reference registry and writes a figure for each. No timing is asserted: the
-machine is small and shared, and the figures of a smoke run mean nothing."""
+moorage and the reference registry and writes a figure for each, on the filesystem and on S3
+(one SeaweedFS). No timing is asserted: the machine is small and shared, and the figures of a
+smoke run mean nothing."""
 
 from __future__ import annotations
 
@@ -9,18 +10,18 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
-from bench.workloads import WORKLOADS
+from bench.workloads import S3_WORKLOADS, WORKLOADS
 
 REPO = Path(__file__).resolve().parents[2]
 # The suite's own peers; shared/TESTING.md: fail with one clear line rather than skip.
 TOOLS = ("docker-registry", "wrk", "hey", "skopeo")
 
 
-@pytest.mark.interop
-@pytest.mark.timeout(300)
-def test_smoke_mode_measures_every_workload_on_both_registries(tmp_path: Path) -> None:
+def run_smoke(tmp_path: Path, *flags: str) -> tuple[dict[str, Any], str]:
+    """`python -m bench --smoke` with `flags`; the JSON report and the table."""
     missing = [tool for tool in TOOLS if shutil.which(tool) is None]
     assert not missing, f"the benchmark needs: apt-get install -y {' '.join(missing)}"
     output = tmp_path / "smoke.json"
@@ -30,6 +31,7 @@ def test_smoke_mode_measures_every_workload_on_both_registries(tmp_path: Path) -
             "-m",
             "bench",
             "--smoke",
+            *flags,
             "--json",
             str(output),
             "--workdir",
@@ -42,8 +44,7 @@ def test_smoke_mode_measures_every_workload_on_both_registries(tmp_path: Path) -
         check=False,
     )
     assert done.returncode == 0, done.stderr[-4000:]
-    report = json.loads(output.read_text())
-    assert set(report["workloads"]) == set(WORKLOADS)
+    report: dict[str, Any] = json.loads(output.read_text())
     for workload, metrics in report["workloads"].items():
         assert metrics, workload
         for metric in metrics:
@@ -51,4 +52,24 @@ def test_smoke_mode_measures_every_workload_on_both_registries(tmp_path: Path) -
                 summary = metric[registry]
                 assert summary is not None, (workload, metric["metric"], registry)
                 assert summary["median"] > 0, (workload, metric["metric"], registry, summary)
-    assert "push-monolithic" in done.stdout  # the table
+    return report, done.stdout
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(300)
+def test_smoke_mode_measures_every_workload_on_both_registries(tmp_path: Path) -> None:
+    report, table = run_smoke(tmp_path)
+    assert report["meta"]["storage"] == "filesystem"
+    assert set(report["workloads"]) == set(WORKLOADS)
+    assert "push-monolithic" in table
+
+
+@pytest.mark.interop
+@pytest.mark.timeout(300)
+def test_smoke_mode_on_s3_measures_every_workload_on_both_registries(tmp_path: Path) -> None:
+    """Both registries on one SeaweedFS; pulls redirected (the client follows the 307) and
+    proxied."""
+    report, table = run_smoke(tmp_path, "--storage", "s3")
+    assert report["meta"]["storage"] == "s3"
+    assert set(report["workloads"]) == set(S3_WORKLOADS)
+    assert "pull-redirect" in table and "pull-proxied" in table

@@ -27,13 +27,12 @@ from tests.integration.http_support import (
     CA,
     cert_dir,
     make_ca,
-    peak_rss_mb,
     require,
     skopeo,
     skopeo_round_trip,
     stop,
 )
-from tests.servers import Server, free_port, moorage_config, run_moorage
+from tests.servers import Server, free_port, moorage_config, peak_rss_mib, run_moorage
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.interop]
 
@@ -261,7 +260,7 @@ def test_a_200_mib_blob_streams_through_nginx(
             size += len(chunk)
     assert size == count * MiB
     assert "sha256:" + got.hexdigest() == digest
-    rss = peak_rss_mb(moorage.process.pid)
+    rss = peak_rss_mib(moorage.process.pid)
     assert rss < 150, f"moorage peaked at {rss:.0f} MB"
     log = proxied.error_log()
     assert "buffered to a temporary file" not in log, log

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.api import Client, RepeatedBody, error_codes, sha256
-from tests.servers import S3Server, run_moorage
+from tests.servers import S3Server, peak_rss_mib, run_moorage
 
 MiB = 1024 * 1024
 
@@ -143,13 +143,6 @@ def test_deletes_and_catalog_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
         assert client.request("GET", f"/v2/s3/one/manifests/{digest}").status_code == 404
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM")
-
-
 def test_memory_stays_flat_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
     size = 256 * MiB
     block = hashlib.sha256(b"s3").digest() * (MiB // 32)
@@ -175,5 +168,5 @@ def test_memory_stays_flat_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
             for chunk in got.iter_content(MiB):
                 received.update(chunk)
         assert f"sha256:{received.hexdigest()}" == expected
-        peak = _peak_rss_mib(server.process.pid)
+        peak = peak_rss_mib(server.process.pid)
         assert peak < 150, f"server peak RSS {peak:.0f} MiB"

@@ -11,21 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-import yaml
 
 from tests.images import OCI_INDEX, OCI_MANIFEST, Image, digest_of, make_image
 from tests.integration.s3_support import bucket, get_object, list_objects
-from tests.servers import S3Server, Server, free_port, run_moorage
+from tests.servers import S3Server, Server, run_moorage, run_reference_registry
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
@@ -52,47 +48,13 @@ def distribution_s3(s3: S3Server, bucket: str) -> dict[str, Any]:
     return params
 
 
-@contextlib.contextmanager
-def run_distribution_s3(workdir: Path, s3: S3Server, bucket: str) -> Iterator[Server]:
-    """CNCF distribution on the bucket; its AWS SDK panics with AWS_CA_BUNDLE set, so the
-    variable is left out of its environment."""
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        pytest.fail("the reference registry is missing: apt-get install -y docker-registry")
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = {
-        "version": "0.1",
-        "log": {"level": "info"},
-        "storage": {"s3": distribution_s3(s3, bucket), "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}", "secret": "shared-secret"},
-    }
-    config_path = workdir / f"distribution-{port}.yml"
-    config_path.write_text(yaml.safe_dump(config))
-    log = workdir / f"distribution-{port}.log"
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [binary, "serve", str(config_path)], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    server = Server(f"127.0.0.1:{port}", process, None, log)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert process.poll() is None, server.logs()
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"{server.url}/v2/", timeout=1).status_code == 200:
-                    break
-            assert time.monotonic() < deadline, server.logs()
-            time.sleep(0.05)
-        yield server
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def run_distribution_s3(
+    workdir: Path, s3: S3Server, bucket: str
+) -> contextlib.AbstractContextManager[Server]:
+    """CNCF distribution on the bucket."""
+    return run_reference_registry(
+        workdir, secret="shared-secret", storage={"s3": distribution_s3(s3, bucket)}
+    )
 
 
 def moorage_s3_config(s3: S3Server, bucket: str, **extra: Any) -> dict[str, Any]:

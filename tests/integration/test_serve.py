@@ -16,7 +16,7 @@ import requests
 import yaml
 
 from tests.api import Client, RepeatedBody, sha256
-from tests.servers import Server, _stop, _wait_ready, free_port, run_moorage
+from tests.servers import Server, _stop, _wait_ready, free_port, peak_rss_mib, run_moorage
 
 MiB = 1024 * 1024
 
@@ -116,13 +116,6 @@ def test_a_killed_upload_leaves_nothing_visible(tmp_path: Path) -> None:
         assert Client(again.url).request("HEAD", f"/v2/app/blobs/{digest}").status_code == 404
 
 
-def _peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmHWM in /proc status")
-
-
 def test_memory_stays_flat_while_a_2_gib_blob_goes_up_and_down(tmp_path: Path) -> None:
     size = 2048 * MiB
     block = hashlib.sha256(b"seed").digest() * (MiB // 32)
@@ -151,7 +144,7 @@ def test_memory_stays_flat_while_a_2_gib_blob_goes_up_and_down(tmp_path: Path) -
                 count += len(chunk)
         assert count == size
         assert received.hexdigest() == expected.hexdigest()
-        peak = _peak_rss_mib(server.process.pid)
+        peak = peak_rss_mib(server.process.pid)
         assert peak < 150, f"server peak RSS {peak:.0f} MiB"
 
 
