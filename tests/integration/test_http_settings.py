@@ -100,7 +100,7 @@ def test_tls_push_and_pull_with_skopeo_cert_dir(tmp_path: Path, ca: CA) -> None:
         assert "https://127.0.0.1:" in server.logs()
 
 
-def test_tls_64_mib_blob_pulls_byte_exact_and_fast(tmp_path: Path, ca: CA) -> None:
+def test_tls_64_mib_blob_pulls_byte_exact(tmp_path: Path, ca: CA) -> None:
     settings, port = tls_http(ca)
     block = os.urandom(MiB)
     count = 64
@@ -120,9 +120,7 @@ def test_tls_64_mib_blob_pulls_byte_exact_and_fast(tmp_path: Path, ca: CA) -> No
             timeout=120,
         )
         assert pushed.status_code == 201, pushed.text
-        rates = []
         for _ in range(2):
-            started = time.monotonic()
             with session.get(f"{base}/blobs/{digest}", stream=True, timeout=120) as pulled:
                 assert pulled.status_code == 200, pulled.text
                 assert pulled.headers["Content-Length"] == str(count * MiB)
@@ -131,7 +129,6 @@ def test_tls_64_mib_blob_pulls_byte_exact_and_fast(tmp_path: Path, ca: CA) -> No
                 for chunk in pulled.iter_content(MiB):
                     got.update(chunk)
                     size += len(chunk)
-            rates.append(size / MiB / (time.monotonic() - started))
             assert size == count * MiB
             assert "sha256:" + got.hexdigest() == digest
         # A range inside the blob, over TLS too.
@@ -140,9 +137,8 @@ def test_tls_64_mib_blob_pulls_byte_exact_and_fast(tmp_path: Path, ca: CA) -> No
         )
         assert ranged.status_code == 206
         assert ranged.content == block[-10:] + block[:10]
-    # asyncio's copying sendfile fallback over TLS ran at ~58 MB/s; 1 MiB reads run at
-    # 500+ MB/s. The bound is far below the latter so a busy machine does not fail it.
-    assert max(rates) > 120, f"TLS pulls at {rates} MiB/s"
+    # Its speed (1 MiB reads, not asyncio's copying sendfile fallback) is the benchmark's to
+    # measure, against the reference registry: no timed assertion here.
 
 
 def test_minimumtls_13_refuses_a_tls12_only_client(tmp_path: Path, ca: CA) -> None:
