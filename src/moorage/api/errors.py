@@ -12,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from moorage.auth.errors import Denied, TooManyRequests, Unauthorized
+from moorage.auth.errors import Denied, InvalidRequest, TooManyRequests, Unauthorized
 from moorage.registry import errors as e
 
 
@@ -64,6 +64,7 @@ TABLE: dict[type[e.RegistryError], tuple[str, int]] = {
     ServiceUnavailable: ("UNAVAILABLE", 503),
     Unauthorized: ("UNAUTHORIZED", 401),
     Denied: ("DENIED", 403),
+    InvalidRequest: ("UNSUPPORTED", 400),
     TooManyRequests: ("TOOMANYREQUESTS", 429),
 }
 

@@ -22,3 +22,10 @@ class TooManyRequests(RegistryError):
     """Too many failed logins for this user or address; `Retry-After` says when to retry."""
 
     message = "too many failed login attempts; retry later"
+
+
+class InvalidRequest(RegistryError):
+    """A token request the server does not understand (OAuth2's invalid or unsupported
+    request), answered 400."""
+
+    message = "invalid token request"

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from moorage.auth.controllers import Builtin, basic_credentials
-from moorage.auth.errors import Denied, Unauthorized
+from moorage.auth.errors import Denied, InvalidRequest, Unauthorized
 from moorage.auth.scopes import ALL, REGISTRY, REPOSITORY, Scope
 from moorage.auth.tokens import InvalidToken
 
@@ -57,6 +57,7 @@ def _check_service(server: Builtin, service: str | None) -> None:
 
 
 def _issue(server: Builtin, user: str | None, asked: list[Scope]) -> dict[str, Any]:
+    """The token answer; `scope` says what was granted, which may be less than was asked."""
     granted = grant_for(server, user, asked)
     token = server.signer.issue(
         server.issuer, server.service, user or "", granted, server.expiration
@@ -66,6 +67,7 @@ def _issue(server: Builtin, user: str | None, asked: list[Scope]) -> dict[str, A
         "access_token": token,
         "expires_in": server.expiration,
         "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "scope": " ".join(str(scope) for scope in granted),
     }
 
 
@@ -104,7 +106,7 @@ def token_handlers(server: Builtin) -> tuple[Any, Any]:
         elif grant_type == "refresh_token":
             user = _refresh_subject(server, fields.get("refresh_token", ""))
         else:
-            raise Denied(f"unsupported grant_type {grant_type!r}")
+            raise InvalidRequest(f"unsupported grant_type {grant_type!r}")
         request["user"] = user
         issued = _issue(server, user, asked)
         answer: dict[str, Any] = {
@@ -112,7 +114,7 @@ def token_handlers(server: Builtin) -> tuple[Any, Any]:
             "token_type": "Bearer",
             "expires_in": issued["expires_in"],
             "issued_at": issued["issued_at"],
-            "scope": " ".join(str(s) for s in asked),
+            "scope": issued["scope"],
         }
         if grant_type == "refresh_token":
             answer["refresh_token"] = fields["refresh_token"]
