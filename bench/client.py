@@ -129,9 +129,32 @@ def send_get(
     return response
 
 
-def pull(base: str, repo: str, digest: str, size: int, clients: int) -> dict[str, Any]:
+def _follow(conn: http.client.HTTPConnection, base: str, path: str) -> int:
+    """GETs `path` from the registry, which must answer 307; follows the Location (the
+    presigned URL of the storage) on a new connection and reads that body; returns its
+    length."""
+    conn.putrequest("GET", path, skip_accept_encoding=True)
+    conn.endheaders()
+    response = conn.getresponse()
+    response.read()
+    if response.status != 307:
+        raise ProtocolError(f"GET {path}: {response.status}, expected a 307 redirect")
+    location = response.headers["Location"]
+    parts = urlsplit(urljoin(base + "/", location))
+    storage = connect(f"{parts.scheme}://{parts.netloc}")
+    try:
+        return _drain(storage, parts.path + (f"?{parts.query}" if parts.query else ""), {})
+    finally:
+        storage.close()
+
+
+def pull(
+    base: str, repo: str, digest: str, size: int, clients: int, redirect: bool = False
+) -> dict[str, Any]:
     """`clients` concurrent GETs of one blob, each on its own connection and thread (recv
-    releases the GIL), released together; timed from the release to the last byte."""
+    releases the GIL), released together; timed from the release to the last byte. With
+    `redirect`, the registry must answer 307 and the client follows it to the storage (the
+    time includes both requests); without, it must answer 200 with the bytes."""
     path = f"/v2/{repo}/blobs/{digest}"
     conns = [connect(base) for _ in range(clients)]
     gate = threading.Barrier(clients + 1)
@@ -141,7 +164,10 @@ def pull(base: str, repo: str, digest: str, size: int, clients: int) -> dict[str
     def run(index: int) -> None:
         try:
             gate.wait()
-            received[index] = _drain(conns[index], path, {})
+            if redirect:
+                received[index] = _follow(conns[index], base, path)
+            else:
+                received[index] = _drain(conns[index], path, {})
         except BaseException as exc:
             errors.append(exc)
 

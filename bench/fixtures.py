@@ -2,11 +2,13 @@
 pulled as), an OCI image layout for skopeo, and registry roots written directly in distribution's
 storage layout (src/moorage/storage/paths.py), which both registries serve as their own. Writing
 5,000 tags or 10,000 repositories as files takes seconds; pushing them through the API would
-take far longer on the reference registry.
+take far longer on the reference registry. On S3 the same layout is written as objects
+(S3Tree), many requests at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -15,8 +17,12 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tests.images import Image, make_image
+
+if TYPE_CHECKING:
+    from bench.registries import Root
 
 V2 = "docker/registry/v2"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -110,6 +116,52 @@ class Tree:
     def tag(self, repo: str, tag: str, digest: str) -> None:
         self._link(repo, f"_manifests/tags/{tag}/current", digest)
         self._link(repo, f"_manifests/tags/{tag}/index/sha256/{digest.split(':', 1)[1]}", digest)
+
+
+class S3Tree(Tree):
+    """Writes the same layout as objects under a Root on the bench's SeaweedFS: the paths are
+    gathered, then `upload` puts them, `concurrency` requests at a time."""
+
+    def __init__(self, root: Root, concurrency: int = 32) -> None:
+        super().__init__(Path("/nonexistent"))
+        self.target = root
+        self.concurrency = concurrency
+        self.objects: dict[str, bytes | Path] = {}
+
+    def blob(self, digest: str, content: bytes | None = None, source: Path | None = None) -> None:
+        hex_ = digest.split(":", 1)[1]
+        data = source if source is not None else content
+        assert data is not None
+        self.objects.setdefault(f"{V2}/blobs/sha256/{hex_[:2]}/{hex_}/data", data)
+
+    def _link(self, repo: str, relative: str, digest: str) -> None:
+        self.objects[f"{V2}/repositories/{repo}/{relative}/link"] = digest.encode()
+
+    def upload(self) -> None:
+        from tests.integration.s3_support import s3_client
+
+        root, store = self.target, self.target.s3
+        assert store is not None
+        store.create_bucket(root.bucket)
+
+        async def put_all() -> None:
+            gate = asyncio.Semaphore(self.concurrency)
+            async with s3_client(store) as client:
+
+                async def put(relative: str, data: bytes | Path) -> None:
+                    async with gate:  # (made before any timing: a blocking read is fine)
+                        await client.put_object(
+                            Bucket=root.bucket, Key=root.key(relative), Body=_bytes(data)
+                        )
+
+                await asyncio.gather(*(put(k, v) for k, v in self.objects.items()))
+
+        asyncio.run(put_all())
+        self.objects.clear()
+
+
+def _bytes(data: bytes | Path) -> bytes:
+    return data.read_bytes() if isinstance(data, Path) else data
 
 
 @dataclass(frozen=True)

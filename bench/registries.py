@@ -1,9 +1,11 @@
-"""The two registries under test, started the same way: the filesystem driver at a given root,
-deletes enabled, the in-memory blob descriptor cache, log level info, on a free loopback port.
+"""The two registries under test, started the same way: the same storage (the filesystem driver
+at a given root, or the s3 driver on the bench's SeaweedFS, each registry in a bucket of its
+own), deletes enabled, the in-memory blob descriptor cache, log level info, on a free loopback
+port.
 
 moorage starts through tests/servers.py; the reference registry through a launcher of its own
-here, because the tests' one writes no cache section and the benchmark wants both registries
-with their cache.
+here, because the tests' one writes no cache section and knows no S3, and the benchmark wants
+both registries with their cache.
 """
 
 from __future__ import annotations
@@ -15,41 +17,86 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from tests.servers import Server, _stop, _wait_ready, free_port, moorage_config, run_moorage
+from tests.servers import (
+    S3Server,
+    Server,
+    _stop,
+    _wait_ready,
+    free_port,
+    moorage_config,
+    run_moorage,
+)
 
 MOORAGE = "moorage"
 REFERENCE = "reference"
 KINDS = (MOORAGE, REFERENCE)
 
 CACHE = {"blobdescriptor": "inmemory"}
+FILESYSTEM = "filesystem"
+S3 = "s3"
+STORAGES = (FILESYSTEM, S3)
 
 
-def reference_config(root: Path, port: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Root:
+    """Where one registry keeps its data: a directory (filesystem), or a bucket and a
+    rootdirectory in it on the bench's SeaweedFS (s3)."""
+
+    path: Path | None = None
+    s3: S3Server | None = None
+    bucket: str = ""
+    prefix: str = ""  # storage.s3.rootdirectory, "/name"
+
+    def key(self, relative: str) -> str:
+        """The object key of a path of the storage layout ("docker/registry/v2/...")."""
+        return f"{self.prefix.strip('/')}/{relative}" if self.prefix.strip("/") else relative
+
+
+def storage_section(kind: str, root: Root, redirect: bool = True) -> dict[str, Any]:
+    """The `storage` section both registries get: the driver, deletes, the cache and, on S3,
+    whether blob GETs redirect to a presigned URL (both registries' default) or are proxied."""
+    section: dict[str, Any]
+    if root.s3 is None:
+        assert root.path is not None
+        section = {FILESYSTEM: {"rootdirectory": str(root.path)}}
+    else:
+        params = root.s3.params(root.bucket, rootdirectory=root.prefix)
+        if kind == REFERENCE:
+            # distribution 2.8's driver: no forcepathstyle (a regionendpoint implies path
+            # style), v4 signatures only when asked (tests/integration/test_s3_compat.py).
+            del params["forcepathstyle"]
+            params["v4auth"] = True
+        section = {S3: params}
+        if not redirect:
+            section["redirect"] = {"disable": True}
+    section["delete"] = {"enabled": True}
+    section["cache"] = dict(CACHE)
+    return section
+
+
+def reference_config(root: Root, port: int, redirect: bool = True) -> dict[str, Any]:
     return {
         "version": "0.1",
         "log": {"level": "info"},
-        "storage": {
-            "filesystem": {"rootdirectory": str(root)},
-            "delete": {"enabled": True},
-            "cache": dict(CACHE),
-        },
+        "storage": storage_section(REFERENCE, root, redirect),
         "http": {"addr": f"127.0.0.1:{port}"},
     }
 
 
 @contextlib.contextmanager
-def run_reference(workdir: Path, root: Path) -> Iterator[Server]:
+def run_reference(workdir: Path, root: Root, redirect: bool = True) -> Iterator[Server]:
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("the reference registry is missing: apt-get install docker-registry")
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config_path = workdir / f"distribution-{port}.yml"
-    config_path.write_text(yaml.safe_dump(reference_config(root, port)))
+    config_path.write_text(yaml.safe_dump(reference_config(root, port, redirect)))
     log = workdir / f"distribution-{port}.log"
     # Its AWS SDK panics on AWS_CA_BUNDLE (shared/TESTING.md), harmless to drop here too.
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
@@ -57,7 +104,7 @@ def run_reference(workdir: Path, root: Path) -> Iterator[Server]:
         process = subprocess.Popen(
             [binary, "serve", str(config_path)], stdout=out, stderr=subprocess.STDOUT, env=env
         )
-    server = Server(f"127.0.0.1:{port}", process, root, log)
+    server = Server(f"127.0.0.1:{port}", process, root.path, log)
     try:
         _wait_ready(server)
         yield server
@@ -67,16 +114,17 @@ def run_reference(workdir: Path, root: Path) -> Iterator[Server]:
 
 @contextlib.contextmanager
 def run_registry(
-    kind: str, workdir: Path, root: Path, profile: Path | None = None
+    kind: str, workdir: Path, root: Root, profile: Path | None = None, redirect: bool = True
 ) -> Iterator[Server]:
-    """Either registry on the filesystem at `root`; with `profile` (moorage only), py-spy
-    samples the server for its whole life and writes collapsed stacks there."""
+    """Either registry on `root`; `redirect=False` disables blob redirects (S3); with `profile`
+    (moorage only), py-spy samples the server for its whole life and writes collapsed stacks
+    there."""
     if kind == REFERENCE:
-        with run_reference(workdir / REFERENCE, root) as server:
+        with run_reference(workdir / REFERENCE, root, redirect) as server:
             yield server
         return
-    config = moorage_config(root, 0)
-    config["storage"]["cache"] = dict(CACHE)
+    config = moorage_config(root.path, 0)
+    config["storage"] = storage_section(MOORAGE, root, redirect)
     with run_moorage(workdir / MOORAGE, config) as server:
         if profile is None:
             yield server

@@ -4,6 +4,10 @@ alternating which registry goes first, one figure per registry per round.
 Blob traffic goes through bench/client.py in a process of its own (sendfile out, 1 MiB reads
 in); small requests through wrk (GET) and hey (HEAD, which wrk cannot do); skopeo is timed
 around its whole command.
+
+The same workloads run on the filesystem driver (WORKLOADS) or on S3 (S3_WORKLOADS: both
+registries on one SeaweedFS, each in a bucket of its own), where pulls are measured twice:
+redirected to a presigned URL (both registries' default) and proxied through the registry.
 """
 
 from __future__ import annotations
@@ -16,15 +20,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tests.servers import Server
+from tests.servers import S3Server, Server
 
 from bench import fixtures
-from bench.fixtures import BlobFile, Tree
-from bench.registries import KINDS, MOORAGE, REFERENCE, memory, run_registry
+from bench.fixtures import BlobFile, S3Tree, Tree
+from bench.registries import KINDS, MOORAGE, REFERENCE, Root, memory, run_registry
 from bench.report import Results, Target, at_least, moorage_at_most, moorage_below
 
 MIB = 1 << 20
@@ -92,23 +96,34 @@ SMOKE = Scale(
     listing_seconds=0.3,
     warm_memory=0,
 )
+# On S3 every byte also crosses SeaweedFS on the same machine: smaller blobs.
+FULL_S3 = replace(FULL, blobs=(("64MiB", 64 * MIB), ("256MiB", 256 * MIB)))
+SMOKE_S3 = SMOKE
 
 
 class Bench:
     """What every workload shares: the scale, the rounds, the fixtures, the results."""
 
     def __init__(
-        self, scale: Scale, rounds: int, workdir: Path, results: Results, profile: Path | None
+        self,
+        scale: Scale,
+        rounds: int,
+        workdir: Path,
+        results: Results,
+        profile: Path | None,
+        s3: S3Server | None = None,
     ) -> None:
         self.scale = scale
         self.rounds = rounds
         self.workdir = workdir
         self.results = results
         self.profile = profile
+        self.s3 = s3  # S3 mode: both registries on this store, a bucket each
         self.profiles: dict[str, list[Path]] = {}
         self._blobs: list[BlobFile] | None = None
         self._warm: BlobFile | None = None
-        self._roots: dict[str, Path] = {}
+        self._roots: dict[str, dict[str, Root]] = {}
+        self._prefixes = 0
 
     # -- running --------------------------------------------------------------------------
 
@@ -117,13 +132,15 @@ class Bench:
         return KINDS if round_ % 2 == 0 else tuple(reversed(KINDS))
 
     @contextlib.contextmanager
-    def server(self, kind: str, root: Path, workload: str) -> Iterator[Server]:
+    def server(
+        self, kind: str, root: Root, workload: str, redirect: bool = True
+    ) -> Iterator[Server]:
         profile = None
         if self.profile is not None and kind == MOORAGE:
             files = self.profiles.setdefault(workload, [])
             profile = self.profile / f"profile-{workload}-{len(files)}.txt"
             files.append(profile)
-        with run_registry(kind, self.workdir / "logs", root, profile) as server:
+        with run_registry(kind, self.workdir / "logs", root, profile, redirect) as server:
             yield server
 
     def client(self, **request: Any) -> dict[str, Any]:
@@ -139,12 +156,44 @@ class Bench:
         result: dict[str, Any] = json.loads(done.stdout)
         return result
 
-    def fresh_root(self, name: str) -> Path:
+    def bucket(self, kind: str) -> str:
+        return f"bench-{kind}"
+
+    def fresh_root(self, name: str, kind: str) -> Root:
+        """An empty root for `kind`: a new directory, or a new rootdirectory in its bucket."""
+        if self.s3 is not None:
+            self._prefixes += 1
+            self.s3.create_bucket(self.bucket(kind))
+            return Root(s3=self.s3, bucket=self.bucket(kind), prefix=f"/{name}-{self._prefixes}")
         root = self.workdir / "roots" / name
         if root.exists():
             shutil.rmtree(root)
         root.mkdir(parents=True)
-        return root
+        return Root(path=root)
+
+    def drop_root(self, root: Root) -> None:
+        """Frees a root after use (on S3 its objects stay until SeaweedFS stops: deleting
+        them would not give the space back before a vacuum)."""
+        if root.path is not None:
+            shutil.rmtree(root.path)
+
+    def shared_root(self, name: str, write: Callable[[Tree], None]) -> dict[str, Root]:
+        """A root both registries serve, made once by `write`: on the filesystem one directory
+        for both (read-only workloads), on S3 the same objects written to each one's bucket."""
+        if name not in self._roots:
+            if self.s3 is None:
+                root = self.fresh_root(name, MOORAGE)
+                assert root.path is not None
+                write(Tree(root.path))
+                self._roots[name] = {kind: root for kind in KINDS}
+            else:
+                roots = {kind: self.fresh_root(name, kind) for kind in KINDS}
+                for root in roots.values():
+                    tree = S3Tree(root)
+                    write(tree)
+                    tree.upload()
+                self._roots[name] = roots
+        return self._roots[name]
 
     # -- fixtures, made on first use --------------------------------------------------------
 
@@ -166,28 +215,25 @@ class Bench:
         assert self._warm is not None
         return self._warm
 
-    def read_root(self) -> Path:
+    def read_root(self) -> dict[str, Root]:
         """The root the read workloads share (both registries serve it at once, read-only):
         the blobs to pull, a small image to GET by tag, a repository with many tags."""
-        if "read" not in self._roots:
-            root = self.fresh_root("read")
-            tree = Tree(root)
+
+        def write(tree: Tree) -> None:
             for blob in [*self.blobs, self.warm]:
                 tree.blob(blob.digest, source=blob.path)
                 tree.layer_link(BLOB_REPO, blob.digest)
             fixtures.write_image(tree, [MANIFEST_REPO], ["latest"])
             tags = [f"v{i:05d}" for i in range(self.scale.tags)]
             fixtures.write_image(tree, [TAGS_REPO], tags, seed="tags")
-            self._roots["read"] = root
-        return self._roots["read"]
 
-    def catalog_root(self, count: int) -> Path:
-        name = f"catalog-{count}"
-        if name not in self._roots:
-            root = self.fresh_root(name)
-            fixtures.write_image(Tree(root), fixtures.catalog_names(count), ["latest"])
-            self._roots[name] = root
-        return self._roots[name]
+        return self.shared_root("read", write)
+
+    def catalog_root(self, count: int) -> dict[str, Root]:
+        def write(tree: Tree) -> None:
+            fixtures.write_image(tree, fixtures.catalog_names(count), ["latest"])
+
+        return self.shared_root(f"catalog-{count}", write)
 
 
 # -- blob pushes ----------------------------------------------------------------------------
@@ -198,7 +244,7 @@ def _push(bench: Bench, workload: str, chunk: int, target: Target) -> None:
                for b in bench.blobs}
     for round_ in range(bench.rounds):
         for kind in bench.order(round_):
-            root = bench.fresh_root(f"{workload}-{kind}")
+            root = bench.fresh_root(f"{workload}-{kind}", kind)
             with bench.server(kind, root, workload) as server:
                 warm = bench.warm
                 bench.client(op="push", base=server.url, repo="bench/warm", file=str(warm.path),
@@ -207,7 +253,7 @@ def _push(bench: Bench, workload: str, chunk: int, target: Target) -> None:
                     out = bench.client(op="push", base=server.url, repo="bench/push",
                                        file=str(blob.path), digest=blob.digest, chunk=chunk)
                     metrics[blob.label].add(kind, out["bytes"] / out["seconds"] / 1e6)
-            shutil.rmtree(root)
+            bench.drop_root(root)
 
 
 def push_monolithic(bench: Bench) -> None:
@@ -225,32 +271,61 @@ def push_chunked(bench: Bench) -> None:
 
 
 @contextlib.contextmanager
-def both(bench: Bench, root: Path, workload: str) -> Iterator[dict[str, Server]]:
-    with bench.server(MOORAGE, root, workload) as moorage, \
-            bench.server(REFERENCE, root, workload) as reference:
+def both(
+    bench: Bench, roots: dict[str, Root], workload: str, redirect: bool = True
+) -> Iterator[dict[str, Server]]:
+    with bench.server(MOORAGE, roots[MOORAGE], workload, redirect) as moorage, \
+            bench.server(REFERENCE, roots[REFERENCE], workload, redirect) as reference:
         yield {MOORAGE: moorage, REFERENCE: reference}
 
 
-def pull(bench: Bench) -> None:
-    """GET of a whole blob by 1 and by 8 concurrent clients; MB/s summed over the clients."""
+def _pull(bench: Bench, workload: str, redirect: bool | None, target: Target | None) -> None:
+    """GET of a whole blob by 1 and by 8 concurrent clients; MB/s summed over the clients.
+    `redirect` (S3): True, the registries redirect and the client follows to the presigned
+    URL; False, they proxy the bytes; None (filesystem): they serve them."""
     metrics = {
         (blob.label, n): bench.results.metric(
-            "pull", f"{blob.label}, {n} client{'s' if n > 1 else ''}", "MB/s", True, at_least(1.1)
+            workload, f"{blob.label}, {n} client{'s' if n > 1 else ''}", "MB/s", True, target
         )
         for blob in bench.blobs
         for n in bench.scale.pull_clients
     }
-    with both(bench, bench.read_root(), "pull") as servers:
+    redirects = None
+    if redirect:  # what the registry itself does when it redirects: the 307 alone
+        redirects = bench.results.metric(
+            workload, "GET answered by a 307 (not followed), 32 connections", "req/s")
+    follow = bool(redirect)
+    with both(bench, bench.read_root(), workload, redirect is not False) as servers:
         for server in servers.values():  # untimed: first requests, the blob's pages
             bench.client(op="pull", base=server.url, repo=BLOB_REPO, digest=bench.warm.digest,
-                         size=bench.warm.size, clients=2)
+                         size=bench.warm.size, clients=2, redirect=follow)
         for round_ in range(bench.rounds):
             for kind in bench.order(round_):
                 for blob in bench.blobs:
                     for n in bench.scale.pull_clients:
                         out = bench.client(op="pull", base=servers[kind].url, repo=BLOB_REPO,
-                                           digest=blob.digest, size=blob.size, clients=n)
+                                           digest=blob.digest, size=blob.size, clients=n,
+                                           redirect=follow)
                         metrics[(blob.label, n)].add(kind, out["bytes"] / out["seconds"] / 1e6)
+                if redirects is not None:
+                    url = f"{servers[kind].url}/v2/{BLOB_REPO}/blobs/{bench.blobs[-1].digest}"
+                    redirects.add(kind, wrk_get(url, 32, bench.scale.load_seconds))
+
+
+def pull(bench: Bench) -> None:
+    """GET of a whole blob by 1 and by 8 concurrent clients; MB/s summed over the clients."""
+    _pull(bench, "pull", None, at_least(1.1))
+
+
+def pull_redirect(bench: Bench) -> None:
+    """S3: the registry answers 307 to a presigned URL of the store, the client follows it;
+    the bytes come from SeaweedFS, so the ratio shows the cost of the redirect alone."""
+    _pull(bench, "pull-redirect", True, None)
+
+
+def pull_proxied(bench: Bench) -> None:
+    """S3 with `storage.redirect.disable: true` on both: the registry streams the object."""
+    _pull(bench, "pull-proxied", False, at_least(1.1))
 
 
 # -- manifests ------------------------------------------------------------------------------
@@ -323,7 +398,7 @@ def skopeo(bench: Bench) -> None:
     pull_metric = bench.results.metric("skopeo", f"pull {name}", "MB/s")
     for round_ in range(bench.rounds):
         for kind in bench.order(round_):
-            root = bench.fresh_root(f"skopeo-{kind}")
+            root = bench.fresh_root(f"skopeo-{kind}", kind)
             pulled = bench.workdir / f"skopeo-pulled-{kind}"
             with bench.server(kind, root, "skopeo") as server:
                 remote = f"docker://{server.host}/bench/skopeo:latest"
@@ -332,7 +407,7 @@ def skopeo(bench: Bench) -> None:
                 pull_metric.add(kind, megabytes / _timed_skopeo(
                     "--src-tls-verify=false", remote, f"oci:{pulled}:bench"))
             shutil.rmtree(pulled, ignore_errors=True)
-            shutil.rmtree(root)
+            bench.drop_root(root)
 
 
 def _timed_skopeo(tls: str, source: str, destination: str) -> float:
@@ -398,10 +473,10 @@ def catalog(bench: Bench) -> None:
     dependence = results.metric(
         "catalog", f"page time at {large:,} / at {small:,} repos", "x", False,
         moorage_at_most(1.5, "x"))
-    large_root, small_root = bench.catalog_root(large), bench.catalog_root(small)
+    large_roots, small_roots = bench.catalog_root(large), bench.catalog_root(small)
     for round_ in range(bench.rounds):
         for kind in bench.order(round_):
-            with bench.server(kind, large_root, "catalog") as server:
+            with bench.server(kind, large_roots[kind], "catalog") as server:
                 cold.add(kind, _median_rate(bench, server, first, cold=True))
                 page_large.add(kind, _median_rate(bench, server, first))
                 out = bench.client(op="walk", base=server.url, path=f"/v2/_catalog?n={scale.page}",
@@ -409,7 +484,7 @@ def catalog(bench: Bench) -> None:
                 if out["items"] != large:
                     raise RuntimeError(f"{kind}: the catalog walk listed {out['items']} of {large}")
                 walk.add(kind, large / sorted(out["walks"])[len(out["walks"]) // 2])
-            with bench.server(kind, small_root, "catalog") as server:
+            with bench.server(kind, small_roots[kind], "catalog") as server:
                 _median_rate(bench, server, first, cold=True)
                 page_small.add(kind, _median_rate(bench, server, first))
             dependence.add(kind, page_small.samples[kind][-1] / page_large.samples[kind][-1])
@@ -435,8 +510,9 @@ def rss(bench: Bench) -> None:
     for round_ in range(bench.rounds):
         for kind in bench.order(round_):
             for blob in bench.blobs:
-                root = bench.fresh_root(f"rss-{kind}")
-                with bench.server(kind, root, "rss") as server:
+                root = bench.fresh_root(f"rss-{kind}", kind)
+                # On S3 with the blob proxied: the registry streams every byte both ways.
+                with bench.server(kind, root, "rss", redirect=False) as server:
                     pid = server.process.pid
                     if blob is smallest:
                         idle.add(kind, memory(pid)["VmRSS"])
@@ -447,7 +523,7 @@ def rss(bench: Bench) -> None:
                         bench.client(op="pull", base=server.url, repo="bench/mono",
                                      digest=blob.digest, size=blob.size, clients=n)
                     peaks[blob.label].add(kind, memory(pid)["VmHWM"])
-                shutil.rmtree(root)
+                bench.drop_root(root)
             growth.add(kind, peaks[largest.label].samples[kind][-1]
                        / peaks[smallest.label].samples[kind][-1])
 
@@ -460,5 +536,14 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "skopeo": skopeo,
     "tags": tags,
     "catalog": catalog,
+    "rss": rss,
+}
+S3_WORKLOADS: dict[str, Callable[[Bench], None]] = {
+    "push-monolithic": push_monolithic,
+    "push-chunked": push_chunked,
+    "pull-redirect": pull_redirect,
+    "pull-proxied": pull_proxied,
+    "manifest": manifest,
+    "tags": tags,
     "rss": rss,
 }
