@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
-import uuid
+import secrets
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -78,11 +79,19 @@ def _response_headers(configured: dict[str, list[str]]) -> Callable[..., Awaitab
     return add
 
 
+_REQUEST_IDS = itertools.count(1)
+_PROCESS = secrets.token_hex(6)  # tells this process's ids from other processes' and replicas'
+
+
+def _next_request_id() -> str:
+    return f"{_PROCESS}-{next(_REQUEST_IDS):x}"  # cheaper than a uuid4 per request
+
+
 @web.middleware
 async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Names each request (the client's X-Request-Id, or a fresh one) and its route, for the
     logs."""
-    request["request_id"] = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request["request_id"] = request.headers.get("X-Request-Id") or _next_request_id()
     resource = request.match_info.route.resource
     request["route"] = resource.canonical if resource is not None else "unmatched"
     response = await handler(request)

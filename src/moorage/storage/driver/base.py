@@ -10,6 +10,7 @@ backend is a StorageError carrying the driver's name. Nothing else escapes a dri
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -119,8 +120,13 @@ class StorageDriver(Protocol):
 _PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
 
 
+@functools.lru_cache(maxsize=65536)
+def _valid(path: str) -> bool:
+    return bool(_PATH.fullmatch(path)) and not any(p in (".", "..") for p in path.split("/"))
+
+
 def check_path(driver: str, path: str) -> str:
-    if not _PATH.fullmatch(path) or any(part in (".", "..") for part in path.split("/")):
+    if not _valid(path):
         raise InvalidPath(driver, path)
     return path
 
