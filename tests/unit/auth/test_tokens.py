@@ -179,15 +179,20 @@ def test_load_jwks_refuses_keys_without_ids(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "problem"),
     [
-        ({"exp": int(time.time()) - 120}, "expired"),
-        ({"nbf": int(time.time()) + 300}, "not yet valid"),
+        # times as offsets from when the test runs (not from when pytest collected it)
+        ({"exp": -120}, "expired"),
+        ({"nbf": 300}, "not yet valid"),
         ({"iss": "someone-else"}, "issuer"),
         ({"aud": "another-service"}, "[Aa]udience"),
     ],
 )
 def test_claims_are_checked(pki: Pki, changes: dict[str, object], problem: str) -> None:
     direct = pki.direct
-    token = mint({**claims(), **changes}, direct.key, x5c=[direct])
+    now = int(time.time())
+    changed = {
+        k: now + v if k in ("exp", "nbf") and isinstance(v, int) else v for k, v in changes.items()
+    }
+    token = mint({**claims(), **changed}, direct.key, x5c=[direct])
     with pytest.raises(InvalidToken, match=problem):
         verifier(pki).verify(token)
 
