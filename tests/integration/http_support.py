@@ -216,3 +216,22 @@ def skopeo_round_trip(
         hex_ = digest.split(":")[1]
         pulled = (out / "blobs" / "sha256" / hex_).read_bytes()
         assert pulled == (image.layout / "blobs" / "sha256" / hex_).read_bytes(), digest
+
+
+def nginx_preamble(directory: Path) -> str:
+    """The top of a test's own nginx.conf, up to and including the opening of its `http`
+    block: one worker, and its pid, logs and temp files all in `directory`."""
+    return f"""
+user root;
+worker_processes 1;
+pid {directory}/nginx.pid;
+error_log {directory}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {directory}/access.log;
+    client_body_temp_path {directory}/client_body;
+    proxy_temp_path {directory}/proxy;
+    fastcgi_temp_path {directory}/fastcgi;
+    uwsgi_temp_path {directory}/uwsgi;
+    scgi_temp_path {directory}/scgi;
+"""

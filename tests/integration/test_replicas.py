@@ -27,6 +27,7 @@ import requests
 import yaml
 
 from tests.images import OCI_INDEX, OCI_MANIFEST, Image, digest_of, make_image
+from tests.integration.http_support import nginx_preamble
 from tests.integration.s3_support import bucket, list_multipart_uploads
 from tests.servers import (
     RedisServer,
@@ -214,19 +215,9 @@ def test_seed_production_config_serves_pushes_and_pulls(
 
 def nginx_conf(directory: Path, port: int, upstreams: list[str]) -> str:
     servers = "\n".join(f"        server {host};" for host in upstreams)
-    return f"""
-user root;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {directory}/access.log;
-    client_body_temp_path {directory}/client_body;
-    proxy_temp_path {directory}/proxy;
-    fastcgi_temp_path {directory}/fastcgi;
-    uwsgi_temp_path {directory}/uwsgi;
-    scgi_temp_path {directory}/scgi;
+    return (
+        nginx_preamble(directory)
+        + f"""
     upstream replicas {{
 {servers}
     }}
@@ -246,6 +237,7 @@ http {{
     }}
 }}
 """
+    )
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from tests.integration.http_support import (
     CA,
     cert_dir,
     make_ca,
+    nginx_preamble,
     require,
     skopeo,
     skopeo_round_trip,
@@ -83,19 +84,9 @@ class Nginx:
 
 
 def nginx_conf(directory: Path, port: int, upstream: str, cert: Path, key: Path, style: str) -> str:
-    return f"""
-user root;
-worker_processes 1;
-pid {directory}/nginx.pid;
-error_log {directory}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {directory}/access.log;
-    client_body_temp_path {directory}/client_body;
-    proxy_temp_path {directory}/proxy;
-    fastcgi_temp_path {directory}/fastcgi;
-    uwsgi_temp_path {directory}/uwsgi;
-    scgi_temp_path {directory}/scgi;
+    return (
+        nginx_preamble(directory)
+        + f"""
     server {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
@@ -112,6 +103,7 @@ http {{
     }}
 }}
 """
+    )
 
 
 def start_nginx(directory: Path, upstream: str, ca: CA, style: str = "host") -> Nginx:
