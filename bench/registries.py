@@ -21,15 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tests.servers import (
     S3Server,
     Server,
-    _stop,
-    _wait_ready,
-    free_port,
     moorage_config,
     run_moorage,
+    run_reference_registry,
 )
 
 MOORAGE = "moorage"
@@ -79,39 +76,6 @@ def storage_section(kind: str, root: Root, redirect: bool = True) -> dict[str, A
     return section
 
 
-def reference_config(root: Root, port: int, redirect: bool = True) -> dict[str, Any]:
-    return {
-        "version": "0.1",
-        "log": {"level": "info"},
-        "storage": storage_section(REFERENCE, root, redirect),
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }
-
-
-@contextlib.contextmanager
-def run_reference(workdir: Path, root: Root, redirect: bool = True) -> Iterator[Server]:
-    binary = shutil.which("docker-registry")
-    if binary is None:
-        raise RuntimeError("the reference registry is missing: apt-get install docker-registry")
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config_path = workdir / f"distribution-{port}.yml"
-    config_path.write_text(yaml.safe_dump(reference_config(root, port, redirect)))
-    log = workdir / f"distribution-{port}.log"
-    # Its AWS SDK panics on AWS_CA_BUNDLE (shared/TESTING.md), harmless to drop here too.
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [binary, "serve", str(config_path)], stdout=out, stderr=subprocess.STDOUT, env=env
-        )
-    server = Server(f"127.0.0.1:{port}", process, root.path, log)
-    try:
-        _wait_ready(server)
-        yield server
-    finally:
-        _stop(process)
-
-
 @contextlib.contextmanager
 def run_registry(
     kind: str, workdir: Path, root: Root, profile: Path | None = None, redirect: bool = True
@@ -120,7 +84,8 @@ def run_registry(
     (moorage only), py-spy samples the server for its whole life and writes collapsed stacks
     there."""
     if kind == REFERENCE:
-        with run_reference(workdir / REFERENCE, root, redirect) as server:
+        storage = storage_section(REFERENCE, root, redirect)
+        with run_reference_registry(workdir / REFERENCE, root.path, storage=storage) as server:
             yield server
         return
     config = moorage_config(root.path, 0)
