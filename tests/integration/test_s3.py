@@ -3,7 +3,6 @@ resumed by another process, redirects, deletes, and flat memory."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -13,8 +12,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.api import Client, RepeatedBody, error_codes, sha256
-from tests.servers import S3Server, peak_rss_mib, run_moorage
+from tests.api import Client, error_codes, round_trip_big_blob, sha256
+from tests.servers import S3Server, run_moorage
 
 MiB = 1024 * 1024
 
@@ -144,29 +143,5 @@ def test_deletes_and_catalog_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
 
 
 def test_memory_stays_flat_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
-    size = 256 * MiB
-    block = hashlib.sha256(b"s3").digest() * (MiB // 32)
-    digest = hashlib.sha256()
-    for _ in range(size // MiB):
-        digest.update(block)
-    expected = f"sha256:{digest.hexdigest()}"
     with run_moorage(tmp_path, _config(s3_store)) as server:
-        client = Client(server.url)
-        location = client.start_upload("s3/big")
-        pushed = requests.put(
-            location,
-            params={"digest": expected},
-            data=RepeatedBody(block, size // MiB),
-            timeout=600,
-        )
-        assert pushed.status_code == 201, pushed.text
-        received = hashlib.sha256()
-        with requests.get(
-            f"{server.url}/v2/s3/big/blobs/{expected}", stream=True, timeout=600
-        ) as got:
-            assert got.status_code == 200
-            for chunk in got.iter_content(MiB):
-                received.update(chunk)
-        assert f"sha256:{received.hexdigest()}" == expected
-        peak = peak_rss_mib(server.process.pid)
-        assert peak < 150, f"server peak RSS {peak:.0f} MiB"
+        round_trip_big_blob(server.url, server.process.pid, "s3/big", 256, b"s3")

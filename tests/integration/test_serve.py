@@ -3,7 +3,6 @@ crash safety and flat memory under a 2 GiB blob."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import subprocess
@@ -15,8 +14,8 @@ import pytest
 import requests
 import yaml
 
-from tests.api import Client, RepeatedBody, sha256
-from tests.servers import Server, _stop, _wait_ready, free_port, peak_rss_mib, run_moorage
+from tests.api import Client, RepeatedBody, round_trip_big_blob, sha256
+from tests.servers import Server, _stop, _wait_ready, free_port, run_moorage
 
 MiB = 1024 * 1024
 
@@ -117,35 +116,8 @@ def test_a_killed_upload_leaves_nothing_visible(tmp_path: Path) -> None:
 
 
 def test_memory_stays_flat_while_a_2_gib_blob_goes_up_and_down(tmp_path: Path) -> None:
-    size = 2048 * MiB
-    block = hashlib.sha256(b"seed").digest() * (MiB // 32)
-    expected = hashlib.sha256()
-    for _ in range(size // MiB):
-        expected.update(block)
-    digest = f"sha256:{expected.hexdigest()}"
-
     with run_moorage(tmp_path) as server:
-        client = Client(server.url)
-        location = client.start_upload("big")
-        pushed = requests.put(
-            location,
-            params={"digest": digest},
-            data=RepeatedBody(block, size // MiB),
-            timeout=600,
-        )
-        assert pushed.status_code == 201, pushed.text
-
-        received = hashlib.sha256()
-        count = 0
-        with requests.get(f"{server.url}/v2/big/blobs/{digest}", stream=True, timeout=600) as got:
-            assert got.status_code == 200
-            for chunk in got.iter_content(MiB):
-                received.update(chunk)
-                count += len(chunk)
-        assert count == size
-        assert received.hexdigest() == expected.hexdigest()
-        peak = peak_rss_mib(server.process.pid)
-        assert peak < 150, f"server peak RSS {peak:.0f} MiB"
+        round_trip_big_blob(server.url, server.process.pid, "big", 2048, b"seed")
 
 
 def test_concurrent_pushes_of_the_same_blob(tmp_path: Path) -> None:
