@@ -90,6 +90,7 @@ def run_registry(
         return
     config = moorage_config(root.path, 0)
     config["storage"] = storage_section(MOORAGE, root, redirect)
+    config["http"]["workers"] = "auto"  # one process per core, as the reference's Go runtime
     with run_moorage(workdir / MOORAGE, config) as server:
         if profile is None:
             yield server
@@ -123,11 +124,22 @@ def py_spy(pid: int, output: Path) -> Iterator[None]:
 
 
 def memory(pid: int) -> dict[str, float]:
-    """The process's resident set now (VmRSS) and its high-water mark (VmHWM), in MB."""
-    values: dict[str, float] = {}
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            key, _, rest = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                values[key] = int(rest.split()[0]) * 1024 / 1e6
+    """The resident set now (VmRSS) and its high-water mark (VmHWM), in MB, of the process and
+    its children (moorage's workers) summed: pages the workers share with the supervisor count
+    once per process, so the sum is an upper bound."""
+    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+    for each in [pid, *_children(pid)]:
+        with open(f"/proc/{each}/status") as status:
+            for line in status:
+                key, _, rest = line.partition(":")
+                if key in values:
+                    values[key] += int(rest.split()[0]) * 1024 / 1e6
     return values
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as children:
+            found.extend(int(child) for child in children.read().split())
+    return found

@@ -1,14 +1,21 @@
-"""The registry's metrics, in Prometheus form, on a registry of their own (one per server)."""
+"""The registry's metrics, in Prometheus form, on a registry of their own (one per server).
+
+With several worker processes, each process's values live in files of one shared directory
+(prometheus_client's multiprocess mode), and the exposed registry sums them all, so /metrics
+answers the same whichever worker serves it.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UPLOAD_WRITES = ("PATCH", "PUT", "POST")
@@ -25,48 +32,59 @@ def body_bytes(method: str, response: web.StreamResponse) -> int:
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(self, shared_dir: str | None = None) -> None:
+        """`shared_dir`: the directory of a worker process's values (multiprocess mode). The
+        library takes its place from the environment; a worker serves one registry, so the
+        process-wide switch is this one's to make."""
+        own = CollectorRegistry()
+        if shared_dir is None:
+            self.registry = own
+        else:
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared_dir
+            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=shared_dir)  # type: ignore[no-untyped-call]
         self.requests = Counter(
             "moorage_http_requests_total",
             "HTTP requests by route, method and status.",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self.latency = Histogram(
             "moorage_http_request_duration_seconds",
             "Time to answer an HTTP request, by route, method and status.",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self.bytes_in = Counter(
             "moorage_http_request_bytes_total",
             "Request body bytes received, by route.",
             ["route"],
-            registry=self.registry,
+            registry=own,
         )
         self.bytes_out = Counter(
             "moorage_http_response_bytes_total",
             "Response body bytes sent, by route.",
             ["route"],
-            registry=self.registry,
+            registry=own,
         )
         self.uploads_in_flight = Gauge(
             "moorage_uploads_in_flight",
             "Blob upload requests being received now.",
-            registry=self.registry,
+            registry=own,
+            multiprocess_mode="livesum",
         )
         self.storage = Histogram(
             "moorage_storage_operation_duration_seconds",
             "Storage driver operation latency, by driver and operation.",
             ["driver", "operation"],
-            registry=self.registry,
+            registry=own,
         )
         self.cache = Counter(
             "moorage_cache_requests_total",
             "Cache look-ups by cache and result (hit or miss).",
             ["cache", "result"],
-            registry=self.registry,
+            registry=own,
         )
 
         # labelled children, looked up once: `labels()` validates and locks on every call

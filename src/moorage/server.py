@@ -7,8 +7,11 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
+import socket
 import ssl
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -23,10 +26,13 @@ from moorage.health import Health
 from moorage.logs import access_logger
 from moorage.metrics import Metrics
 from moorage.registry import purge
+from moorage.registry.catalog import FileNames, SharedNames
 from moorage.registry.repository import Registry
 from moorage.storage import cache as caches
 from moorage.storage import driver as drivers
 from moorage.storage.cache import BlobDescriptorCache, MeasuredCache
+from moorage.storage.cache.generation import Generation, GenerationalCache
+from moorage.storage.cache.inmemory import InMemoryCache
 from moorage.storage.cache.redis import RedisCache, RedisNames
 from moorage.storage.driver.instrumented import InstrumentedDriver
 
@@ -82,8 +88,24 @@ def tls_context(config: Config, strict_secrets: bool) -> ssl.SSLContext | None:
     return context
 
 
+@dataclass(frozen=True)
+class Worker:
+    """What one of several worker processes serving one registry (moorage/workers.py) gets:
+    its number, the run directory the workers share, and its listening sockets, already
+    bound."""
+
+    index: int
+    rundir: str
+    api: list[socket.socket] = field(default_factory=list)
+    debug: list[socket.socket] = field(default_factory=list)
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.rundir, name)
+
+
 class Server:
-    """Everything `moorage serve` runs, built from one config."""
+    """Everything `moorage serve` runs, built from one config: the whole server, or one
+    `worker` process of several."""
 
     def __init__(
         self,
@@ -92,25 +114,27 @@ class Server:
         *,
         strict_secrets: bool = False,
         create_files: bool = True,
+        worker: Worker | None = None,
     ):
         """Builds every part the config names, without connecting to anything: a config that
         builds here fails in `run` only for what the network or the disk says then. With
         `create_files` false (`moorage config check`), nothing is written either."""
         self.config = config
+        self.worker = worker
         if config.http.net != "unix":
             split_addr(config.http.addr)
-        self.metrics = Metrics()
+        self.metrics = Metrics(worker.path("metrics") if worker else None)
         try:
             raw = drivers.create(config.storage.driver, config.storage.parameters)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         driver = InstrumentedDriver(raw, self.metrics.observe_storage)
         cache = self._cache(config)
-        shared = (
-            RedisNames(cache.inner.client)
-            if isinstance(cache, MeasuredCache) and isinstance(cache.inner, RedisCache)
-            else None
-        )
+        shared: SharedNames | None = None
+        if isinstance(cache, MeasuredCache) and isinstance(cache.inner, RedisCache):
+            shared = RedisNames(cache.inner.client)
+        elif worker is not None:
+            shared = FileNames(worker.path("repositories"))
         self.registry = Registry(
             driver, deletes=config.storage.delete.enabled, cache=cache, shared_names=shared
         )
@@ -163,6 +187,9 @@ class Server:
             ) from None
         except ValueError as exc:  # the cache's settings (e.g. redis.addr missing)
             raise StartupError(str(exc)) from None
+        if self.worker is not None and isinstance(cache, InMemoryCache):
+            generation = Generation(self.worker.path("cache-generation"))
+            return MeasuredCache(GenerationalCache(cache, generation), self.metrics.observe_cache)
         return MeasuredCache(cache, self.metrics.observe_cache)
 
     def describe(self) -> str:
@@ -202,27 +229,35 @@ class Server:
             shutdown_timeout=CUT_GRACE,
         )
         await runner.setup()
-        site: web.BaseSite
-        if http.net == "unix":
-            site = web.UnixSite(runner, http.addr, ssl_context=self.tls)
+        sites: list[web.BaseSite]
+        if self.worker is not None:
+            sites = [web.SockSite(runner, sock, ssl_context=self.tls) for sock in self.worker.api]
+        elif http.net == "unix":
+            sites = [web.UnixSite(runner, http.addr, ssl_context=self.tls)]
         else:
             host, port = split_addr(http.addr)
-            site = web.TCPSite(runner, host, port, ssl_context=self.tls, reuse_address=True)
+            sites = [web.TCPSite(runner, host, port, ssl_context=self.tls, reuse_address=True)]
         runners = [runner]
         tasks = []
         try:
-            await site.start()
+            for site in sites:
+                await site.start()
             if self.debug_app is not None:
                 debug = web.AppRunner(self.debug_app, access_log=None, handle_signals=False)
                 await debug.setup()
                 runners.append(debug)
-                debug_host, debug_port = split_addr(http.debug.addr)
-                await web.TCPSite(debug, debug_host, debug_port, reuse_address=True).start()
+                if self.worker is not None:
+                    for sock in self.worker.debug:
+                        await web.SockSite(debug, sock).start()
+                else:
+                    debug_host, debug_port = split_addr(http.debug.addr)
+                    await web.TCPSite(debug, debug_host, debug_port, reuse_address=True).start()
             if self.health_interval is not None:
                 tasks.append(asyncio.create_task(self.health.run(self.health_interval)))
             tasks.append(asyncio.create_task(self._warm_catalog()))
             purging = self.config.storage.maintenance.uploadpurging
-            if purging.enabled and not self.settings.readonly:
+            first = self.worker is None or self.worker.index == 0  # one purger per server
+            if purging.enabled and not self.settings.readonly and first:
                 tasks.append(
                     asyncio.create_task(
                         purge.run(
@@ -233,10 +268,12 @@ class Server:
                         )
                     )
                 )
-            log.info(self.describe())
+            if self.worker is None:
+                log.info(self.describe())
             await stop.wait()
             log.info("moorage stopping: draining requests for up to %.1fs", drain)
-            await site.stop()
+            for site in sites:
+                await site.stop()
             if not await in_flight.drain(drain):
                 log.warning("moorage stopping: cutting requests still running after %.1fs", drain)
         finally:
@@ -249,9 +286,15 @@ class Server:
                 await self.registry.blobs.cache.close()
 
 
-async def serve(config: Config, redactor: Redactor, *, strict_secrets: bool = False) -> None:
+async def serve(
+    config: Config,
+    redactor: Redactor,
+    *,
+    strict_secrets: bool = False,
+    worker: Worker | None = None,
+) -> None:
     """Serves until SIGINT or SIGTERM."""
-    server = Server(config, redactor, strict_secrets=strict_secrets)
+    server = Server(config, redactor, strict_secrets=strict_secrets, worker=worker)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -79,24 +79,25 @@ def _response_headers(configured: dict[str, list[str]]) -> Callable[..., Awaitab
     return add
 
 
-_REQUEST_IDS = itertools.count(1)
-_PROCESS = secrets.token_hex(6)  # tells this process's ids from other processes' and replicas'
-
-
-def _next_request_id() -> str:
-    return f"{_PROCESS}-{next(_REQUEST_IDS):x}"  # cheaper than a uuid4 per request
-
-
-@web.middleware
-async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+def request_ids() -> Middleware:
     """Names each request (the client's X-Request-Id, or a fresh one) and its route, for the
-    logs."""
-    request["request_id"] = request.headers.get("X-Request-Id") or _next_request_id()
-    resource = request.match_info.route.resource
-    request["route"] = resource.canonical if resource is not None else "unmatched"
-    response = await handler(request)
-    response.headers["X-Request-Id"] = request["request_id"]
-    return response
+    logs. Fresh ids are a random prefix made here, which tells this app's ids from other
+    workers' and replicas', and a counter: cheaper than a uuid4 per request."""
+    prefix = secrets.token_hex(6)
+    numbers = itertools.count(1)
+
+    @web.middleware
+    async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
+        request["request_id"] = request.headers.get("X-Request-Id") or (
+            f"{prefix}-{next(numbers):x}"
+        )
+        resource = request.match_info.route.resource
+        request["route"] = resource.canonical if resource is not None else "unmatched"
+        response = await handler(request)
+        response.headers["X-Request-Id"] = request["request_id"]
+        return response
+
+    return request_id
 
 
 def healthy_only(health: Health) -> Middleware:
@@ -119,7 +120,7 @@ def create_app(
     health: Health | None = None,
     access: AccessController | None = None,
 ) -> web.Application:
-    middlewares: list[Middleware] = [request_id]
+    middlewares: list[Middleware] = [request_ids()]
     if metrics is not None:
         middlewares.append(metrics.middleware())
     middlewares.append(translate_errors)

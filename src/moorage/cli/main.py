@@ -54,11 +54,15 @@ def _load(path: str | None, strict: bool, redactor: secrets.Redactor) -> Config:
 
 
 def _serve(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
+    from moorage import workers
     from moorage.server import StartupError, serve
 
     config = _load(args.config, args.strict_secrets, redactor)
     logs.configure(config, redactor)
     try:
+        number = workers.count(config)
+        if number > 1:
+            return workers.supervise(config, redactor, number, args.strict_secrets)
         asyncio.run(serve(config, redactor, strict_secrets=args.strict_secrets))
     except (StartupError, secrets.SecretProblem) as exc:
         print(redactor.redact(f"moorage: {exc}"), file=sys.stderr)

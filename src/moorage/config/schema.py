@@ -180,6 +180,15 @@ class HTTP(Section):
     debug: Debug = Field(default_factory=Debug)
     http2: HTTP2 = Field(default_factory=HTTP2)
     h2c: H2C = Field(default_factory=H2C)
+    # moorage's: processes serving the API on the one address; "auto" is one per CPU
+    workers: int | Literal["auto"] = 1
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError('expected a number of processes (1 or more) or "auto"')
+        return value
 
     @field_validator("trustedproxies")
     @classmethod

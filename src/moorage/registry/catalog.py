@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -110,3 +111,44 @@ class Catalog:
             self._built_at = time.monotonic()
         finally:
             self._rebuilding = None
+
+
+class FileNames:
+    """Repository names shared by the worker processes of one server: a file they append
+    names to, one per line, whose size is its version. Each process appends only names it has
+    not written or read there yet, so the file stays near the catalog's size."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._there: set[str] = set()
+
+    async def add(self, names: list[str]) -> None:
+        new = [name for name in dict.fromkeys(names) if name not in self._there]
+        if not new:
+            return
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, "".join(f"{name}\n" for name in new).encode())  # one appending write
+        finally:
+            os.close(fd)
+        self._there.update(new)
+
+    async def version(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except FileNotFoundError:
+            return 0
+
+    async def all(self) -> list[str]:
+        names = await asyncio.to_thread(self._read)
+        self._there.update(names)
+        return names
+
+    def _read(self) -> list[str]:
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                text = file.read()
+        except FileNotFoundError:
+            return []
+        # A line without its newline is still being written: its name comes with the next size.
+        return [line for line in text[: text.rfind("\n") + 1].splitlines() if line]

@@ -35,6 +35,9 @@ class InMemoryCache:
     async def forget(self, scope: str | None, digest: Digest) -> None:
         self._entries.pop((scope, digest), None)
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     async def close(self) -> None:
         return None
 

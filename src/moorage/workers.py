@@ -1,0 +1,223 @@
+"""One registry served by several processes (`http.workers`), so that it uses every core.
+
+The supervisor, the process `moorage serve` started, builds the server once to check it (the
+same one-line errors as a single process), binds every listener (so an address in use fails
+once, before any worker runs), makes a run directory for what the workers share, and forks the
+workers. From then on it only watches: SIGTERM and SIGINT are passed on, and each worker drains
+as a single server does; a worker that dies is started again; the run directory goes when the
+last worker has stopped.
+
+What the workers share:
+- the listeners: on TCP, one socket per worker and address, all with SO_REUSEPORT, so the kernel
+  spreads connections over the workers; a unix socket is one socket for all;
+- metrics: files in the run directory (moorage/metrics.py), so /metrics sums every worker;
+- the in-memory descriptor cache's generation (storage/cache/generation.py), so a delete in one
+  worker drops what the others cached;
+- catalog names each adds (registry/catalog.py FileNames), unless Redis already shares them.
+Upload sessions need nothing: a PATCH in another worker re-derives the running digest from the
+stored bytes, as across replicas. What stays per worker: the token server's rate limits (each
+worker allows the configured rate) and the storage health checks (each worker checks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import signal
+import socket
+import stat
+import sys
+import tempfile
+import time
+
+from prometheus_client import multiprocess
+
+from moorage.config.schema import Config
+from moorage.config.secrets import Redactor
+from moorage.server import Server, StartupError, Worker, split_addr
+
+log = logging.getLogger("moorage")
+
+BACKLOG = 1024
+STARTUP_FAILED = 3  # a worker's exit status when it could not start: the supervisor stops
+RESTART_PAUSE = 1.0  # seconds before restarting a worker that died this soon after its start
+_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+
+
+def count(config: Config) -> int:
+    """How many worker processes the config asks for; `auto` is one per usable CPU."""
+    wanted = config.http.workers
+    number = len(os.sched_getaffinity(0)) if wanted == "auto" else wanted
+    if config.storage.driver == "inmemory":
+        if wanted != "auto" and number > 1:
+            raise StartupError(
+                "http.workers: the inmemory driver keeps blobs in one process's memory; "
+                "it serves from one worker"
+            )
+        return 1
+    return max(1, number)
+
+
+def bind_tcp(
+    host: str | None, port: int, reuse_port: bool, like: list[socket.socket] | None = None
+) -> list[socket.socket]:
+    """Listening sockets on every address `host` names (None: all interfaces, IPv4 and IPv6,
+    as asyncio's server binds them). With `like`, on exactly those sockets' addresses, so that
+    port 0 picks one port for all workers."""
+    if like:
+        targets = [(sock.family, sock.getsockname()) for sock in like]
+    else:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        targets = list(dict.fromkeys((family, address) for family, _, _, _, address in found))
+    sockets: list[socket.socket] = []
+    try:
+        for family, address in targets:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRNOTAVAIL and not like:  # that family is off here
+                    sockets.pop().close()
+                    continue
+                raise
+            sock.listen(BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def bind(config: Config, workers: int) -> list[tuple[list[socket.socket], list[socket.socket]]]:
+    """Each worker's (API, debug) listening sockets."""
+    http = config.http
+    if http.net == "unix":
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(http.addr).st_mode):
+                os.unlink(http.addr)  # a stale socket of an earlier run, as asyncio does
+        unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            unix.bind(http.addr)
+            unix.listen(BACKLOG)
+        except BaseException:
+            unix.close()
+            raise
+        unix.setblocking(False)
+        api = [[unix] for _ in range(workers)]
+    else:
+        host, port = split_addr(http.addr)
+        first = bind_tcp(host, port, reuse_port=True)
+        api = [first] + [bind_tcp(host, port, True, like=first) for _ in range(workers - 1)]
+    debug: list[list[socket.socket]] = [[] for _ in range(workers)]
+    if http.debug.addr:
+        host, port = split_addr(http.debug.addr)
+        first = bind_tcp(host, port, reuse_port=True)
+        debug = [first] + [bind_tcp(host, port, True, like=first) for _ in range(workers - 1)]
+    return list(zip(api, debug, strict=True))
+
+
+def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: bool) -> int:
+    """Runs `workers` worker processes until SIGTERM or SIGINT; the exit status of serve.
+    Raises StartupError (and OSError for a listener) before any worker starts."""
+    checked = Server(config, redactor, strict_secrets=strict_secrets)  # the config's errors, once
+    listeners = bind(config, workers)
+    rundir = tempfile.mkdtemp(prefix="moorage-")
+    os.mkdir(os.path.join(rundir, "metrics"))
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+    children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
+
+    def start(index: int) -> None:
+        api, debug = listeners[index]
+        worker = Worker(index, rundir, api, debug)
+        pid = os.fork()
+        if pid == 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+            os._exit(_run_worker(config, redactor, strict_secrets, worker))
+        children[pid] = (index, time.monotonic())
+
+    status = 0
+    stopping = False
+    try:
+        for index in range(workers):
+            start(index)
+        log.info("%s, %d workers", checked.describe(), workers)
+        while children:
+            received = signal.sigtimedwait(_SIGNALS, 1.0)
+            if received is not None and received.si_signo != signal.SIGCHLD and not stopping:
+                stopping = True
+                _signal_all(children, signal.SIGTERM)
+            for pid, code in _reaped():
+                index, started = children.pop(pid)
+                multiprocess.mark_process_dead(pid, os.path.join(rundir, "metrics"))  # type: ignore[no-untyped-call]
+                if stopping:
+                    continue
+                if code == STARTUP_FAILED:
+                    log.error("moorage worker %d could not start; stopping", index)
+                    stopping, status = True, 1
+                    _signal_all(children, signal.SIGTERM)
+                    continue
+                log.error("moorage worker %d exited (status %d); starting it again", index, code)
+                if time.monotonic() - started < RESTART_PAUSE:
+                    time.sleep(RESTART_PAUSE)
+                start(index)
+    finally:
+        _signal_all(children, signal.SIGKILL)  # only when the supervisor itself fails
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+        for api, debug in listeners:
+            for sock in api + debug:
+                sock.close()
+        shutil.rmtree(rundir, ignore_errors=True)
+    return status
+
+
+def _signal_all(children: dict[int, tuple[int, float]], sig: int) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+
+def _reaped() -> list[tuple[int, int]]:
+    """(pid, exit status) of every child that has ended, without waiting."""
+    ended = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == 0:
+            break
+        ended.append((pid, os.waitstatus_to_exitcode(status)))
+    return ended
+
+
+def _run_worker(config: Config, redactor: Redactor, strict_secrets: bool, worker: Worker) -> int:
+    """A forked worker's life; its exit status."""
+    import asyncio
+
+    from moorage.config.secrets import SecretProblem
+    from moorage.server import serve
+
+    code = 0
+    try:
+        asyncio.run(serve(config, redactor, strict_secrets=strict_secrets, worker=worker))
+    except (StartupError, SecretProblem) as exc:
+        print(redactor.redact(f"moorage: worker {worker.index}: {exc}"), file=sys.stderr)
+        code = STARTUP_FAILED
+    except BaseException:
+        log.exception("moorage worker %d failed", worker.index)
+        code = 1
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    return code
