@@ -107,7 +107,7 @@ def py_spy(pid: int, output: Path) -> Iterator[None]:
         raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
     output.parent.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [binary, "record", "--pid", str(pid), "--rate", "250", "--nonblocking",
+        [binary, "record", "--pid", str(pid), "--subprocesses", "--rate", "250", "--nonblocking",
          "--format", "raw", "--output", str(output)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

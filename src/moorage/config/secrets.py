@@ -177,5 +177,7 @@ class Redactor(logging.Filter):
             if record.exc_info and not record.exc_text:
                 record.exc_text = logging.Formatter().formatException(record.exc_info)
             texts = {k: v for k, v in vars(record).items() if isinstance(v, str)}
-            vars(record).update({k: self.redact(v) for k, v in texts.items()})
+            every = "\n".join(texts.values())  # one scan per secret for the usual clean record
+            if any(secret in every for secret in self.secrets):
+                vars(record).update({k: self.redact(v) for k, v in texts.items()})
         return True
