@@ -124,7 +124,8 @@ class Metrics:
                 labels = (route, request.method, str(status))
                 self._child(self.latency, *labels).observe(elapsed)
                 self._child(self.requests, *labels).inc()
-                self._child(self.bytes_in, route).inc(request.content_length or 0)
+                if request.content_length:
+                    self._child(self.bytes_in, route).inc(request.content_length)
                 if status < 500:
                     self._child(self.bytes_out, route).inc(body_bytes(request.method, response))
 

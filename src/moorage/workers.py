@@ -22,6 +22,7 @@ worker allows the configured rate) and the storage health checks (each worker ch
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -42,6 +43,7 @@ from moorage.server import Server, StartupError, Worker, split_addr
 log = logging.getLogger("moorage")
 
 BACKLOG = 1024
+PR_SET_PDEATHSIG = 1  # prctl(2)
 STARTUP_FAILED = 3  # a worker's exit status when it could not start: the supervisor stops
 RESTART_PAUSE = 1.0  # seconds before restarting a worker that died this soon after its start
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
@@ -99,7 +101,35 @@ def bind_tcp(
 
 
 def bind(config: Config, workers: int) -> list[tuple[list[socket.socket], list[socket.socket]]]:
-    """Each worker's (API, debug) listening sockets."""
+    """Each worker's (API, debug) listening sockets; StartupError names an address that cannot
+    be listened on."""
+    http = config.http
+    api: list[list[socket.socket]] = []
+    try:
+        api = _bind_api(config, workers)
+    except OSError as exc:
+        raise StartupError(f"cannot listen on {http.addr}: {exc.strerror}") from None
+    debug: list[list[socket.socket]] = [[] for _ in range(workers)]
+    if http.debug.addr:
+        host, port = split_addr(http.debug.addr)
+        try:
+            first = bind_tcp(host, port, reuse_port=True)
+            debug = [first] + [bind_tcp(host, port, True, like=first) for _ in range(workers - 1)]
+        except OSError as exc:
+            _close(api)
+            raise StartupError(
+                f"http.debug: cannot listen on {http.debug.addr}: {exc.strerror}"
+            ) from None
+    return list(zip(api, debug, strict=True))
+
+
+def _close(listeners: list[list[socket.socket]]) -> None:
+    for sockets in listeners:
+        for sock in sockets:
+            sock.close()
+
+
+def _bind_api(config: Config, workers: int) -> list[list[socket.socket]]:
     http = config.http
     if http.net == "unix":
         with contextlib.suppress(FileNotFoundError):
@@ -113,22 +143,21 @@ def bind(config: Config, workers: int) -> list[tuple[list[socket.socket], list[s
             unix.close()
             raise
         unix.setblocking(False)
-        api = [[unix] for _ in range(workers)]
-    else:
-        host, port = split_addr(http.addr)
-        first = bind_tcp(host, port, reuse_port=True)
-        api = [first] + [bind_tcp(host, port, True, like=first) for _ in range(workers - 1)]
-    debug: list[list[socket.socket]] = [[] for _ in range(workers)]
-    if http.debug.addr:
-        host, port = split_addr(http.debug.addr)
-        first = bind_tcp(host, port, reuse_port=True)
-        debug = [first] + [bind_tcp(host, port, True, like=first) for _ in range(workers - 1)]
-    return list(zip(api, debug, strict=True))
+        return [[unix] for _ in range(workers)]
+    host, port = split_addr(http.addr)
+    first = bind_tcp(host, port, reuse_port=True)
+    api = [first]
+    try:
+        api += [bind_tcp(host, port, True, like=first) for _ in range(workers - 1)]
+    except BaseException:
+        _close(api)
+        raise
+    return api
 
 
 def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: bool) -> int:
     """Runs `workers` worker processes until SIGTERM or SIGINT; the exit status of serve.
-    Raises StartupError (and OSError for a listener) before any worker starts."""
+    Raises StartupError before any worker starts."""
     checked = Server(config, redactor, strict_secrets=strict_secrets)  # the config's errors, once
     listeners = bind(config, workers)
     rundir = tempfile.mkdtemp(prefix="moorage-")
@@ -142,8 +171,17 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
         pid = os.fork()
         if pid == 0:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+            # Only its own listeners stay open here, so that a worker's stop closes them.
+            for sock in {s for pair in listeners for s in pair[0] + pair[1]} - {*api, *debug}:
+                sock.close()
             os._exit(_run_worker(config, redactor, strict_secrets, worker))
         children[pid] = (index, time.monotonic())
+
+    def stop() -> None:
+        # The supervisor's copies would keep the listeners accepting into queues no worker
+        # reads once the workers have stopped theirs: let go, so new connections are refused.
+        _close([api + debug for api, debug in listeners])
+        _signal_all(children, signal.SIGTERM)
 
     status = 0
     stopping = False
@@ -155,7 +193,7 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
             received = signal.sigtimedwait(_SIGNALS, 1.0)
             if received is not None and received.si_signo != signal.SIGCHLD and not stopping:
                 stopping = True
-                _signal_all(children, signal.SIGTERM)
+                stop()
             for pid, code in _reaped():
                 index, started = children.pop(pid)
                 multiprocess.mark_process_dead(pid, os.path.join(rundir, "metrics"))  # type: ignore[no-untyped-call]
@@ -164,7 +202,7 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
                 if code == STARTUP_FAILED:
                     log.error("moorage worker %d could not start; stopping", index)
                     stopping, status = True, 1
-                    _signal_all(children, signal.SIGTERM)
+                    stop()
                     continue
                 log.error("moorage worker %d exited (status %d); starting it again", index, code)
                 if time.monotonic() - started < RESTART_PAUSE:
@@ -173,9 +211,7 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
     finally:
         _signal_all(children, signal.SIGKILL)  # only when the supervisor itself fails
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-        for api, debug in listeners:
-            for sock in api + debug:
-                sock.close()
+        _close([api + debug for api, debug in listeners])
         shutil.rmtree(rundir, ignore_errors=True)
     return status
 
@@ -200,6 +236,16 @@ def _reaped() -> list[tuple[int, int]]:
     return ended
 
 
+def _stop_with_parent() -> None:
+    """Asks Linux for SIGTERM (a drain) when the supervisor dies, even by SIGKILL, so that no
+    worker serves on unsupervised."""
+    supervisor = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _run_worker(config: Config, redactor: Redactor, strict_secrets: bool, worker: Worker) -> int:
     """A forked worker's life; its exit status."""
     import asyncio
@@ -208,6 +254,7 @@ def _run_worker(config: Config, redactor: Redactor, strict_secrets: bool, worker
     from moorage.server import serve
 
     code = 0
+    _stop_with_parent()
     try:
         asyncio.run(serve(config, redactor, strict_secrets=strict_secrets, worker=worker))
     except (StartupError, SecretProblem) as exc:

@@ -128,7 +128,8 @@ def create_app(
         middlewares.append(healthy_only(health))
     if access is not None:
         middlewares.append(authorize(access))
-    middlewares.append(read_only(settings.readonly))
+    if settings.readonly:
+        middlewares.append(read_only(settings.readonly))
     app = web.Application(middlewares=middlewares)
     app[REGISTRY] = registry
     app[SETTINGS] = settings

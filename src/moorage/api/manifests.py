@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from aiohttp import web
 
 from moorage.api.context import absolute_url, repository
@@ -13,14 +15,22 @@ def accepts(media_type: str, accept_headers: list[str]) -> bool:
     """Whether the client's Accept allows the media type. A client that names no manifest type
     at all (no Accept, `*/*`, `application/json`) gets what is stored; one that lists manifest
     types gets only those."""
-    listed = {
+    listed = _listed(tuple(accept_headers))
+    if "*/*" in listed or media_type in listed:
+        return True
+    return not listed & _MEDIA_TYPES
+
+
+_MEDIA_TYPES = frozenset(schema.MEDIA_TYPES)
+
+
+@functools.lru_cache(maxsize=256)  # a client sends the same Accept with every request
+def _listed(accept_headers: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(
         part.split(";")[0].strip().lower()
         for header in accept_headers
         for part in header.split(",")
-    }
-    if "*/*" in listed or media_type in listed:
-        return True
-    return not listed & set(schema.MEDIA_TYPES)
+    )
 
 
 async def get_manifest(request: web.Request) -> web.Response:

@@ -76,10 +76,12 @@ def _serve(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
 def _check(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
     """Validates the config as `serve` would build it (TLS files, driver and cache settings,
     auth files), without serving, connecting or writing; prints it with secrets masked."""
+    from moorage import workers
     from moorage.server import Server, StartupError
 
     config = _load(args.config, args.strict_secrets, redactor)
     try:
+        workers.count(config)
         Server(config, redactor, strict_secrets=args.strict_secrets, create_files=False)
     except (StartupError, secrets.SecretProblem) as exc:
         print(redactor.redact(f"moorage: config: {exc}"), file=sys.stderr)

@@ -183,10 +183,14 @@ class HTTP(Section):
     # moorage's: processes serving the API on the one address; "auto" is one per CPU
     workers: int | Literal["auto"] = 1
 
-    @field_validator("workers")
+    @field_validator("workers", mode="before")
     @classmethod
-    def _workers(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
+    def _workers(cls, value: Any) -> int | str:
+        if value == "auto":
+            return "auto"
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError('expected a number of processes (1 or more) or "auto"')
         return value
 

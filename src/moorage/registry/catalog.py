@@ -120,9 +120,12 @@ class FileNames:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        self._there: set[str] = set()
+        self._there: set[str] | None = None  # what the file holds, once read
 
     async def add(self, names: list[str]) -> None:
+        if self._there is None:  # a worker (re)started on a file others already wrote
+            await self.all()
+        assert self._there is not None
         new = [name for name in dict.fromkeys(names) if name not in self._there]
         if not new:
             return
@@ -141,7 +144,7 @@ class FileNames:
 
     async def all(self) -> list[str]:
         names = await asyncio.to_thread(self._read)
-        self._there.update(names)
+        self._there = (self._there or set()) | set(names)
         return names
 
     def _read(self) -> list[str]:
