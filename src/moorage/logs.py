@@ -129,23 +129,22 @@ class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self, stream: TextIO) -> None:
         own = open(os.dup(stream.fileno()), "w", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
         super().__init__(own)
-        self._pending = False
+        self._scheduled: asyncio.AbstractEventLoop | None = None  # a flush is due on this loop
 
     def flush(self) -> None:
-        if self._pending:
-            return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
+        except RuntimeError:  # another thread, or no loop (start-up, shutdown): write now
             super().flush()
             return
-        self._pending = True
-        loop.call_soon(self._flush_now)
+        if self._scheduled is not loop:
+            self._scheduled = loop
+            loop.call_soon(self._flush_now)
 
     def _flush_now(self) -> None:
         self.acquire()
         try:
-            self._pending = False
+            self._scheduled = None
             super().flush()
         finally:
             self.release()
