@@ -149,6 +149,14 @@ class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
         finally:
             self.release()
 
+    def close(self) -> None:
+        self.acquire()
+        try:
+            self.stream.close()  # its own copy: flushed, then closed
+        finally:
+            self.release()
+        super().close()
+
 
 def _handler(stream: TextIO) -> logging.StreamHandler:  # type: ignore[type-arg]
     """The coalescing handler on a real file, a plain one on anything else (tests' buffers)."""
