@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,18 +124,22 @@ def py_spy(pid: int, output: Path) -> Iterator[None]:
             process.wait()
 
 
-def memory(pid: int) -> dict[str, float]:
-    """The resident set now (VmRSS) and its high-water mark (VmHWM), in MB, of the process and
-    its children (moorage's workers) summed: pages the workers share with the supervisor count
-    once per process, so the sum is an upper bound."""
-    values = {"VmRSS": 0.0, "VmHWM": 0.0}
+def memory(pid: int) -> float:
+    """The proportional set size (Pss) of the process and its children (moorage's workers)
+    summed, in MB: each page shared by several processes (the workers are forked from the
+    supervisor) counts as its share in each, so the sum is the memory the server takes. RSS
+    summed over the processes would count every shared page once per process."""
+    total = 0
     for each in [pid, *_children(pid)]:
-        with open(f"/proc/{each}/status") as status:
-            for line in status:
-                key, _, rest = line.partition(":")
-                if key in values:
-                    values[key] += int(rest.split()[0]) * 1024 / 1e6
-    return values
+        try:
+            with open(f"/proc/{each}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+    return total * 1024 / 1e6
 
 
 def _children(pid: int) -> list[int]:
@@ -143,3 +148,30 @@ def _children(pid: int) -> list[int]:
         with open(f"/proc/{pid}/task/{task}/children") as children:
             found.extend(int(child) for child in children.read().split())
     return found
+
+
+class PeakMemory:
+    """The highest `memory(pid)` seen while the block runs, sampled every `interval` seconds
+    on a thread of the harness (the kernel keeps a peak of RSS, VmHWM, but none of Pss)."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.peak = 0.0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, memory(self.pid))
+            if self._done.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self.peak = max(self.peak, memory(self.pid))

@@ -28,7 +28,7 @@ from tests.servers import S3Server, Server
 
 from bench import fixtures
 from bench.fixtures import BlobFile, S3Tree, Tree
-from bench.registries import KINDS, MOORAGE, REFERENCE, Root, memory, run_registry
+from bench.registries import KINDS, MOORAGE, REFERENCE, PeakMemory, Root, memory, run_registry
 from bench.report import Results, Target, at_least, moorage_at_most, moorage_below
 
 MIB = 1 << 20
@@ -494,13 +494,14 @@ def catalog(bench: Bench) -> None:
 
 
 def rss(bench: Bench) -> None:
-    """Peak RSS (VmHWM) of the server process over a push (monolithic and chunked) and a pull
-    (1 and 8 clients) of one blob, on a server started for that blob alone."""
+    """Peak memory of the server (Pss summed over its processes: registries.memory) over a push
+    (monolithic and chunked) and a pull (1 and 8 clients) of one blob, on a server started
+    for that blob alone."""
     results = bench.results
-    idle = results.metric("rss", "after start", "MB", False)
+    idle = results.metric("rss", "after start (Pss)", "MB", False)
     peaks = {
         blob.label: results.metric(
-            "rss", f"peak, {blob.label} push+pull", "MB", False,
+            "rss", f"peak Pss, {blob.label} push+pull", "MB", False,
             moorage_below(150, "MB") if blob is bench.blobs[-1] else None)
         for blob in bench.blobs
     }
@@ -515,14 +516,16 @@ def rss(bench: Bench) -> None:
                 with bench.server(kind, root, "rss", redirect=False) as server:
                     pid = server.process.pid
                     if blob is smallest:
-                        idle.add(kind, memory(pid)["VmRSS"])
-                    for repo, chunk in (("bench/mono", 0), ("bench/chunked", bench.scale.chunk)):
-                        bench.client(op="push", base=server.url, repo=repo, file=str(blob.path),
-                                     digest=blob.digest, chunk=chunk)
-                    for n in bench.scale.pull_clients:
-                        bench.client(op="pull", base=server.url, repo="bench/mono",
-                                     digest=blob.digest, size=blob.size, clients=n)
-                    peaks[blob.label].add(kind, memory(pid)["VmHWM"])
+                        idle.add(kind, memory(pid))
+                    pushes = (("bench/mono", 0), ("bench/chunked", bench.scale.chunk))
+                    with PeakMemory(pid) as peak:
+                        for repo, chunk in pushes:
+                            bench.client(op="push", base=server.url, repo=repo,
+                                         file=str(blob.path), digest=blob.digest, chunk=chunk)
+                        for n in bench.scale.pull_clients:
+                            bench.client(op="pull", base=server.url, repo="bench/mono",
+                                         digest=blob.digest, size=blob.size, clients=n)
+                    peaks[blob.label].add(kind, peak.peak)
                 bench.drop_root(root)
             growth.add(kind, peaks[largest.label].samples[kind][-1]
                        / peaks[smallest.label].samples[kind][-1])
