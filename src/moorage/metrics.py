@@ -41,7 +41,10 @@ class Metrics:
             self.registry = own
         else:
             os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared_dir
-            values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+            # Each value asks for the pid on every update, to follow forks; a worker never
+            # forks, and getpid is a system call per update: answer from memory instead.
+            pid = os.getpid()
+            values.ValueClass = values.MultiProcessValue(lambda: pid)  # type: ignore[no-untyped-call]
             self.registry = CollectorRegistry()
             MultiProcessCollector(self.registry, path=shared_dir)  # type: ignore[no-untyped-call]
         self.requests = Counter(
