@@ -203,9 +203,12 @@ class _AccessLines:
 _access_lines: _AccessLines | None = None  # set by configure()
 
 
+_ACCESS_LOGGER = logging.getLogger(ACCESS)
+
+
 def access(message: str, extra: dict[str, Any]) -> None:
     """Logs one access line at info on `moorage.access`."""
-    logger = logging.getLogger(ACCESS)
+    logger = _ACCESS_LOGGER
     if logger.disabled or not logger.isEnabledFor(logging.INFO):
         return
     if _access_lines is None:  # logging not configured by moorage: the plain way
