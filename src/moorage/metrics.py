@@ -92,6 +92,7 @@ class Metrics:
 
         # labelled children, looked up once: `labels()` validates and locks on every call
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), labels)
@@ -99,6 +100,19 @@ class Metrics:
         if child is None:
             child = self._children[key] = metric.labels(*labels)
         return child
+
+    def _per_request(self, route: str, method: str, status: int) -> tuple[Any, Any, Any]:
+        """The latency, count and bytes-out children of one kind of request, looked up once."""
+        key = (route, method, status)
+        children = self._request_children.get(key)
+        if children is None:
+            labels = (route, method, str(status))
+            children = self._request_children[key] = (
+                self.latency.labels(*labels),
+                self.requests.labels(*labels),
+                self.bytes_out.labels(route),
+            )
+        return children
 
     def observe_storage(self, driver: str, operation: str, seconds: float) -> None:
         self._child(self.storage, driver, operation).observe(seconds)
@@ -109,8 +123,10 @@ class Metrics:
     def middleware(self) -> Middleware:
         @web.middleware
         async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-            resource = request.match_info.route.resource
-            route = resource.canonical if resource is not None else "unmatched"
+            route = request.get("route")  # set by the request id middleware, outside this one
+            if route is None:
+                resource = request.match_info.route.resource
+                route = resource.canonical if resource is not None else "unmatched"
             upload = request.method in _UPLOAD_WRITES and "/blobs/uploads/" in route
             if upload:
                 self.uploads_in_flight.inc()
@@ -124,12 +140,12 @@ class Metrics:
                 if upload:
                     self.uploads_in_flight.dec()
                 elapsed = time.perf_counter() - start
-                labels = (route, request.method, str(status))
-                self._child(self.latency, *labels).observe(elapsed)
-                self._child(self.requests, *labels).inc()
+                latency, count, sent = self._per_request(route, request.method, status)
+                latency.observe(elapsed)
+                count.inc()
                 if request.content_length:
                     self._child(self.bytes_in, route).inc(request.content_length)
                 if status < 500:
-                    self._child(self.bytes_out, route).inc(body_bytes(request.method, response))
+                    sent.inc(body_bytes(request.method, response))
 
         return measure
