@@ -3,8 +3,9 @@ raw`, which `python -m bench --profile` writes; speedscope.app opens the same fi
 
     python -m bench.profile bench/results/profile-push-monolithic-*.txt
 
-prints the functions with the most samples on-CPU, by self time and by total time (self plus
-callees), as percentages of all samples of the files given.
+prints the share of each layer (system calls, the loop, aiohttp, moorage's access log, metrics
+and the rest of its code), then the functions with the most samples on-CPU, by self time and by
+total time (self plus callees), as percentages of all samples of the files given.
 """
 
 from __future__ import annotations
@@ -31,8 +32,37 @@ def _function(frame: str) -> str:
     return f"{match.group('function')} ({file.lstrip('/.0123456789')})"
 
 
+# Python frames whose own time is a system call (py-spy shows no native frames): the socket
+# send and receive of the event loop, its epoll wait, and a stat.
+_SYSTEM_CALLS = {
+    "_SelectorSocketTransport.write",
+    "_SelectorSocketTransport._read_ready__data_received",
+    "EpollSelector.select",
+    "FilesystemDriver.stat",
+    "_UnixSelectorEventLoop._sock_sendfile_native_impl",
+}
+_LAYERS = (  # (layer, where its frames live), first match wins
+    ("access log", ("moorage/logs.py", "logging/")),
+    ("metrics", ("moorage/metrics.py", "prometheus_client/")),
+    ("moorage, the rest", ("moorage/",)),
+    ("aiohttp", ("aiohttp/", "multidict/", "yarl/", "aiosignal/")),
+    ("asyncio loop", ("asyncio/", "selectors.py", "concurrent/")),
+)
+
+
+def layer(frame: str) -> str:
+    """Which layer a leaf frame's own time belongs to."""
+    if frame.split(" (")[0] in _SYSTEM_CALLS:
+        return "system calls (send, recv, epoll, stat, sendfile)"
+    for name, places in _LAYERS:
+        if any(place in frame for place in places):
+            return name
+    return "other"
+
+
 def summarize(files: list[Path], top: int = 15) -> str:
     own: Counter[str] = Counter()
+    layers: Counter[str] = Counter()
     total: Counter[str] = Counter()
     samples = 0
     for file in files:
@@ -51,11 +81,14 @@ def summarize(files: list[Path], top: int = 15) -> str:
                 continue
             samples += count
             own[frames[-1]] += count
+            layers[layer(frames[-1])] += count
             for function in set(frames):
                 total[function] += count
     if samples == 0:
         return "no samples"
-    lines = [f"{samples} samples on CPU", "self:"]
+    lines = [f"{samples} samples on CPU", "by layer (self time):"]
+    lines += [f"  {100 * n / samples:5.1f}%  {name}" for name, n in layers.most_common()]
+    lines.append("self:")
     lines += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in own.most_common(top)]
     lines.append("total (self + callees):")
     lines += [f"  {100 * n / samples:5.1f}%  {f}" for f, n in total.most_common(top)]
