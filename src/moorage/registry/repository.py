@@ -12,6 +12,8 @@ from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache
 from moorage.storage.driver import PathNotFound, StorageDriver
 
+MAX_VIEWS = 10_000  # Repository objects kept for reuse
+
 
 class Repository:
     def __init__(self, registry: Registry, name: str) -> None:
@@ -59,10 +61,18 @@ class Registry:
         self.tag_links: dict[str, tuple[str, Digest]] = {}  # see Tags.get
         self.catalog = Catalog(self._walk_repositories, shared=shared_names)
         self.hash_states = HashStates()
+        self._repositories: dict[str, Repository] = {}
 
     def repository(self, name: str) -> Repository:
-        """Raises NameInvalid for a name outside the grammar."""
-        return Repository(self, check_name(name))
+        """Raises NameInvalid for a name outside the grammar. A Repository keeps no state of its
+        own (it is a view of this registry's), so the views of recent names are reused."""
+        found = self._repositories.get(name)
+        if found is None:
+            found = Repository(self, check_name(name))
+            if len(self._repositories) >= MAX_VIEWS:
+                self._repositories.clear()
+            self._repositories[name] = found
+        return found
 
     async def repositories(self) -> list[str]:
         """Every repository, in lexical order (from the catalog index)."""
