@@ -425,6 +425,20 @@ def test_a_killed_worker_is_started_again(tmp_path: Path) -> None:
     assert server.process.returncode == 0, server.logs()
 
 
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """A supervisor killed outright (SIGKILL: no chance to pass SIGTERM on) leaves no worker
+    serving: each asked the kernel for SIGTERM on its parent's death, and drains."""
+    with serving(tmp_path, workers_config(tmp_path)) as server:
+        workers = children(server.process.pid)
+        assert len(workers) == 2
+        os.kill(server.process.pid, signal.SIGKILL)
+        wait_until(
+            lambda: not any(alive(pid) for pid in workers), "both workers gone", timeout=10
+        )
+        with pytest.raises(requests.ConnectionError):
+            fresh("GET", f"{server.url}/v2/")
+
+
 def test_inmemory_storage_with_workers_is_refused_in_one_line(tmp_path: Path) -> None:
     config = {
         "version": "0.1",

@@ -236,6 +236,20 @@ def test_names_already_there_do_not_grow_the_file(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_a_restarted_process_does_not_append_what_is_there(tmp_path: Path) -> None:
+    """A worker started again (a new FileNames on the file others wrote) shares its walk of
+    storage: only names the file lacks are appended."""
+    path = tmp_path / "repositories"
+
+    async def scenario() -> None:
+        await FileNames(str(path)).add(["a", "b"])
+        restarted = FileNames(str(path))
+        await restarted.add(["b", "a", "c"])  # without having read the file first
+        assert path.read_text() == "a\nb\nc\n"
+
+    asyncio.run(scenario())
+
+
 def test_a_trailing_partial_line_is_not_a_name(tmp_path: Path) -> None:
     path = tmp_path / "repositories"
     names = FileNames(str(path))
