@@ -4,6 +4,7 @@ secrets masked on every handler, and one access log line per request."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import json
@@ -120,45 +121,83 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class CoalescingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stream handler that, on an event loop's thread, writes the lines of one loop
-    iteration together, at its end, instead of one write per line: under load, one system
-    call for many access lines. Elsewhere (other threads, no loop) each line goes at once.
-    The stream is its own block-buffered copy of the file descriptor it is given."""
+PIPE_BUF = 4096  # writes up to this size to a pipe are never interleaved with other writers'
+
+
+class CoalescingHandler(logging.Handler):
+    """Writes lines to a file descriptor of its own (a copy of the stream's), the lines of one
+    event-loop iteration together at its end: under load, one system call for many access
+    lines. Elsewhere (other threads, no loop) each line goes at once.
+
+    Writes are whole lines of at most PIPE_BUF bytes together (a longer line alone), so that
+    the workers sharing one stderr pipe (docker, systemd) never splice their lines into each
+    other's. Text that is not valid UTF-8 (a client's header bytes) is escaped, never
+    refused; a stream that cannot be written loses its lines, as logging does."""
 
     def __init__(self, stream: TextIO) -> None:
-        own = open(os.dup(stream.fileno()), "w", buffering=1 << 16, encoding="utf-8")  # noqa: SIM115
-        super().__init__(own)
+        super().__init__()
+        self._fd = os.dup(stream.fileno())
+        self._lines: list[bytes] = []
         self._scheduled: asyncio.AbstractEventLoop | None = None  # a flush is due on this loop
 
-    def flush(self) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.write_line(self.format(record))
+        except Exception:
+            self.handleError(record)
+
+    def write_line(self, text: str) -> None:
+        """Queues one line; written at the end of this loop iteration, or now."""
+        with self.lock:  # type: ignore[union-attr]
+            self._lines.append(f"{text}\n".encode("utf-8", "backslashreplace"))
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # another thread, or no loop (start-up, shutdown): write now
-            super().flush()
+            self.flush()
             return
         if self._scheduled is not loop:
             self._scheduled = loop
-            loop.call_soon(self._flush_now)
+            loop.call_soon(self._flush_scheduled)
 
-    def _flush_now(self) -> None:
-        self.acquire()
-        try:
-            self._scheduled = None
-            super().flush()
-        finally:
-            self.release()
+    def _flush_scheduled(self) -> None:
+        self._scheduled = None
+        with contextlib.suppress(OSError):  # a broken stream: nowhere left to say so
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            lines, self._lines = self._lines, []
+            for chunk in _chunks(lines, PIPE_BUF):
+                while chunk:
+                    chunk = chunk[os.write(self._fd, chunk) :]
 
     def close(self) -> None:
-        self.acquire()
-        try:
-            self.stream.close()  # its own copy: flushed, then closed
-        finally:
-            self.release()
+        with contextlib.suppress(OSError):
+            self.flush()
+        with self.lock:  # type: ignore[union-attr]
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
         super().close()
 
 
-def _handler(stream: TextIO) -> logging.StreamHandler:  # type: ignore[type-arg]
+def _chunks(lines: list[bytes], limit: int) -> list[bytes]:
+    """Consecutive lines joined up to `limit` bytes a piece (a longer line alone)."""
+    chunks: list[bytes] = []
+    piece: list[bytes] = []
+    size = 0
+    for line in lines:
+        if piece and size + len(line) > limit:
+            chunks.append(b"".join(piece))
+            piece, size = [], 0
+        piece.append(line)
+        size += len(line)
+    if piece:
+        chunks.append(b"".join(piece))
+    return chunks
+
+
+def _handler(stream: TextIO) -> logging.Handler:
     """The coalescing handler on a real file, a plain one on anything else (tests' buffers)."""
     try:
         stream.fileno()
@@ -174,7 +213,7 @@ class _AccessLines:
 
     def __init__(
         self,
-        handler: logging.StreamHandler,  # type: ignore[type-arg]
+        handler: logging.Handler,
         formatter: TextFormatter | JsonFormatter,
         redactor: Redactor,
     ) -> None:
@@ -183,21 +222,25 @@ class _AccessLines:
         self.redactor = redactor
 
     def write(self, message: str, extra: dict[str, Any]) -> None:
-        secrets = self.redactor.secrets
-        if secrets:
-            texts = "\n".join([message, *(v for v in extra.values() if isinstance(v, str))])
-            if any(secret in texts for secret in secrets):
-                redact = self.redactor.redact
-                message = redact(message)
-                extra = {k: redact(v) if isinstance(v, str) else v for k, v in extra.items()}
-        line = self.formatter.line(time.time(), "info", ACCESS, message, extra)
-        handler = self.handler
-        handler.acquire()
         try:
-            handler.stream.write(line + handler.terminator)
-            handler.flush()
-        finally:
-            handler.release()
+            secrets = self.redactor.secrets
+            if secrets:
+                texts = "\n".join([message, *(v for v in extra.values() if isinstance(v, str))])
+                if any(secret in texts for secret in secrets):
+                    redact = self.redactor.redact
+                    message = redact(message)
+                    extra = {k: redact(v) if isinstance(v, str) else v for k, v in extra.items()}
+            line = self.formatter.line(time.time(), "info", ACCESS, message, extra)
+            handler = self.handler
+            if isinstance(handler, CoalescingHandler):
+                handler.write_line(line)
+            else:
+                assert isinstance(handler, logging.StreamHandler)
+                with handler.lock:  # type: ignore[union-attr]
+                    handler.stream.write(line + handler.terminator)
+                    handler.flush()
+        except Exception:  # as a handler's emit does: logging never fails the request
+            self.handler.handleError(logging.makeLogRecord({"name": ACCESS, "msg": message}))
 
 
 _access_lines: _AccessLines | None = None  # set by configure()

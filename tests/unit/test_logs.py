@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -108,3 +109,59 @@ def test_coalescing_handler_writes_one_iterations_lines_together(tmp_path: Path)
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+def test_a_line_that_is_not_utf8_is_escaped_not_dropped(tmp_path: Path) -> None:
+    """aiohttp decodes a client's header bytes with surrogateescape: an access line carrying
+    them is written, escaped."""
+    path = tmp_path / "log"
+    config = Config.model_validate({"version": "0.1", "storage": {"inmemory": {}}})
+    with open(path, "w") as file:
+        logs.configure(config, Redactor([]), file)
+    request_id = b"a\xffb".decode("utf-8", "surrogateescape")
+    logs.access("GET /v2/ 200", {**EXTRA, "request_id": request_id})
+    logging.getLogger("moorage").info("also %s", request_id)
+    output = path.read_text()
+    assert "request_id=a\\udcffb" in output
+    assert "also a\\udcffb" in output
+    assert "Logging error" not in output
+
+
+def test_a_broken_stream_loses_lines_without_spinning_the_loop(tmp_path: Path) -> None:
+    reading, writing = os.pipe()
+    os.close(reading)  # whoever read the log went away: every write is EPIPE
+    with os.fdopen(writing, "w") as stream:
+        handler = logs.CoalescingHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("test.broken")
+    logger.propagate = False
+    logger.addHandler(handler)
+    errors: list[dict[str, Any]] = []
+    ticks = 0
+
+    async def scenario() -> None:
+        nonlocal ticks
+        asyncio.get_running_loop().set_exception_handler(lambda _, context: errors.append(context))
+        logger.warning("lost")
+        for _ in range(50):  # the loop goes on idle, not flushing again and again
+            await asyncio.sleep(0)
+            ticks += 1
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    assert ticks == 50
+    assert errors == []
+
+
+def test_writes_are_whole_lines_of_at_most_pipe_buf_bytes() -> None:
+    lines = [f"line {n:04d} {'x' * 90}\n".encode() for n in range(200)]
+    lines.insert(100, b"y" * 10_000 + b"\n")  # longer than PIPE_BUF: alone
+    chunks = logs._chunks(lines, logs.PIPE_BUF)
+    assert b"".join(chunks) == b"".join(lines)
+    for chunk in chunks:
+        assert chunk.endswith(b"\n")
+        assert len(chunk) <= logs.PIPE_BUF or chunk.count(b"\n") == 1
+    assert len(chunks) < len(lines) / 10  # and many lines per write
