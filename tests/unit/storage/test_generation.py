@@ -65,18 +65,24 @@ def test_a_bump_in_one_is_seen_by_the_other(tmp_path: Path) -> None:
 def test_bumps_from_several_processes_are_all_counted(tmp_path: Path) -> None:
     path = tmp_path / "generation"
     Generation(str(path))
+    start = tmp_path / "start"
+    # Each process waits for the start file, so that all bump at the same time.
     script = textwrap.dedent(
         f"""
+        import os, time
         from moorage.storage.cache.generation import Generation
         generation = Generation({str(path)!r})
-        for _ in range(300):
+        while not os.path.exists({str(start)!r}):
+            time.sleep(0.001)
+        for _ in range(20_000):
             generation.bump()
         """
     )
     processes = [subprocess.Popen([sys.executable, "-c", script]) for _ in range(4)]
+    start.touch()
     for process in processes:
         assert process.wait(timeout=120) == 0
-    assert Generation(str(path)).value() == 4 * 300
+    assert Generation(str(path)).value() == 4 * 20_000
 
 
 # --- GenerationalCache ---------------------------------------------------------------------------
@@ -287,5 +293,26 @@ def test_catalogs_of_two_processes_share_names_through_the_file(tmp_path: Path) 
         other.add("mid")
         await settle()
         assert await one.names() == ["alpha", "mid", "zeta"]
+
+    asyncio.run(scenario())
+
+
+def test_a_read_that_missed_before_a_forget_elsewhere_is_not_stored(tmp_path: Path) -> None:
+    """The race of a delete: this process misses X and reads storage; meanwhile another
+    forgets X (and changes storage); this process looks up something else, then stores what it
+    read of X. The stale X must not be kept."""
+    path = str(tmp_path / "generation")
+    a = GenerationalCache(InMemoryCache(), Generation(path))
+    b = GenerationalCache(InMemoryCache(), Generation(path))
+
+    async def scenario() -> None:
+        assert await a.get("repo", X) is None  # the miss; A goes on to read storage
+        await b.forget("repo", X)  # B's delete: before...
+        await b.forget("repo", X)  # ...and after changing storage
+        assert await a.get("repo", Y) is None  # A moves on to the new generation
+        await a.set("repo", X, blob(X, 1))  # what A read before the delete
+        assert await a.get("repo", X) is None
+        await a.set("repo", X, blob(X, 2))  # a read after the delete is stored again
+        assert await a.get("repo", X) == blob(X, 2)
 
     asyncio.run(scenario())

@@ -4,8 +4,8 @@ Each worker keeps its own in-memory cache. Every `forget` (what a delete does, b
 changing storage) bumps a counter the workers share in a mapped file; every cache call first
 compares it with the value this process last saw and drops the whole local cache when it moved.
 Deletes are rare, so dropping everything costs little, and a look-up costs one read of shared
-memory. An entry found while the counter moved is not stored: the read behind it may predate
-the delete.
+memory. An entry is stored only if the counter has not moved since the look-up that missed
+it: the read of storage behind it may predate a delete.
 """
 
 from __future__ import annotations
@@ -54,11 +54,15 @@ class Generation:
 class GenerationalCache:
     """An in-memory cache dropped whenever another process sharing `generation` forgets."""
 
+    MAX_MISSES = 10_000  # look-ups awaiting their set; beyond, the oldest are not stored
+
     def __init__(self, inner: InMemoryCache, generation: Generation) -> None:
         self.inner = inner
         self.name = inner.name
         self.generation = generation
         self._seen = generation.value()
+        # (scope, digest) -> the counter when its look-up missed
+        self._misses: dict[tuple[str | None, Digest], int] = {}
 
     def _current(self) -> bool:
         """True when no process forgot anything since this one last looked; else drops the
@@ -71,12 +75,18 @@ class GenerationalCache:
         return False
 
     async def get(self, scope: str | None, digest: Digest) -> CachedBlob | None:
-        if not self._current():
-            return None
-        return await self.inner.get(scope, digest)
+        found = await self.inner.get(scope, digest) if self._current() else None
+        if found is None:
+            if len(self._misses) >= self.MAX_MISSES:
+                self._misses.clear()
+            self._misses[(scope, digest)] = self._seen
+        return found
 
     async def set(self, scope: str | None, digest: Digest, blob: CachedBlob) -> None:
-        if self._current():
+        """Stores what a look-up that missed went on to read, unless anything was forgotten
+        since that look-up (or, with no look-up before, since this process last looked)."""
+        missed_at = self._misses.pop((scope, digest), None)
+        if self._current() and missed_at in (None, self._seen):
             await self.inner.set(scope, digest, blob)
 
     async def forget(self, scope: str | None, digest: Digest) -> None:
