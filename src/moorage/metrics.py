@@ -19,6 +19,9 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UPLOAD_WRITES = ("PATCH", "PUT", "POST")
+# Methods a label may name; any other a client sends is counted as "other", so that clients
+# cannot make series without bound.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def body_bytes(method: str, response: web.StreamResponse) -> int:
@@ -140,11 +143,13 @@ class Metrics:
                 if upload:
                     self.uploads_in_flight.dec()
                 elapsed = time.perf_counter() - start
-                latency, count, sent = self._per_request(route, request.method, status)
+                method = request.method if request.method in _METHODS else "other"
+                latency, count, sent = self._per_request(route, method, status)
                 latency.observe(elapsed)
                 count.inc()
+                received = self._child(self.bytes_in, route)
                 if request.content_length:
-                    self._child(self.bytes_in, route).inc(request.content_length)
+                    received.inc(request.content_length)
                 if status < 500:
                     sent.inc(body_bytes(request.method, response))
 

@@ -25,6 +25,7 @@ import contextlib
 import ctypes
 import errno
 import logging
+import math
 import os
 import shutil
 import signal
@@ -33,6 +34,7 @@ import stat
 import sys
 import tempfile
 import time
+from typing import Any
 
 from prometheus_client import multiprocess
 
@@ -49,10 +51,24 @@ RESTART_PAUSE = 1.0  # seconds before restarting a worker that died this soon af
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on, bounded by a cgroup v2 CPU quota (a container's
+    `--cpus`) when there is one."""
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limit:
+            quota, period = limit.read().split()
+        if quota != "max":
+            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit readable: the affinity stands
+    return cpus
+
+
 def count(config: Config) -> int:
     """How many worker processes the config asks for; `auto` is one per usable CPU."""
     wanted = config.http.workers
-    number = len(os.sched_getaffinity(0)) if wanted == "auto" else wanted
+    number = usable_cpus() if wanted == "auto" else wanted
     if config.storage.driver == "inmemory":
         if wanted != "auto" and number > 1:
             raise StartupError(
@@ -69,11 +85,17 @@ def bind_tcp(
     """Listening sockets on every address `host` names (None: all interfaces, IPv4 and IPv6,
     as asyncio's server binds them). With `like`, on exactly those sockets' addresses, so that
     port 0 picks one port for all workers."""
+    targets: list[tuple[int, Any]] = []
     if like:
         targets = [(sock.family, sock.getsockname()) for sock in like]
     else:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        targets = list(dict.fromkeys((family, address) for family, _, _, _, address in found))
+        for found_family, address in dict.fromkeys((f, a) for f, _, _, _, a in found):
+            # SO_REUSEPORT would let this bind share a port another server listens on the same
+            # way (a second moorage): take each address alone first, so that fails here.
+            taken = _probe(found_family, address)
+            if taken is not None:
+                targets.append((found_family, taken))
     sockets: list[socket.socket] = []
     try:
         for family, address in targets:
@@ -84,13 +106,7 @@ def bind_tcp(
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            try:
-                sock.bind(address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRNOTAVAIL and not like:  # that family is off here
-                    sockets.pop().close()
-                    continue
-                raise
+            sock.bind(address)
             sock.listen(BACKLOG)
             sock.setblocking(False)
     except BaseException:
@@ -98,6 +114,23 @@ def bind_tcp(
             sock.close()
         raise
     return sockets
+
+
+def _probe(family: int, address: Any) -> Any:
+    """Binds `address` without SO_REUSEPORT and lets go: the address actually bound (port 0
+    picks one), None when the address family is off on this host (as asyncio skips it).
+    Raises OSError when the address is in use."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return None
+            raise
+        return probe.getsockname()
 
 
 def bind(config: Config, workers: int) -> list[tuple[list[socket.socket], list[socket.socket]]]:
@@ -164,18 +197,30 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
     os.mkdir(os.path.join(rundir, "metrics"))
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
+    due: dict[int, float] = {}  # worker index -> when to try starting it again
 
     def start(index: int) -> None:
         api, debug = listeners[index]
         worker = Worker(index, rundir, api, debug)
         pid = os.fork()
-        if pid == 0:
-            signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
-            # Only its own listeners stay open here, so that a worker's stop closes them.
-            for sock in {s for pair in listeners for s in pair[0] + pair[1]} - {*api, *debug}:
-                sock.close()
-            os._exit(_run_worker(config, redactor, strict_secrets, worker))
+        if pid == 0:  # the worker: never returns into the supervisor's code below
+            code = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+                # Only its own listeners stay open here, so that a worker's stop closes them.
+                for sock in {s for pair in listeners for s in pair[0] + pair[1]} - {*api, *debug}:
+                    sock.close()
+                code = _run_worker(config, redactor, strict_secrets, worker)
+            finally:
+                os._exit(code)
         children[pid] = (index, time.monotonic())
+
+    def restart(index: int) -> None:
+        try:
+            start(index)
+        except OSError as exc:  # fork failed (memory, process limits): try again later
+            log.error("moorage worker %d could not be started again (%s); retrying", index, exc)
+            due[index] = time.monotonic() + RESTART_PAUSE
 
     def stop() -> None:
         # The supervisor's copies would keep the listeners accepting into queues no worker
@@ -189,11 +234,15 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
         for index in range(workers):
             start(index)
         log.info("%s, %d workers", checked.describe(), workers)
-        while children:
+        while children or (due and not stopping):
             received = signal.sigtimedwait(_SIGNALS, 1.0)
             if received is not None and received.si_signo != signal.SIGCHLD and not stopping:
                 stopping = True
                 stop()
+            for index, when in list(due.items()):
+                if not stopping and time.monotonic() >= when:
+                    del due[index]
+                    restart(index)
             for pid, code in _reaped():
                 index, started = children.pop(pid)
                 multiprocess.mark_process_dead(pid, os.path.join(rundir, "metrics"))  # type: ignore[no-untyped-call]
@@ -205,9 +254,10 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
                     stop()
                     continue
                 log.error("moorage worker %d exited (status %d); starting it again", index, code)
-                if time.monotonic() - started < RESTART_PAUSE:
-                    time.sleep(RESTART_PAUSE)
-                start(index)
+                if time.monotonic() - started < RESTART_PAUSE:  # not in a tight loop
+                    due[index] = started + RESTART_PAUSE
+                else:
+                    restart(index)
     finally:
         _signal_all(children, signal.SIGKILL)  # only when the supervisor itself fails
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)

@@ -469,6 +469,20 @@ def test_an_api_port_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
     assert not list((tmp_path / "data").glob("**/*"))  # nothing served, nothing written
 
 
+def test_a_second_server_with_workers_cannot_share_the_port(tmp_path: Path) -> None:
+    """Workers listen with SO_REUSEPORT, which would let another server doing the same bind
+    the port too and take half the connections: the second is refused instead."""
+    with serving(tmp_path / "first", workers_config(tmp_path / "first")) as first:
+        config = workers_config(tmp_path / "second")
+        config["http"]["addr"] = first.host
+        result = serve_to_exit(tmp_path / "second", config)
+        assert result.returncode == 1
+        line = one_line(result)
+        assert line.startswith(f"moorage: cannot listen on {first.host}"), line
+        assert statuses(fan_out("GET", f"{first.url}/v2/")) == {200}
+        assert len(workers_answering(fan_out("GET", f"{first.url}/v2/"))) == 2
+
+
 def test_a_debug_port_in_use_is_named_in_one_line(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

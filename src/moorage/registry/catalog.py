@@ -116,7 +116,8 @@ class Catalog:
 class FileNames:
     """Repository names shared by the worker processes of one server: a file they append
     names to, one per line, whose size is its version. Each process appends only names it has
-    not written or read there yet, so the file stays near the catalog's size."""
+    not written or read there yet, so the file holds each name a few times at most (workers
+    that start together may each append the walk they made)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
