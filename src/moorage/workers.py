@@ -304,6 +304,7 @@ def _run_worker(config: Config, redactor: Redactor, strict_secrets: bool, worker
     from moorage.server import serve
 
     code = 0
+    supervisor = os.getppid()
     _stop_with_parent()
     try:
         asyncio.run(serve(config, redactor, strict_secrets=strict_secrets, worker=worker))
@@ -314,6 +315,8 @@ def _run_worker(config: Config, redactor: Redactor, strict_secrets: bool, worker
         log.exception("moorage worker %d failed", worker.index)
         code = 1
     finally:
+        if os.getppid() != supervisor:  # orphaned: no supervisor left to remove the run directory
+            shutil.rmtree(worker.rundir, ignore_errors=True)  # (siblings keep their mappings)
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -431,12 +431,14 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     with serving(tmp_path, workers_config(tmp_path)) as server:
         workers = children(server.process.pid)
         assert len(workers) == 2
+        rundir = rundir_of(workers[0])
         os.kill(server.process.pid, signal.SIGKILL)
         wait_until(
             lambda: not any(alive(pid) for pid in workers), "both workers gone", timeout=10
         )
         with pytest.raises(requests.ConnectionError):
             fresh("GET", f"{server.url}/v2/")
+        assert not rundir.exists()  # the orphaned workers removed it
 
 
 def test_inmemory_storage_with_workers_is_refused_in_one_line(tmp_path: Path) -> None:
