@@ -34,6 +34,7 @@ import requests
 import yaml
 
 from tests.api import Client, sha256
+from tests.integration.http_support import make_ca
 from tests.integration.http_support import moorage as moorage_listening
 from tests.integration.test_http_settings import blob_data, refused, slow_upload, unix_request
 from tests.integration.test_operations import requests_total, scrape
@@ -47,6 +48,9 @@ FRESH = 32  # requests on new connections: all on one of two workers has odds of
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+ACCEPT_ANY = {"Accept": "*/*"}
 
 
 def workers_config(workdir: Path, workers: Any = 2, **http: Any) -> dict[str, Any]:
@@ -158,8 +162,8 @@ def worker_of(response: requests.Response) -> str:
     return match.group(1)
 
 
-def fan_out(method: str, url: str, count: int = FRESH) -> list[requests.Response]:
-    return [fresh(method, url) for _ in range(count)]
+def fan_out(method: str, url: str, count: int = FRESH, **kwargs: Any) -> list[requests.Response]:
+    return [fresh(method, url, **kwargs) for _ in range(count)]
 
 
 def statuses(responses: list[requests.Response]) -> set[int]:
@@ -433,9 +437,7 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         assert len(workers) == 2
         rundir = rundir_of(workers[0])
         os.kill(server.process.pid, signal.SIGKILL)
-        wait_until(
-            lambda: not any(alive(pid) for pid in workers), "both workers gone", timeout=10
-        )
+        wait_until(lambda: not any(alive(pid) for pid in workers), "both workers gone", timeout=10)
         with pytest.raises(requests.ConnectionError):
             fresh("GET", f"{server.url}/v2/")
         assert not rundir.exists()  # the orphaned workers removed it
@@ -534,6 +536,30 @@ def test_unix_socket_with_workers(tmp_path: Path) -> None:
 
 
 # --- the setting ---------------------------------------------------------------------------------
+
+
+def test_tls_in_every_worker(tmp_path: Path) -> None:
+    """TLS terminated in the workers: each serves HTTPS on its socket, a push and pulls work,
+    and plain HTTP gets no answer."""
+    ca = make_ca(tmp_path / "pki")
+    cert, key = ca.issue(ca.cert.parent, "server", server=True)
+    config = workers_config(tmp_path)
+    config["http"]["tls"] = {"certificate": str(cert), "key": str(key)}
+    base = f"https://{config['http']['addr']}"
+    with nothing_left_behind(tmp_path), moorage_listening(tmp_path / "server", config):
+        client = Client(base)
+        client.http.trust_env = False  # REQUESTS_CA_BUNDLE would replace session.verify
+        client.http.verify = str(ca.cert)
+        payload, digest = client.push_image("tls/app", "v1", seed="tls-workers")
+        answers = fan_out(
+            "GET", f"{base}/v2/tls/app/manifests/v1", verify=str(ca.cert), headers=ACCEPT_ANY
+        )
+        assert statuses(answers) == {200}
+        assert {answer.content for answer in answers} == {payload}
+        assert {answer.headers["Docker-Content-Digest"] for answer in answers} == {digest}
+        assert len(workers_answering(answers)) == 2
+        with pytest.raises(requests.ConnectionError):
+            fresh("GET", f"http://{config['http']['addr']}/v2/")
 
 
 def test_zero_workers_is_refused_by_config_check(tmp_path: Path) -> None:
