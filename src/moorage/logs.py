@@ -44,6 +44,17 @@ def _timestamp(created: float) -> str:
     return f"{_second(whole)}.{int((created - whole) * 1000):03d}Z"
 
 
+def _parts(record: logging.LogRecord) -> tuple[float, str, str, str, dict[str, Any]]:
+    """What a formatter's `line` takes, from a record: time, level, logger, message, extra."""
+    return (
+        record.created,
+        record.levelname.lower(),
+        record.name,
+        record.getMessage(),
+        _extra(record),
+    )
+
+
 class TextFormatter(logging.Formatter):
     """`time level logger: message key=value ...`"""
 
@@ -62,13 +73,7 @@ class TextFormatter(logging.Formatter):
         return f"{line} {pairs}" if pairs else line
 
     def format(self, record: logging.LogRecord) -> str:
-        line = self.line(
-            record.created,
-            record.levelname.lower(),
-            record.name,
-            record.getMessage(),
-            _extra(record),
-        )
+        line = self.line(*_parts(record))
         if record.exc_info or record.exc_text:
             line = f"{line}\n{record.exc_text or self.formatException(record.exc_info)}"  # type: ignore[arg-type]
         return line
@@ -109,13 +114,7 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(self.entry(created, level, logger, message, extra), default=str)
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = self.entry(
-            record.created,
-            record.levelname.lower(),
-            record.name,
-            record.getMessage(),
-            _extra(record),
-        )
+        entry = self.entry(*_parts(record))
         if record.exc_info or record.exc_text:
             entry["error"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
         return json.dumps(entry, default=str)
