@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import gc
 import logging
 import math
 import os
@@ -228,6 +229,15 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
         _close([api + debug for api, debug in listeners])
         _signal_all(children, signal.SIGTERM)
 
+    # What the workers would each load on first use is loaded once, here, and the objects made
+    # so far are frozen out of the garbage collector, whose passes would otherwise write to
+    # every one of them in every worker and so copy the pages they share with this process.
+    try:
+        checked.registry.driver.preload()
+    except Exception as exc:  # an optimisation: each worker loads its own on first use
+        log.warning("storage: could not preload for the workers (%s)", redactor.redact(str(exc)))
+    gc.collect()
+    gc.freeze()
     status = 0
     stopping = False
     try:

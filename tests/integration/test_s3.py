@@ -145,3 +145,37 @@ def test_deletes_and_catalog_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
 def test_memory_stays_flat_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
     with run_moorage(tmp_path, _config(s3_store)) as server:
         round_trip_big_blob(server.url, server.process.pid, "s3/big", 256, b"s3")
+
+
+def test_workers_on_s3_share_the_loaded_client_data(tmp_path: Path, s3_store: S3Server) -> None:
+    """Two workers on S3 with the inmemory cache: a push, pulls from both workers, the catalog
+    and a delete seen by both. The supervisor preloads the S3 client's service data before
+    forking (moorage/workers.py), which must leave each worker able to make its own client."""
+    config = _config(s3_store, cache={"blobdescriptor": "inmemory"})
+    config["http"]["workers"] = 2
+    with run_moorage(tmp_path, config) as server:
+        client = Client(server.url)
+        payload, digest = client.push_image("s3/workers", "v1", seed="workers")
+        seen: set[str] = set()
+        for _ in range(24):  # new connections, spread over both workers by the kernel
+            with requests.Session() as fresh:
+                got = fresh.get(
+                    f"{server.url}/v2/s3/workers/manifests/v1",
+                    headers={"Accept": "*/*", "Connection": "close"},
+                    timeout=30,
+                )
+                assert got.status_code == 200 and got.content == payload
+                seen.add(got.headers["X-Request-Id"].split("-")[0])
+                names = fresh.get(f"{server.url}/v2/_catalog", timeout=30).json()
+                assert names["repositories"] == ["s3/workers"]
+        assert len(seen) == 2
+        assert client.request("DELETE", f"/v2/s3/workers/manifests/{digest}").status_code == 202
+        for _ in range(12):
+            with requests.Session() as fresh:
+                gone = fresh.get(
+                    f"{server.url}/v2/s3/workers/manifests/{digest}",
+                    headers={"Accept": "*/*", "Connection": "close"},
+                    timeout=30,
+                )
+                assert gone.status_code == 404
+        assert "could not preload" not in server.logs()

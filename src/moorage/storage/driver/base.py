@@ -116,6 +116,11 @@ class StorageDriver(Protocol):
         """Releases the running event loop's connections; the driver reconnects if used again."""
         ...
 
+    def preload(self) -> None:
+        """Loads, outside any event loop, what the driver would load on first use and worker
+        processes forked afterwards can then share (moorage/workers.py)."""
+        ...
+
 
 _PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
 
@@ -176,6 +181,9 @@ class ValidatingDriver:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    def preload(self) -> None:
+        self.inner.preload()
 
 
 DriverFactory = Callable[[dict[str, Any]], StorageDriver]

@@ -174,6 +174,9 @@ class FilesystemDriver:
     async def close(self) -> None:
         return None
 
+    def preload(self) -> None:
+        return None  # nothing loaded on first use
+
 
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):

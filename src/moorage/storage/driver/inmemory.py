@@ -121,6 +121,9 @@ class InMemoryDriver:
     async def close(self) -> None:
         return None
 
+    def preload(self) -> None:
+        return None  # nothing loaded on first use
+
 
 def create(parameters: dict[str, Any]) -> InMemoryDriver:
     return InMemoryDriver()

@@ -62,3 +62,6 @@ class InstrumentedDriver:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    def preload(self) -> None:
+        self.inner.preload()

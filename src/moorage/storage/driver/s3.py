@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from moorage.storage.driver.base import FileInfo, PathNotFound, StorageError, register
@@ -177,6 +177,18 @@ class S3Writer:
             await self._driver.abort(self._key, self._pending.upload_id)
 
 
+_session: AioSession | None = None
+
+
+def shared_session() -> AioSession:
+    """The process's botocore session: its loader keeps the service data every client needs
+    (tens of MB), loaded once per process, and once for all workers after `preload`."""
+    global _session
+    if _session is None:
+        _session = get_session()
+    return _session
+
+
 class S3Driver:
     name = NAME
 
@@ -225,7 +237,7 @@ class S3Driver:
         plain = bool(o.endpoint and o.endpoint.startswith("http://"))
         stack = AsyncExitStack()
         client = await stack.enter_async_context(
-            get_session().create_client(
+            shared_session().create_client(
                 "s3",
                 region_name=o.region,
                 endpoint_url=o.endpoint,
@@ -236,6 +248,16 @@ class S3Driver:
             )
         )
         return stack, client
+
+    def preload(self) -> None:
+        """Makes (and closes) a client on a loop of its own, which loads the service data into
+        the shared session; connects to nothing."""
+
+        async def make_and_close() -> None:
+            await self.client()
+            await self.close()
+
+        asyncio.run(make_and_close())
 
     async def close(self) -> None:
         task = self._clients.pop(asyncio.get_running_loop(), None)
