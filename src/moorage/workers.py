@@ -55,7 +55,7 @@ _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 def usable_cpus() -> int:
     """The CPUs this process may run on, bounded by a cgroup v2 CPU quota (a container's
     `--cpus`) when there is one."""
-    cpus = len(os.sched_getaffinity(0))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     try:
         with open("/sys/fs/cgroup/cpu.max") as limit:
             quota, period = limit.read().split()
@@ -300,8 +300,11 @@ def _stop_with_parent() -> None:
     """Asks Linux for SIGTERM (a drain) when the supervisor dies, even by SIGKILL, so that no
     worker serves on unsupervised."""
     supervisor = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: nothing to ask
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != supervisor:  # it died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
 
