@@ -28,6 +28,7 @@ from tests.servers import (
     moorage_config,
     run_moorage,
     run_reference_registry,
+    stop,
 )
 
 MOORAGE = "moorage"
@@ -116,12 +117,7 @@ def py_spy(pid: int, output: Path) -> Iterator[None]:
     try:
         yield
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=30, sig=signal.SIGINT)  # py-spy writes its file on SIGINT
 
 
 def memory(pid: int) -> float:

@@ -53,11 +53,14 @@ def _wait_ready(server: Server, timeout: float = 15) -> None:
     raise RuntimeError(f"server not ready after {timeout}s:\n{server.logs()}")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def stop(
+    process: subprocess.Popen[bytes], timeout: float = 10, sig: int = signal.SIGTERM
+) -> None:
+    """Asks a process to end with `sig`, and kills it after `timeout` seconds."""
     if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(sig)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -113,7 +116,7 @@ def run_moorage(
         _wait_ready(server)
         yield server
     finally:
-        _stop(process)
+        stop(process)
 
 
 @contextlib.contextmanager
@@ -157,7 +160,7 @@ def run_reference_registry(
         _wait_ready(server)
         yield server
     finally:
-        _stop(process)
+        stop(process)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -289,7 +292,7 @@ class RedisServer:
         return f"127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop(self.process)
 
     def start(self) -> None:
         """(Re)starts the server on the same port, empty."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,8 @@ from typing import Any
 
 import pytest
 import yaml
+
+from tests.servers import stop
 
 TIMEOUT = 120  # seconds, for any one client command
 
@@ -143,16 +144,6 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
-def stop(process: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout)
-
-
 def config(root: Path, http: dict[str, Any], **sections: Any) -> dict[str, Any]:
     return {
         "version": "0.1",
@@ -191,7 +182,7 @@ def moorage(
             time.sleep(0.05)
         yield server
     finally:
-        stop(process)
+        stop(process, timeout=15)
 
 
 def skopeo_round_trip(

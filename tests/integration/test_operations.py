@@ -25,11 +25,11 @@ from tests.api import Client, RepeatedBody, error_codes, sha256
 from tests.servers import (
     S3Server,
     Server,
-    _stop,
     _wait_ready,
     free_port,
     moorage_config,
     run_moorage,
+    stop,
 )
 
 MASK = "********"
@@ -180,7 +180,7 @@ def test_seed_configuration_works_as_written(tmp_path: Path) -> None:
         assert shown["storage"]["cache"]["blobdescriptor"] == "inmemory"
         assert shown["log"]["fields"] == {"service": "registry", "environment": "staging"}
     finally:
-        _stop(process)
+        stop(process)
     output = lines(server.logs())
     assert "somerandomstring" not in server.logs()
     assert any(" debug " in line for line in output)  # log.level: debug
@@ -292,7 +292,7 @@ def redis_with_password(password: str) -> Iterator[int]:
         wait_for(lambda: redis_cli(port, password, "PING") == "PONG")
         yield port
     finally:
-        _stop(process)
+        stop(process)
 
 
 def redis_cli(port: int, password: str, *command: str) -> str:

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from tests.servers import (
     free_port,
     run_moorage,
     run_redis,
+    stop,
 )
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
@@ -266,12 +266,7 @@ def run_nginx(directory: Path, upstreams: list[str]) -> Iterator[str]:
             time.sleep(0.05)
         yield f"127.0.0.1:{port}"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)
 
 
 @contextlib.contextmanager

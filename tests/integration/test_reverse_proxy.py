@@ -31,9 +31,8 @@ from tests.integration.http_support import (
     require,
     skopeo,
     skopeo_round_trip,
-    stop,
 )
-from tests.servers import Server, free_port, moorage_config, peak_rss_mib, run_moorage
+from tests.servers import Server, free_port, moorage_config, peak_rss_mib, run_moorage, stop
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.interop]
 
@@ -130,7 +129,7 @@ def start_nginx(directory: Path, upstream: str, ca: CA, style: str = "host") -> 
             return proxy
         except OSError:
             if time.monotonic() > deadline:
-                stop(process)
+                stop(process, timeout=15)
                 raise RuntimeError(f"nginx not listening after 15s:\n{proxy.error_log()}") from None
             time.sleep(0.05)
 
@@ -152,7 +151,7 @@ def proxied(tmp_path: Path, moorage: Server, ca: CA) -> Iterator[Nginx]:
     try:
         yield proxy
     finally:
-        stop(proxy.process)
+        stop(proxy.process, timeout=15)
 
 
 def test_skopeo_pushes_and_pulls_through_nginx(
@@ -209,7 +208,7 @@ def test_urls_name_the_proxy_whichever_header_says_so(
             assert url.startswith(f"{proxy.url}/v2/urls/app/tags/list?"), url
         assert seen == ["a", "b", "c", "d"]
     finally:
-        stop(proxy.process)
+        stop(proxy.process, timeout=15)
 
 
 def test_a_200_mib_blob_streams_through_nginx(
@@ -314,7 +313,7 @@ def test_access_log_names_the_client_behind_a_trusted_proxy(
         assert status == 200
         assert remote_of(access_line(moorage, request_id)) == "127.0.0.2"
     finally:
-        stop(proxy.process)
+        stop(proxy.process, timeout=15)
 
 
 def test_access_log_ignores_forwarding_headers_from_untrusted_peers(tmp_path: Path, ca: CA) -> None:
@@ -339,7 +338,7 @@ def test_access_log_ignores_forwarding_headers_from_untrusted_peers(tmp_path: Pa
             assert status == 200
             assert remote_of(access_line(server, request_id)) == "127.0.0.1"
         finally:
-            stop(proxy.process)
+            stop(proxy.process, timeout=15)
         assert "203.0.113.9" not in server.logs()
         assert "198.51.100.7" not in server.logs()
 
@@ -361,4 +360,4 @@ def test_access_log_is_not_fooled_by_what_the_client_sends_the_proxy(
             assert get_from("127.0.0.2", proxy.host, "/v2/", forged, ca) == 200
             assert remote_of(access_line(server, request_id)) == "127.0.0.2"
         finally:
-            stop(proxy.process)
+            stop(proxy.process, timeout=15)

@@ -15,7 +15,7 @@ import requests
 import yaml
 
 from tests.api import Client, RepeatedBody, round_trip_big_blob, sha256
-from tests.servers import Server, _stop, _wait_ready, free_port, run_moorage
+from tests.servers import Server, _wait_ready, free_port, run_moorage, stop
 
 MiB = 1024 * 1024
 
@@ -47,7 +47,7 @@ def test_serve_without_a_config_runs_the_embedded_default(tmp_path: Path) -> Non
         assert f"127.0.0.1:{port}" in lines[0]
         assert f"filesystem at {tmp_path / 'data'}" in lines[0]
     finally:
-        _stop(process)
+        stop(process)
 
 
 def _check(config: dict[str, object], tmp_path: Path) -> subprocess.CompletedProcess[str]:
