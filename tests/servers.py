@@ -53,6 +53,21 @@ def _wait_ready(server: Server, timeout: float = 15) -> None:
     raise RuntimeError(f"server not ready after {timeout}s:\n{server.logs()}")
 
 
+def spawn_moorage(
+    args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """`moorage serve ARGS` in the background, its output (stdout and stderr) in `log`, with
+    `env` added to this process's environment."""
+    with open(log, "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "moorage", "serve", *args],
+            cwd=cwd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+
+
 def stop(
     process: subprocess.Popen[bytes], timeout: float = 10, sig: int = signal.SIGTERM
 ) -> None:
@@ -104,13 +119,7 @@ def run_moorage(
     config_path = workdir / f"moorage-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))
     log = workdir / f"moorage-{port}.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moorage", "serve", str(config_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
+    process = spawn_moorage([str(config_path)], log, env)
     server = Server(f"127.0.0.1:{port}", process, root, log)
     try:
         _wait_ready(server)

@@ -8,7 +8,6 @@ import contextlib
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.servers import stop
+from tests.servers import spawn_moorage, stop
 
 TIMEOUT = 120  # seconds, for any one client command
 
@@ -164,13 +163,7 @@ def moorage(
     path = workdir / "moorage.yml"
     path.write_text(yaml.safe_dump(settings))
     log = workdir / "moorage.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moorage", "serve", str(path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-        )
+    process = spawn_moorage([str(path)], log, env)
     server = Process(process, log)
     try:
         deadline = time.monotonic() + 15

@@ -29,6 +29,7 @@ from tests.servers import (
     free_port,
     moorage_config,
     run_moorage,
+    spawn_moorage,
     stop,
 )
 
@@ -147,17 +148,8 @@ def test_seed_configuration_works_as_written(tmp_path: Path) -> None:
     config = private_file(tmp_path / "config.yml", SEED.format(root=root))
     port, debug = free_port(), debug_addr()
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moorage", "serve", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={
-                **os.environ,
-                "REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
-                "REGISTRY_HTTP_DEBUG_ADDR": debug,
-            },
-        )
+    env = {"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}", "REGISTRY_HTTP_DEBUG_ADDR": debug}
+    process = spawn_moorage([str(config)], log, env)
     server = Server(f"127.0.0.1:{port}", process, root, log)
     try:
         _wait_ready(server)

@@ -15,22 +15,14 @@ import requests
 import yaml
 
 from tests.api import Client, RepeatedBody, round_trip_big_blob, sha256
-from tests.servers import Server, _wait_ready, free_port, run_moorage, stop
+from tests.servers import Server, _wait_ready, free_port, run_moorage, spawn_moorage, stop
 
 MiB = 1024 * 1024
 
 
 def _start(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], Path]:
     log = cwd / "serve.log"
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moorage", "serve", *args],
-            cwd=cwd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env},
-        )
-    return process, log
+    return spawn_moorage(args, log, env, cwd=cwd), log
 
 
 def test_serve_without_a_config_runs_the_embedded_default(tmp_path: Path) -> None:
