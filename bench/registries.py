@@ -25,6 +25,7 @@ from typing import Any
 from tests.servers import (
     S3Server,
     Server,
+    children,
     moorage_config,
     run_moorage,
     run_reference_registry,
@@ -126,7 +127,7 @@ def memory(pid: int) -> float:
     supervisor) counts as its share in each, so the sum is the memory the server takes. RSS
     summed over the processes would count every shared page once per process."""
     total = 0
-    for each in [pid, *_children(pid)]:
+    for each in [pid, *children(pid)]:
         try:
             with open(f"/proc/{each}/smaps_rollup") as rollup:
                 for line in rollup:
@@ -136,14 +137,6 @@ def memory(pid: int) -> float:
         except (FileNotFoundError, ProcessLookupError):
             continue  # ended meanwhile
     return total * 1024 / 1e6
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for task in os.listdir(f"/proc/{pid}/task"):
-        with open(f"/proc/{pid}/task/{task}/children") as children:
-            found.extend(int(child) for child in children.read().split())
-    return found
 
 
 class PeakMemory:

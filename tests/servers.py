@@ -53,6 +53,15 @@ def _wait_ready(server: Server, timeout: float = 15) -> None:
     raise RuntimeError(f"server not ready after {timeout}s:\n{server.logs()}")
 
 
+def children(pid: int) -> list[int]:
+    """A process's child processes (moorage's workers), from /proc/PID/task/*/children."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return sorted(found)
+
+
 def spawn_moorage(
     args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.Popen[bytes]:

@@ -38,7 +38,7 @@ from tests.integration.http_support import make_ca
 from tests.integration.http_support import moorage as moorage_listening
 from tests.integration.test_http_settings import blob_data, refused, slow_upload, unix_request
 from tests.integration.test_operations import requests_total, scrape
-from tests.servers import Server, free_port, moorage_config, run_moorage
+from tests.servers import Server, children, free_port, moorage_config, run_moorage
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -105,15 +105,6 @@ def serving(
     """run_moorage, answering on /v2/, with nothing left running after it."""
     with nothing_left_behind(workdir), run_moorage(workdir, config, env=env) as server:
         yield server
-
-
-def children(pid: int) -> list[int]:
-    """A process's child processes, from /proc/PID/task/*/children."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            found += [int(child) for child in (task / "children").read_text().split()]
-    return sorted(found)
 
 
 def alive(pid: int) -> bool:
