@@ -81,11 +81,11 @@ def count(config: Config) -> int:
 
 
 def bind_tcp(
-    host: str | None, port: int, reuse_port: bool, like: list[socket.socket] | None = None
+    host: str | None, port: int, like: list[socket.socket] | None = None
 ) -> list[socket.socket]:
-    """Listening sockets on every address `host` names (None: all interfaces, IPv4 and IPv6,
-    as asyncio's server binds them). With `like`, on exactly those sockets' addresses, so that
-    port 0 picks one port for all workers."""
+    """Listening sockets, with SO_REUSEPORT, on every address `host` names (None: all
+    interfaces, IPv4 and IPv6, as asyncio's server binds them). With `like`, on exactly those
+    sockets' addresses, so that port 0 picks one port for all workers."""
     targets: list[tuple[int, Any]] = []
     if like:
         targets = [(sock.family, sock.getsockname()) for sock in like]
@@ -103,8 +103,7 @@ def bind_tcp(
             sock = socket.socket(family, socket.SOCK_STREAM)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if reuse_port:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
@@ -145,10 +144,8 @@ def bind(config: Config, workers: int) -> list[tuple[list[socket.socket], list[s
         raise StartupError(f"cannot listen on {http.addr}: {exc.strerror}") from None
     debug: list[list[socket.socket]] = [[] for _ in range(workers)]
     if http.debug.addr:
-        host, port = split_addr(http.debug.addr)
         try:
-            first = bind_tcp(host, port, reuse_port=True)
-            debug = [first] + [bind_tcp(host, port, True, like=first) for _ in range(workers - 1)]
+            debug = _bind_each(http.debug.addr, workers)
         except OSError as exc:
             _close(api)
             raise StartupError(
@@ -178,15 +175,20 @@ def _bind_api(config: Config, workers: int) -> list[list[socket.socket]]:
             raise
         unix.setblocking(False)
         return [[unix] for _ in range(workers)]
-    host, port = split_addr(http.addr)
-    first = bind_tcp(host, port, reuse_port=True)
-    api = [first]
+    return _bind_each(http.addr, workers)
+
+
+def _bind_each(addr: str, workers: int) -> list[list[socket.socket]]:
+    """Each worker's sockets on the TCP address `addr`: the first worker's pick the port."""
+    host, port = split_addr(addr)
+    first = bind_tcp(host, port)
+    each = [first]
     try:
-        api += [bind_tcp(host, port, True, like=first) for _ in range(workers - 1)]
+        each += [bind_tcp(host, port, like=first) for _ in range(workers - 1)]
     except BaseException:
-        _close(api)
+        _close(each)
         raise
-    return api
+    return each
 
 
 def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: bool) -> int:
