@@ -21,6 +21,7 @@ worker allows the configured rate) and the storage health checks (each worker ch
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import errno
@@ -40,8 +41,8 @@ from typing import Any
 from prometheus_client import multiprocess
 
 from moorage.config.schema import Config
-from moorage.config.secrets import Redactor
-from moorage.server import Server, StartupError, Worker, split_addr
+from moorage.config.secrets import Redactor, SecretProblem
+from moorage.server import Server, StartupError, Worker, serve, split_addr
 
 log = logging.getLogger("moorage")
 
@@ -313,11 +314,6 @@ def _stop_with_parent() -> None:
 
 def _run_worker(config: Config, redactor: Redactor, strict_secrets: bool, worker: Worker) -> int:
     """A forked worker's life; its exit status."""
-    import asyncio
-
-    from moorage.config.secrets import SecretProblem
-    from moorage.server import serve
-
     code = 0
     supervisor = os.getppid()
     _stop_with_parent()
