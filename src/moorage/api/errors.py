@@ -45,6 +45,7 @@ TABLE: dict[type[e.RegistryError], tuple[str, int]] = {
     e.NameInvalid: ("NAME_INVALID", 400),
     e.NameUnknown: ("NAME_UNKNOWN", 404),
     e.TagInvalid: ("TAG_INVALID", 400),
+    e.ReferenceInvalid: ("TAG_INVALID", 400),  # meant as a tag unless it looks like a digest
     e.DigestInvalid: ("DIGEST_INVALID", 400),
     e.BlobUnknown: ("BLOB_UNKNOWN", 404),
     e.BlobUploadUnknown: ("BLOB_UPLOAD_UNKNOWN", 404),

@@ -14,6 +14,7 @@ ALGORITHMS = {"sha256": 64, "sha512": 128}
 DEFAULT_ALGORITHM = "sha256"
 
 _GRAMMAR = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+")
+_HEX = re.compile(r"[0-9a-f]+")
 
 
 class Hasher(Protocol):
@@ -34,18 +35,30 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        """Raises DigestInvalid for anything but a well-formed digest of a supported algorithm."""
+        """Raises DigestInvalid, saying why, for anything but a well-formed digest of a
+        supported algorithm."""
         if not _GRAMMAR.fullmatch(text):
-            raise DigestInvalid("invalid digest", detail={"digest": text})
+            raise DigestInvalid(
+                f"invalid digest {text!r}: expected algorithm:hex", detail={"digest": text}
+            )
         algorithm, _, hex_ = text.partition(":")
         length = ALGORITHMS.get(algorithm)
         if length is None:
             raise DigestInvalid(
-                f"unsupported digest algorithm {algorithm}", detail={"digest": text}
+                f"unsupported digest algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}",
+                detail={"digest": text},
             )
-        if len(hex_) != length or not re.fullmatch(r"[0-9a-f]+", hex_):
-            raise DigestInvalid("invalid digest", detail={"digest": text})
+        if len(hex_) != length or not _HEX.fullmatch(hex_):
+            raise DigestInvalid(
+                f"invalid digest: {algorithm} takes {length} lowercase hex characters",
+                detail={"digest": text},
+            )
         return cls(algorithm, hex_)
+
+    @staticmethod
+    def looks_like(text: str) -> bool:
+        """Whether the text has a digest's shape (`algorithm:encoded`), usable or not."""
+        return _GRAMMAR.fullmatch(text) is not None
 
     @classmethod
     def parse_or_none(cls, text: str) -> Digest | None:
@@ -61,5 +74,7 @@ class Digest:
 
 def new_hasher(algorithm: str) -> Hasher:
     if algorithm not in ALGORITHMS:
-        raise DigestInvalid(f"unsupported digest algorithm {algorithm}")
+        raise DigestInvalid(
+            f"unsupported digest algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}"
+        )
     return hashlib.new(algorithm)

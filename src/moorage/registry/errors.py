@@ -42,6 +42,12 @@ class TagInvalid(RegistryError):
     message = "invalid tag"
 
 
+class ReferenceInvalid(RegistryError):
+    """A manifest reference that is neither a tag nor a digest."""
+
+    message = "invalid reference"
+
+
 class DigestInvalid(RegistryError):
     """A digest is malformed, of an unsupported algorithm, or does not match the content."""
 

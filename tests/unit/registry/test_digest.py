@@ -64,7 +64,7 @@ def test_digests_are_values() -> None:
 def test_malformed_digests_refused(text: str) -> None:
     with pytest.raises(DigestInvalid) as caught:
         Digest.parse(text)
-    assert caught.value.message == "invalid digest"
+    assert caught.value.message.startswith("invalid digest")
     assert caught.value.detail == {"digest": text}
     assert Digest.parse_or_none(text) is None
 
@@ -72,9 +72,26 @@ def test_malformed_digests_refused(text: str) -> None:
 @pytest.mark.parametrize("algorithm", ["md5", "sha384", "sha256+b64u", "blake3"])
 def test_unsupported_algorithms_refused(algorithm: str) -> None:
     text = f"{algorithm}:{SHA256}"
-    with pytest.raises(DigestInvalid, match=re.escape(f"unsupported digest algorithm {algorithm}")):
+    expected = re.escape(f"unsupported digest algorithm {algorithm!r}")
+    with pytest.raises(DigestInvalid, match=expected):
         Digest.parse(text)
     assert Digest.parse_or_none(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("sha256:", "expected algorithm:hex"),
+        (f"sha256:{SHA256[:-1]}", "sha256 takes 64 lowercase hex characters"),
+        (f"sha512:{SHA256}", "sha512 takes 128 lowercase hex characters"),
+        (f"sha256:{SHA256.upper()}", "sha256 takes 64 lowercase hex characters"),
+        (f"md5:{SHA256}", "unsupported digest algorithm 'md5'; use one of sha256, sha512"),
+    ],
+)
+def test_refusals_say_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(DigestInvalid) as caught:
+        Digest.parse(text)
+    assert says in caught.value.message
 
 
 def test_parse_or_none_on_valid() -> None:
@@ -93,5 +110,5 @@ def test_new_hasher(algorithm: str) -> None:
 
 
 def test_new_hasher_unsupported() -> None:
-    with pytest.raises(DigestInvalid, match="unsupported digest algorithm md5"):
+    with pytest.raises(DigestInvalid, match="unsupported digest algorithm 'md5'"):
         new_hasher("md5")

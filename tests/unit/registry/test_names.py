@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import pytest
 
-from moorage.registry.errors import NameInvalid, TagInvalid
-from moorage.registry.names import MAX_NAME_LENGTH, check_name, check_tag, is_tag
+from moorage.registry.digest import Digest
+from moorage.registry.errors import DigestInvalid, NameInvalid, ReferenceInvalid, TagInvalid
+from moorage.registry.names import (
+    MAX_NAME_LENGTH,
+    check_name,
+    check_tag,
+    is_tag,
+    parse_reference,
+)
 
 
 @pytest.mark.parametrize(
@@ -78,6 +85,30 @@ def test_invalid_names(name: str) -> None:
     assert caught.value.detail == {"name": name}
 
 
+@pytest.mark.parametrize(
+    ("name", "says"),
+    [
+        ("", "the name is empty"),
+        ("a//b", "component 2 is empty"),
+        ("/a", "component 1 is empty"),
+        ("team/App", "component 2 ('App') holds 'A'"),
+        ("team/a b:c", "component 2 ('a b:c') holds ' ', ':'"),
+        ("a\x00", "component 1 ('a\\x00') holds '\\x00'"),
+        ("team/-app", "component 2 ('-app') must start and end with a letter or digit"),
+        ("team/app./x", "component 2 ('app.') must start and end"),
+        ("a..b", "'..' is not a separator"),
+        ("x/a___b", "component 2 ('a___b'): '___' is not a separator"),
+        ("a/../b", "component 2 ('..') must start and end with a letter or digit"),
+        ("a" * 256, "256 characters, longer than 255"),
+    ],
+)
+def test_refusals_say_which_rule_and_where(name: str, says: str) -> None:
+    with pytest.raises(NameInvalid) as caught:
+        check_name(name)
+    assert caught.value.message.startswith("invalid repository name: ")
+    assert says in caught.value.message, caught.value.message
+
+
 def test_name_length_limit() -> None:
     assert MAX_NAME_LENGTH == 255
     check_name("a" * 255)
@@ -117,3 +148,30 @@ def test_invalid_tags(tag: str) -> None:
         check_tag(tag)
     assert caught.value.detail == {"tag": tag}
     assert not is_tag(tag)
+
+
+@pytest.mark.parametrize("reference", ["latest", "v1.0", "_", "a" * 128])
+def test_references_that_are_tags(reference: str) -> None:
+    assert parse_reference(reference) == reference
+
+
+def test_references_that_are_digests() -> None:
+    digest = "sha256:" + "0" * 64
+    assert parse_reference(digest) == Digest.parse(digest)
+
+
+@pytest.mark.parametrize(
+    ("reference", "error", "says"),
+    [
+        ("sha256:abc", DigestInvalid, "sha256 takes 64 lowercase hex characters"),
+        ("md5:" + "0" * 32, DigestInvalid, "unsupported digest algorithm 'md5'"),
+        ("-latest", ReferenceInvalid, "neither a tag"),
+        ("a" * 129, ReferenceInvalid, "neither a tag"),
+        ("Sha256:" + "0" * 64, ReferenceInvalid, "nor a digest"),
+        ("v1 ", ReferenceInvalid, "neither a tag"),
+    ],
+)
+def test_references_that_are_neither(reference: str, error: type[Exception], says: str) -> None:
+    with pytest.raises(error) as caught:
+        parse_reference(reference)
+    assert says in str(caught.value)
