@@ -7,7 +7,6 @@ Docker schema 1 is refused.
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,20 @@ SCHEMA1 = (
 MEDIA_TYPES = (OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST)
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_SIZE = 2**63 - 1  # a descriptor's size is an int64, as in the spec and in distribution
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def load_json(payload: bytes) -> Any:
+    """The JSON document of a payload, as strict as the JSON spec: NaN and Infinity are refused,
+    and nesting too deep to parse is a ValueError like any other malformed payload."""
+    try:
+        return json.loads(payload, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 @dataclass(frozen=True)
@@ -60,12 +73,26 @@ class Manifest:
     annotations: dict[str, str] | None = field(default=None)
 
 
-@functools.lru_cache(maxsize=4096)
+_SNIFFED: dict[Digest, str] = {}  # what sniff_media_type found, by the payload's digest
+MAX_SNIFFED = 65_536
+
+
+def stored_media_type(digest: Digest, payload: bytes) -> str:
+    """sniff_media_type of the payload stored under `digest`, remembered by digest (content
+    under a digest never changes; the payloads themselves are not kept)."""
+    found = _SNIFFED.get(digest)
+    if found is None:
+        if len(_SNIFFED) >= MAX_SNIFFED:
+            _SNIFFED.clear()
+        found = _SNIFFED[digest] = sniff_media_type(payload)
+    return found
+
+
 def sniff_media_type(payload: bytes) -> str:
     """The media type of a stored payload, for serving it: its `mediaType` field, or for OCI
     payloads that omit it, index if it lists manifests and image manifest otherwise."""
     try:
-        document = json.loads(payload)
+        document = load_json(payload)
     except ValueError:
         return OCI_MANIFEST
     if isinstance(document, dict):
@@ -81,9 +108,9 @@ def parse(payload: bytes, content_type: str | None) -> Manifest:
     """Parses and checks a pushed payload. Raises ManifestInvalid with a message that names the
     problem."""
     try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from exc
+        document = load_json(payload)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise ManifestInvalid("manifest must be a JSON object")
 
@@ -163,8 +190,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     if not isinstance(media_type, str) or not media_type:
         raise ManifestInvalid(f"{where}.mediaType is required")
     size = value.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ManifestInvalid(f"{where}.size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+        raise ManifestInvalid(f"{where}.size must be an integer from 0 to {MAX_SIZE}")
     raw_digest = value.get("digest")
     if not isinstance(raw_digest, str):
         raise ManifestInvalid(f"{where}.digest is required")

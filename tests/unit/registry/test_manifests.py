@@ -246,6 +246,25 @@ def test_bad_json_refused(raw: bytes) -> None:
     assert_refused(raw, OCI_MANIFEST, "not valid JSON")
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"schemaVersion": 2, "config": ' * 5000 + b"1" + b"}" * 5000,
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"schemaVersion": 2, "layers": [' + b"[" * 50_000 + b"]" * 50_000 + b"]}",
+        b'{"schemaVersion": NaN}',
+        b'{"schemaVersion": 2, "a": Infinity}',
+        b'{"schemaVersion": 2, "a": -Infinity}',
+        b'{"schemaVersion": ' + b"9" * 5000 + b"}",
+    ],
+)
+def test_hostile_json_refused(raw: bytes) -> None:
+    """Nesting too deep for the parser, JSON's non-numbers and numbers too long to read are
+    malformed payloads like any other, never a crash."""
+    assert_refused(raw, OCI_MANIFEST, "not valid JSON")
+    assert sniff_media_type(raw) == OCI_MANIFEST
+
+
 @pytest.mark.parametrize("document", [[], "manifest", 2, None])
 def test_non_object_refused(document: Any) -> None:
     assert_refused(document, OCI_MANIFEST, "JSON object")
@@ -303,7 +322,8 @@ def test_docker_manifest_requires_layers() -> None:
         ("not an object", "layers[0] must be a descriptor object"),
         ({"digest": str(LAYER), "size": 1}, "layers[0].mediaType is required"),
         (descriptor("", LAYER), "layers[0].mediaType is required"),
-        (descriptor(OCI_LAYER, LAYER, -1), "layers[0].size must be a non-negative integer"),
+        (descriptor(OCI_LAYER, LAYER, -1), "layers[0].size must be an integer from 0 to"),
+        (descriptor(OCI_LAYER, LAYER, 2**63), "layers[0].size must be an integer from 0 to"),
         (descriptor(OCI_LAYER, LAYER, "5"), "layers[0].size"),
         (descriptor(OCI_LAYER, LAYER, 1.5), "layers[0].size"),
         (descriptor(OCI_LAYER, LAYER, True), "layers[0].size"),
