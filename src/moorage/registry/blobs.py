@@ -173,14 +173,20 @@ class RepositoryBlobs:
                     "pulls go on from storage"
                 ) from None
 
-    async def unlink(self, directory: str, digest: Digest) -> None:
+    async def unlink(self, directory: str, digest: Digest) -> bool:
         """Deletes a link's directory with the cache kept true: forgotten before (so no delete
         happens that the cache could not follow) and after (so a reader that cached the link
-        in between does not keep it)."""
+        in between does not keep it). False when the directory was already gone (a concurrent
+        delete took it)."""
         await self.forget(digest)
-        await self.driver.delete(directory)
-        with contextlib.suppress(Unavailable):
-            await self.forget(digest)
+        try:
+            await self.driver.delete(directory)
+        except PathNotFound:
+            return False
+        finally:
+            with contextlib.suppress(Unavailable):
+                await self.forget(digest)
+        return True
 
     async def link(self, digest: Digest, stored: Digest | None = None) -> None:
         """Links `digest` to the content stored under `stored` (by default, under `digest`)."""
@@ -202,6 +208,7 @@ class RepositoryBlobs:
         if not self.deletes:
             raise Unsupported("deletes are disabled on this registry")
         link = paths.layer_link(self.name, digest)
-        if await read_link(self.driver, link) is None:
+        if await read_link(self.driver, link) is None or not await self.unlink(
+            link.rpartition("/")[0], digest
+        ):
             raise BlobUnknown(detail={"digest": str(digest)})
-        await self.unlink(link.rpartition("/")[0], digest)

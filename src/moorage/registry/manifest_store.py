@@ -18,7 +18,7 @@ from moorage.registry.errors import (
     RegistryError,
     Unsupported,
 )
-from moorage.registry.names import check_tag, is_tag
+from moorage.registry.names import check_tag, parse_reference
 from moorage.storage import paths
 from moorage.storage.driver import PathNotFound, StorageDriver
 
@@ -179,12 +179,12 @@ class Manifests:
     async def resolve(self, reference: str) -> Digest:
         """The digest a tag or digest reference names in this repository; ManifestUnknown when
         there is none."""
-        if is_tag(reference):
-            return await self.tags.get(reference)
-        digest = Digest.parse(reference)
-        if not await self.exists(digest):
+        parsed = parse_reference(reference)
+        if isinstance(parsed, str):
+            return await self.tags.get(parsed)
+        if not await self.exists(parsed):
             raise ManifestUnknown(detail={"digest": reference})
-        return digest
+        return parsed
 
     async def exists(self, digest: Digest) -> bool:
         link = paths.manifest_revision_link(self.name, digest)
@@ -196,7 +196,7 @@ class Manifests:
             payload = await self.store.get(digest)
         except BlobUnknown:
             raise ManifestUnknown(detail={"digest": str(digest)}) from None
-        return StoredManifest(digest, payload, schema.sniff_media_type(payload))
+        return StoredManifest(digest, payload, schema.stored_media_type(digest, payload))
 
     async def put(
         self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
@@ -204,11 +204,11 @@ class Manifests:
         """Verifies and stores a manifest, then points the tags at it: the reference when it is
         a tag, and each of `extra_tags` (the `?tag=` of a push by digest)."""
         tags = [check_tag(tag) for tag in extra_tags]
-        if is_tag(reference):
+        named = parse_reference(reference)
+        if isinstance(named, str):
             digest = Digest.of(payload)
-            tags.insert(0, reference)
+            tags.insert(0, named)
         else:
-            named = Digest.parse(reference)
             digest = Digest.of(payload, named.algorithm)
             if digest != named:
                 raise DigestInvalid(
@@ -246,7 +246,7 @@ class Manifests:
         its entry in the referrers of its subject. The content stays for garbage collection."""
         if not self.deletes:
             raise Unsupported("deletes are disabled on this registry")
-        if is_tag(reference):
+        if isinstance(parse_reference(reference), str):
             await self.tags.untag(reference)
             return
         digest = await self.resolve(reference)
@@ -258,9 +258,11 @@ class Manifests:
         if manifest is not None and manifest.subject is not None:
             await self.referrers.remove(manifest.subject.digest, digest)
         for tag in await self.tags.pointing_at(digest):
-            await self.tags.untag(tag)
+            with contextlib.suppress(ManifestUnknown):  # untagged by a concurrent delete
+                await self.tags.untag(tag)
         link = paths.manifest_revision_link(self.name, digest)
-        await self.blobs.unlink(link.rpartition("/")[0], digest)
+        if not await self.blobs.unlink(link.rpartition("/")[0], digest):
+            raise ManifestUnknown(detail={"digest": reference})
 
     async def referrer_descriptors(
         self, subject: Digest, artifact_type: str | None

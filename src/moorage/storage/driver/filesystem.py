@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import shutil
 import stat
@@ -152,17 +151,23 @@ class FilesystemDriver:
             raise StorageError(NAME, f"move {source} to {dest}: {exc}") from exc
 
     async def delete(self, path: str) -> None:
+        """Renames the file or tree aside (atomic: of concurrent deletes exactly one succeeds,
+        the others find nothing) and then removes it; what a failed removal leaves carries
+        TEMP_MARK, so it is never taken for a key."""
         full = self._full(path)
+        aside = _temp_name(full)
         try:
-            if os.path.isdir(full) and not os.path.islink(full):
-                await asyncio.to_thread(shutil.rmtree, full)
-            else:
-                os.unlink(full)
-        except FileNotFoundError as exc:
+            os.rename(full, aside)
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise PathNotFound(NAME, path) from exc
         except OSError as exc:
-            if exc.errno == errno.ENOENT:
-                raise PathNotFound(NAME, path) from exc
+            raise StorageError(NAME, f"delete {path}: {exc}") from exc
+        try:
+            if os.path.isdir(aside) and not os.path.islink(aside):
+                await asyncio.to_thread(shutil.rmtree, aside)
+            else:
+                os.unlink(aside)
+        except OSError as exc:
             raise StorageError(NAME, f"delete {path}: {exc}") from exc
 
     def local_file(self, path: str) -> str | None:
@@ -187,6 +192,8 @@ def create(parameters: dict[str, Any]) -> FilesystemDriver:
     root = parameters.get("rootdirectory", DEFAULT_ROOT)
     if not isinstance(root, str) or not root:
         raise ValueError("storage.filesystem.rootdirectory: expected a directory path")
+    if os.path.exists(root) and not os.path.isdir(root):
+        raise ValueError(f"storage.filesystem.rootdirectory: {root} is not a directory")
     return FilesystemDriver(root)
 
 
