@@ -720,7 +720,8 @@ def test_builtin_creates_its_signing_key_and_challenges_with_its_realm(builtin: 
         (None, "repository:team/app:pull", {}),
         # "*": any signed-in user, not anonymous
         ("dave", "repository:shared/app:pull,push", {"repository:shared/app": ["pull"]}),
-        ("dave", "repository:public/app:pull", {}),
+        # a signed-in user gets at least what anonymous gets
+        ("dave", "repository:public/app:pull,push", {"repository:public/app": ["pull"]}),
         # group:NAME
         ("alice", "repository:team/app:*", {"repository:team/app": ["pull", "push"]}),
         ("bob", "repository:team/deep/app:push", {"repository:team/deep/app": ["push"]}),
@@ -737,6 +738,13 @@ def test_builtin_creates_its_signing_key_and_challenges_with_its_realm(builtin: 
         ("alice", "repository:elsewhere:pull", {}),
         # the catalog is granted; its listing is filtered
         ("alice", "registry:catalog:*", {"registry:catalog": ["*"]}),
+        # only names the registry accepts are ever granted, whatever the globs would match
+        ("admin", "repository:any/../thing:*", {}),
+        ("admin", "repository:any/*:pull", {}),
+        ("admin", "repository:Any/Thing:pull", {}),
+        ("admin", "repository:127.0.0.1:5000/any:pull", {}),
+        ("admin", "registry:other:*", {}),
+        ("admin", "other:any/thing:pull", {}),
     ],
 )  # fmt: skip
 def test_builtin_grants_follow_the_acl(
@@ -992,6 +1000,9 @@ def test_skopeo_creds_against_builtin(builtin: Builtin, tmp_path: Path) -> None:
     assert (
         skopeo("inspect", "--raw", "--tls-verify=false", public).stdout.encode() == image.manifest
     )
+    # signing in keeps what anonymous may do: dave has no rule of his own for public/*
+    signed_in = skopeo("inspect", "--raw", "--tls-verify=false", "--creds", "dave:dave-pw", public)
+    assert signed_in.stdout.encode() == image.manifest
 
 
 def test_podman_login_against_builtin(
@@ -1214,6 +1225,79 @@ def test_silly_accepts_any_authorization_and_challenges_without(tmp_path: Path) 
         client.push_image("a/b", "v1")
         assert client.request("GET", "/v2/_catalog").json() == {"repositories": ["a/b"]}
         assert_log_clean(server)
+
+
+# Names a client may put in a path, percent-encoded, that the registry must refuse before
+# authorization sees them (and so before any challenge could carry them).
+HOSTILE_NAMES = [
+    '%22,realm=%22https://evil.example/token%22,x=%22',  # "...: a second realm
+    "team/app%00",
+    "team/app%0D%0AX-Injected:%201",
+    "team/%2E%2E/admin",
+    "Team/App",
+    "team//app",
+    "a" * 300,
+]
+QUOTED = r'"(?:[^"\\]|\\.)*"'
+ONE_CHALLENGE = re.compile(rf"(Basic|Bearer) \w+={QUOTED}(?:,\w+={QUOTED})*")
+
+
+def parse_challenge(value: str) -> tuple[str, dict[str, str]]:
+    """An RFC 7235 challenge: exactly one scheme, each parameter once, quoted pairs undone."""
+    assert ONE_CHALLENGE.fullmatch(value), value
+    scheme, _, params = value.partition(" ")
+    pairs = re.findall(rf"(\w+)=({QUOTED})", params)
+    names = [name for name, _ in pairs]
+    assert len(names) == len(set(names)), value
+    return scheme, {name: re.sub(r"\\(.)", r"\1", quoted[1:-1]) for name, quoted in pairs}
+
+
+@pytest.mark.parametrize("controller", ["token_server", "builtin", "htpasswd_server"])
+def test_names_are_refused_before_authorization(
+    controller: str, request: pytest.FixtureRequest
+) -> None:
+    """A name outside the grammar is NAME_INVALID, whoever asks and however it is encoded:
+    it never reaches authorization, so no challenge can carry it (a quote in a name made a
+    second realm; a NUL made the answer unwritable, and the connection dropped)."""
+    fixture = request.getfixturevalue(controller)
+    server: Server = fixture.server if isinstance(fixture, Builtin) else fixture
+    for name in HOSTILE_NAMES:
+        for method, path in (
+            ("GET", f"/v2/{name}/tags/list"),
+            ("GET", f"/v2/{name}/manifests/latest"),
+            ("HEAD", f"/v2/{name}/manifests/latest"),
+            ("POST", f"/v2/{name}/blobs/uploads/"),
+            ("DELETE", f"/v2/{name}/blobs/sha256:{'0' * 64}"),
+        ):
+            response = requests.request(method, f"{server.url}{path}", timeout=10)
+            assert response.status_code == 400, (name, method, path, response.headers)
+            assert "WWW-Authenticate" not in response.headers
+            if method != "HEAD":
+                assert error_codes(response) == ["NAME_INVALID"]
+                assert "invalid repository name: " in response.json()["errors"][0]["message"]
+
+
+def test_every_challenge_parameter_is_quoted(tmp_path: Path) -> None:
+    """What the config puts in a challenge (realm, service) is a quoted string whatever it
+    holds: quotes and backslashes escaped, control characters replaced."""
+    realm = 'https://auth.example/token",realm="https://evil.example'
+    service = 'svc\\"x\x01'
+    for auth in (
+        {"silly": {"realm": realm, "service": service}},
+        {"htpasswd": {"realm": realm, "path": str(htpasswd_file(tmp_path / "users", {}))}},
+    ):
+        config = moorage_config(tmp_path / "data", 0, auth=auth)
+        with run_moorage(tmp_path / "moorage", config) as server:
+            response = requests.get(f"{server.url}/v2/team/app/tags/list", timeout=10)
+            assert response.status_code == 401
+            scheme, params = parse_challenge(response.headers["WWW-Authenticate"])
+            assert params["realm"] == realm
+            if scheme == "Bearer":
+                assert params == {
+                    "realm": realm,
+                    "service": 'svc\\"x?',
+                    "scope": "repository:team/app:pull",
+                }
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 
@@ -14,7 +15,7 @@ from aiohttp.typedefs import Middleware
 from moorage.api import blobs, listing, manifests, uploads
 from moorage.api.access import authorize
 from moorage.api.base import version_check
-from moorage.api.context import ACCESS, REGISTRY, SETTINGS, Settings
+from moorage.api.context import ACCESS, REGISTRY, SETTINGS, Settings, registry
 from moorage.api.errors import (
     EndpointNotFound,
     InternalError,
@@ -33,9 +34,10 @@ log = logging.getLogger("moorage.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _READ_METHODS = ("GET", "HEAD", "OPTIONS")
-# Repository names contain slashes; the name pattern is permissive here and checked by the
-# grammar in the handler, so a bad name is NAME_INVALID rather than an unknown route.
-_NAME = "{name:.+}"
+# Repository names contain slashes; the name pattern is permissive here (any character, a
+# newline too) and checked by the grammar before anything else, so a bad name is NAME_INVALID
+# rather than an unknown route.
+_NAME = r"{name:[\s\S]+}"
 
 
 @web.middleware
@@ -56,6 +58,16 @@ async def translate_errors(request: web.Request, handler: Handler) -> web.Stream
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error_response(InternalError())
+
+
+@web.middleware
+async def valid_names(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuses a repository name outside the grammar (NAME_INVALID) before anything else sees
+    it: authorization, whose challenge names the repository, and every handler."""
+    name = request.match_info.get("name")
+    if name is not None:
+        registry(request).repository(name)  # NameInvalid; a valid name's view is kept for reuse
+    return await handler(request)
 
 
 def read_only(enabled: bool) -> Middleware:
@@ -79,6 +91,11 @@ def _response_headers(configured: dict[str, list[str]]) -> Callable[..., Awaitab
     return add
 
 
+# A client's X-Request-Id is kept when it is visible ASCII of a sane length: it is echoed in a
+# header and written to the log.
+_CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
 def request_ids() -> Middleware:
     """Names each request (the client's X-Request-Id, or a fresh one) and its route, for the
     logs. Fresh ids are a random prefix made here, which tells this app's ids from other
@@ -88,8 +105,11 @@ def request_ids() -> Middleware:
 
     @web.middleware
     async def request_id(request: web.Request, handler: Handler) -> web.StreamResponse:
-        request["request_id"] = request.headers.get("X-Request-Id") or (
-            f"{prefix}-{next(numbers):x}"
+        given = request.headers.get("X-Request-Id")
+        request["request_id"] = (
+            given
+            if given is not None and _CLIENT_REQUEST_ID.fullmatch(given)
+            else f"{prefix}-{next(numbers):x}"
         )
         resource = request.match_info.route.resource
         request["route"] = resource.canonical if resource is not None else "unmatched"
@@ -123,7 +143,7 @@ def create_app(
     middlewares: list[Middleware] = [request_ids()]
     if metrics is not None:
         middlewares.append(metrics.middleware())
-    middlewares.append(translate_errors)
+    middlewares += [translate_errors, valid_names]
     if health is not None:
         middlewares.append(healthy_only(health))
     if access is not None:

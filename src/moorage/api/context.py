@@ -4,6 +4,8 @@ client must see them."""
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -54,10 +56,17 @@ def api_path(request: web.Request, path: str) -> str:
     return settings(request).prefix + path
 
 
+# A host as a URL may carry it: a name, an IPv4 address or a bracketed IPv6 one, and a port.
+_HOST = re.compile(r"(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_SCHEMES = ("http", "https")
+
+
 def absolute_url(request: web.Request, path: str) -> str:
     """The URL a client uses to reach `path` (from `/v2/` on): relative when
     `http.relativeurls`, on `http.host` when set, else on the scheme and host the client used,
-    as a reverse proxy reports them (`X-Forwarded-Proto`/`-Host`, `Forwarded`)."""
+    as a reverse proxy reports them (`X-Forwarded-Proto`/`-Host`, `Forwarded`). A scheme or
+    host that is not one (these headers come from the network) is passed over; with no
+    usable host at all the URL is relative, which clients resolve against their request."""
     current = settings(request)
     full = current.prefix + path
     if current.relative_urls:
@@ -65,14 +74,23 @@ def absolute_url(request: web.Request, path: str) -> str:
     if current.host:
         return current.host.rstrip("/") + full
     forwarded = request.forwarded[0] if request.forwarded else {}
-    scheme = (
-        request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
-        or forwarded.get("proto")
-        or request.scheme
+    scheme = _first(
+        lambda value: value.lower() in _SCHEMES,
+        request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip(),
+        forwarded.get("proto"),
+        request.scheme,
     )
-    host = (
-        request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-        or forwarded.get("host")
-        or request.host
+    host = _first(
+        _HOST.fullmatch,
+        request.headers.get("X-Forwarded-Host", "").split(",")[0].strip(),
+        forwarded.get("host"),
+        request.host,
     )
-    return f"{scheme}://{host}{full}"
+    if host is None:
+        return full
+    return f"{(scheme or 'http').lower()}://{host}{full}"
+
+
+def _first(usable: Callable[[str], object], *candidates: str | None) -> str | None:
+    """The first candidate that is set and usable."""
+    return next((value for value in candidates if value and usable(value)), None)

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import os
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -49,8 +51,25 @@ class AccessController(Protocol):
         ...
 
 
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+# What RFC 7230's quoted-string may hold besides a quoted pair: tab, space and visible ASCII
+# (obs-text is left out: clients differ on its meaning).
+_UNQUOTABLE = re.compile(r"[^\t\x20-\x7e]")
+
+
+def quoted_string(value: str) -> str:
+    """`value` as an RFC 7230 quoted-string: `\\` and `"` escaped, and any character a
+    quoted string cannot hold replaced by `?`, so no value can end the string early."""
+    text = _UNQUOTABLE.sub("?", value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def challenge(scheme: str, **params: str) -> str:
+    """A `WWW-Authenticate` value (RFC 7235): the scheme, then each parameter quoted."""
+    return f"{scheme} " + ",".join(f"{key}={quoted_string(value)}" for key, value in params.items())
+
+
+def _scope_text(wanted: list[Scope]) -> dict[str, str]:
+    return {"scope": " ".join(str(s) for s in wanted)} if wanted else {}
 
 
 def basic_credentials(request: web.Request) -> tuple[str, str] | None:
@@ -102,10 +121,10 @@ class Silly:
 
     async def authorize(self, request: web.Request, wanted: list[Scope]) -> Grant:
         if not request.headers.get("Authorization"):
-            challenge = f'Bearer realm="{_quote(self.realm)}",service="{_quote(self.service)}"'
-            if wanted:
-                challenge += f',scope="{" ".join(str(s) for s in wanted)}"'
-            raise Unauthorized(headers={"WWW-Authenticate": challenge})
+            value = challenge(
+                "Bearer", realm=self.realm, service=self.service, **_scope_text(wanted)
+            )
+            raise Unauthorized(headers={"WWW-Authenticate": value})
         return Grant("silly", everything=True)
 
     def visible(self, grant: Grant, repositories: list[str]) -> list[str]:
@@ -122,13 +141,14 @@ class Htpasswd:
         path = options.get("path")
         if not path:
             raise ValueError("auth.htpasswd.path: required")
-        self.passwords = Passwords(str(path))
+        with _about("auth.htpasswd.path"):
+            self.passwords = Passwords(str(path))
 
     async def authorize(self, request: web.Request, wanted: list[Scope]) -> Grant:
         credentials = basic_credentials(request)
         if credentials and await self.passwords.check(request, *credentials):
             return Grant(credentials[0], everything=True)
-        raise Unauthorized(headers={"WWW-Authenticate": f'Basic realm="{_quote(self.realm)}"'})
+        raise Unauthorized(headers={"WWW-Authenticate": challenge("Basic", realm=self.realm)})
 
     def visible(self, grant: Grant, repositories: list[str]) -> list[str]:
         return repositories
@@ -148,12 +168,14 @@ class Token:
         self.autoredirect = bool(options.get("autoredirect"))
         self.redirect_path = str(options.get("autoredirectpath") or "/auth/token")
         self.url_for = url_for
-        roots = (
-            load_certificates(str(options["rootcertbundle"]))
-            if options.get("rootcertbundle")
-            else []
-        )
-        jwks = load_jwks(str(options["jwks"])) if options.get("jwks") else {}
+        roots = []
+        if options.get("rootcertbundle"):
+            with _about("auth.token.rootcertbundle"):
+                roots = load_certificates(str(options["rootcertbundle"]))
+        jwks = {}
+        if options.get("jwks"):
+            with _about("auth.token.jwks"):
+                jwks = load_jwks(str(options["jwks"]))
         if not roots and not jwks:
             raise ValueError("auth.token: rootcertbundle or jwks is required")
         algorithms = tuple(options.get("signingalgorithms") or DEFAULT_ALGORITHMS)
@@ -163,11 +185,13 @@ class Token:
         return self.url_for(request, self.redirect_path) if self.autoredirect else self.realm
 
     def challenge(self, request: web.Request, wanted: list[Scope], error: str = "") -> Unauthorized:
-        value = f'Bearer realm="{_quote(self.realm_for(request))}",service="{_quote(self.service)}"'
-        if wanted:
-            value += f',scope="{" ".join(str(s) for s in wanted)}"'
-        if error:
-            value += f',error="{error}"'
+        value = challenge(
+            "Bearer",
+            realm=self.realm_for(request),
+            service=self.service,
+            **_scope_text(wanted),
+            **({"error": error} if error else {}),
+        )
         return Unauthorized(headers={"WWW-Authenticate": value})
 
     async def authorize(self, request: web.Request, wanted: list[Scope]) -> Grant:
@@ -203,9 +227,12 @@ class Builtin(Token):
         self.expiration = int(options.get("expiration") or 300)
         key_path = str(options["signingkey"])
         certificate = str(options.get("certificate") or os.path.splitext(key_path)[0] + ".crt")
-        self.signer: Signer = load_or_create_signer(key_path, certificate, self.service)
-        self.passwords = Passwords(str(options["users"]))
-        self.acl: WatchedFile[Acl] = WatchedFile(str(options["acl"]), parse_acl)
+        with _about("auth.builtin.signingkey"):
+            self.signer: Signer = load_or_create_signer(key_path, certificate, self.service)
+        with _about("auth.builtin.users"):
+            self.passwords = Passwords(str(options["users"]))
+        with _about("auth.builtin.acl"):
+            self.acl: WatchedFile[Acl] = WatchedFile(str(options["acl"]), parse_acl)
         self.realm = ""
         self.autoredirect = True
         self.redirect_path = "/auth/token"
@@ -247,16 +274,27 @@ def create(
     return FACTORIES[name](options or {}, url_for)
 
 
+@contextlib.contextmanager
+def _about(key: str) -> Iterator[None]:
+    """Makes a file's problem (ValueError, OSError) inside a ValueError naming the config key."""
+    try:
+        yield
+    except OSError as exc:
+        raise ValueError(f"{key}: {exc.filename or 'file'}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise ValueError(f"{key}: {exc}") from None
+
+
 def _check_builtin(options: dict[str, Any]) -> None:
     """What building the built-in token server would find wrong, short of making its key."""
     for key in ("service", "users", "acl", "signingkey"):
         if not options.get(key):
             raise ValueError(f"auth.builtin.{key}: required")
     for key, parse in (("users", parse_users), ("acl", parse_acl)):
-        try:
+        with _about(f"auth.builtin.{key}"):
             parse(str(options[key]))
-        except ValueError as exc:
-            raise ValueError(f"auth.builtin.{key}: {exc}") from None
     key = str(options["signingkey"])
+    if os.path.isdir(key):
+        raise ValueError(f"auth.builtin.signingkey: {key} is a directory, not a key file")
     if not os.path.exists(key) and not os.access(os.path.dirname(os.path.abspath(key)), os.W_OK):
         raise ValueError(f"auth.builtin.signingkey: {key} is missing and cannot be created there")
