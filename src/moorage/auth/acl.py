@@ -10,7 +10,14 @@ rules:
 ```
 
 A request gets the union of what the matching rules grant; nothing matched, nothing granted.
-In patterns `*` matches across `/` (`team/*` covers `team/a/b`).
+Rules for `anonymous` apply to everyone: a signed-in user may do at least what an anonymous
+caller may, so signing in never loses access to a public repository.
+
+Patterns are shell-style globs matched against the whole repository name (names are checked
+against the grammar first, so a pattern only ever meets valid names): `*` matches any run of
+characters including `/` (`team/*` covers `team/app` and `team/a/b`, not `team` itself), `?`
+one character, `[abc]` one of a set; `${user}` is replaced by the signed-in user's name, taken
+literally.
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ class Acl:
 
     def _applies_to(self, rule: Rule, user: str | None) -> bool:
         for who in rule.who:
-            if who == ANONYMOUS and user is None:
+            if who == ANONYMOUS:
                 return True
             if user is None:
                 continue

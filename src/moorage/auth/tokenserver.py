@@ -13,24 +13,40 @@ from typing import Any
 
 from aiohttp import web
 
-from moorage.auth.controllers import Builtin, basic_credentials
+from moorage.auth.controllers import Builtin, basic_credentials, challenge
 from moorage.auth.errors import Denied, InvalidRequest, Unauthorized
 from moorage.auth.scopes import ALL, REGISTRY, REPOSITORY, Scope
 from moorage.auth.tokens import InvalidToken
+from moorage.registry.errors import NameInvalid
+from moorage.registry.names import check_name
 
 REFRESH_LIFETIME = 7 * 24 * 3600
 REFRESH_ACCESS = "refresh"  # the single access claim entry that marks a refresh token
 
 
 def requested_scopes(values: list[str]) -> list[Scope]:
-    """Scopes from `scope` parameters (each may hold several, space-separated)."""
+    """Scopes from `scope` parameters (each may hold several, space-separated). Only what the
+    registry could be asked for is kept: repositories by a valid name, and the catalog; a
+    scope for anything else is dropped, so no token ever names what the registry refuses."""
     found = []
     for value in values:
         for text in value.split():
             scope = Scope.parse(text)
-            if scope is not None:
+            if scope is not None and _askable(scope):
                 found.append(scope)
     return found
+
+
+def _askable(scope: Scope) -> bool:
+    if scope.type == REGISTRY:
+        return scope.name == "catalog"
+    if scope.type != REPOSITORY:
+        return False
+    try:
+        check_name(scope.name)
+    except NameInvalid:
+        return False
+    return True
 
 
 def grant_for(server: Builtin, user: str | None, asked: list[Scope]) -> list[Scope]:
@@ -74,7 +90,7 @@ def _issue(server: Builtin, user: str | None, asked: list[Scope]) -> dict[str, A
 def _login_challenge(server: Builtin) -> Unauthorized:
     return Unauthorized(
         "invalid username or password",
-        headers={"WWW-Authenticate": f'Basic realm="{server.service}"'},
+        headers={"WWW-Authenticate": challenge("Basic", realm=server.service)},
     )
 
 

@@ -30,9 +30,12 @@ def acl() -> Acl:
     return from_document(DOCUMENT, "acl.yml")
 
 
-def test_anonymous_rule_applies_only_without_a_user(acl: Acl) -> None:
+def test_anonymous_rule_applies_to_everyone(acl: Acl) -> None:
+    # Signing in never loses what an anonymous caller may do.
     assert acl.allowed(None, "public/app", ALL) == {"pull"}
-    assert acl.allowed("alice", "public/app", ALL) == frozenset()
+    assert acl.allowed("alice", "public/app", ALL) == {"pull"}
+    assert [rule.index for rule in acl.deciding("dave", "public/app", "pull")] == [0]
+    assert acl.allowed("alice", "public", ALL) == frozenset()
 
 
 def test_star_means_any_signed_in_user_and_not_anonymous(acl: Acl) -> None:
