@@ -131,6 +131,9 @@ class Claims:
     access: list[Scope]
 
 
+MAX_CHAIN = 10  # certificates in an x5c chain: real chains have two or three
+
+
 class Verifier:
     def __init__(
         self,
@@ -156,10 +159,15 @@ class Verifier:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
             raise InvalidToken(f"malformed token: {exc}") from exc
+        except RecursionError:
+            raise InvalidToken("malformed token: nested too deeply") from None
         algorithm = header.get("alg")
-        if algorithm not in self.algorithms:
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
             raise InvalidToken(f"signing algorithm {algorithm!r} is not accepted")
-        key = self._signing_key(header)
+        try:
+            key = self._signing_key(header)
+        except (ValueError, TypeError) as exc:  # certificates that parse but not all the way
+            raise InvalidToken(f"unusable x5c chain: {exc}") from exc
         try:
             claims = jwt.decode(
                 token,
@@ -170,15 +178,19 @@ class Verifier:
                 leeway=LEEWAY,
                 options={"require": ["exp", "iss", "aud"]},
             )
-        except (jwt.PyJWTError, TypeError, ValueError) as exc:
+        except (jwt.PyJWTError, TypeError, ValueError, RecursionError) as exc:
             # TypeError/ValueError: the key does not fit the algorithm (an EC key for HS256).
-            raise InvalidToken(str(exc)) from exc
+            raise InvalidToken(str(exc) or type(exc).__name__) from exc
         return Claims(str(claims.get("sub") or ""), _access(claims.get("access")))
 
     def _signing_key(self, header: dict[str, Any]) -> PublicKey:
         x5c = header.get("x5c")
         if x5c:
-            if not isinstance(x5c, list) or not all(isinstance(i, str) for i in x5c):
+            if (
+                not isinstance(x5c, list)
+                or len(x5c) > MAX_CHAIN
+                or not all(isinstance(i, str) for i in x5c)
+            ):
                 raise InvalidToken("malformed x5c header")
             return _verify_chain(x5c, self.roots)
         kid = header.get("kid")
