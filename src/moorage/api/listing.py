@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import re
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -14,6 +15,8 @@ from moorage.registry import manifests as schema
 from moorage.registry.digest import Digest
 from moorage.registry.errors import NameUnknown, PaginationInvalid
 
+_COUNT = re.compile(r"[0-9]{1,18}")
+
 
 def _page(
     request: web.Request, items: list[str], path: str, default_n: int | None, max_n: int | None
@@ -23,13 +26,12 @@ def _page(
     n_text = request.query.get("n")
     if n_text is None:
         n = default_n
+    elif _COUNT.fullmatch(n_text):
+        n = int(n_text)
     else:
-        try:
-            n = int(n_text)
-        except ValueError:
-            raise PaginationInvalid(detail={"n": n_text}) from None
-        if n < 0:
-            raise PaginationInvalid(detail={"n": n_text})
+        raise PaginationInvalid(
+            "n must be a non-negative integer (ASCII digits, at most 18)", detail={"n": n_text}
+        )
     if n is not None and max_n is not None:
         n = min(n, max_n)
     last = request.query.get("last")

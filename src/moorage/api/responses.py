@@ -16,7 +16,8 @@ from aiohttp.abc import AbstractStreamWriter
 from moorage.registry.errors import BlobRangeNotSatisfiable
 
 FALLBACK_CHUNK = 1 << 20
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+# At most 19 digits a position (int64 has 19): longer numbers are no range a blob can satisfy.
+_RANGE = re.compile(r"bytes=([0-9]{0,19})-([0-9]{0,19})")
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:

@@ -18,7 +18,8 @@ from moorage.registry.errors import DigestInvalid, NameInvalid, RangeInvalid
 from moorage.registry.repository import Repository
 
 # `start-end`, as the spec writes it; `bytes start-end` and `bytes=start-end` from some clients.
-_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?")
+# Positions have at most 19 digits (int64's): a longer number is a malformed range.
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0-9]{1,19}|\*))?")
 
 
 def _upload_headers(
@@ -113,8 +114,8 @@ async def upload_status(request: web.Request) -> web.Response:
 
 async def patch_upload(request: web.Request) -> web.Response:
     repo, upload_id = _session(request)
-    start, length = await _content_range(request, repo, upload_id)
     try:
+        start, length = await _content_range(request, repo, upload_id)
         size = await repo.uploads.append(
             upload_id, request.content.iter_any(), start=start, length=length
         )
@@ -134,7 +135,8 @@ async def _content_range(
     match = _CONTENT_RANGE.fullmatch(header.strip())
     if match is None or int(match.group(2)) < int(match.group(1)):
         size = await repo.uploads.size(upload_id)
-        raise RangeInvalid(f"malformed Content-Range {header!r}", size=size)
+        shown = header if len(header) <= 80 else header[:80] + "..."
+        raise RangeInvalid(f"malformed Content-Range {shown!r}", size=size)
     start, end = int(match.group(1)), int(match.group(2))
     length = end - start + 1
     if request.content_length is not None and request.content_length != length:
