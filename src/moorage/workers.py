@@ -5,7 +5,8 @@ same one-line errors as a single process), binds every listener (so an address i
 once, before any worker runs), makes a run directory for what the workers share, and forks the
 workers. From then on it only watches: SIGTERM and SIGINT are passed on, and each worker drains
 as a single server does; a worker that dies is started again; the run directory goes when the
-last worker has stopped.
+last worker has stopped (or, when the supervisor and its workers were all killed, at the next
+start: see make_rundir).
 
 What the workers share:
 - the listeners: on TCP, one socket per worker and address, all with SO_REUSEPORT, so the kernel
@@ -25,6 +26,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import fcntl
 import gc
 import logging
 import math
@@ -51,6 +53,8 @@ PR_SET_PDEATHSIG = 1  # prctl(2)
 STARTUP_FAILED = 3  # a worker's exit status when it could not start: the supervisor stops
 RESTART_PAUSE = 1.0  # seconds before restarting a worker that died this soon after its start
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+RUNDIR_PREFIX = "moorage-"
+RUNDIR_LOCK = "supervisor.lock"
 
 
 def usable_cpus() -> int:
@@ -197,7 +201,7 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
     Raises StartupError before any worker starts."""
     checked = Server(config, redactor, strict_secrets=strict_secrets)  # the config's errors, once
     listeners = bind(config, workers)
-    rundir = tempfile.mkdtemp(prefix="moorage-")
+    rundir, lock = make_rundir()
     os.mkdir(os.path.join(rundir, "metrics"))
     previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
     children: dict[int, tuple[int, float]] = {}  # pid -> (worker index, started at)
@@ -276,7 +280,46 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
         signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
         _close([api + debug for api, debug in listeners])
         shutil.rmtree(rundir, ignore_errors=True)
+        os.close(lock)
     return status
+
+
+def make_rundir() -> tuple[str, int]:
+    """A new run directory in TMPDIR, and the descriptor of its lock, held by the supervisor
+    and (inherited) by every worker for as long as any of them lives. Run directories whose
+    lock nobody holds any more, left by a SIGKILLed supervisor whose workers were killed too,
+    are removed first."""
+    remove_abandoned_rundirs()
+    rundir = tempfile.mkdtemp(prefix=RUNDIR_PREFIX)
+    lock = os.open(os.path.join(rundir, RUNDIR_LOCK), os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # waits out a cleaner that opened it an instant ago
+    os.write(lock, f"{os.getpid()}\n".encode())  # a lock holding a pid is a finished one
+    return rundir, lock
+
+
+def remove_abandoned_rundirs() -> None:
+    """Removes the run directories in TMPDIR whose lock is free and was once taken: no process
+    of theirs is left. One being made right now (its lock still empty) is left alone."""
+    try:
+        entries = list(os.scandir(tempfile.gettempdir()))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(RUNDIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            lock = os.open(os.path.join(entry.path, RUNDIR_LOCK), os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:
+            continue  # not ours, or not a run directory
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if os.read(lock, 32).strip():
+                shutil.rmtree(entry.path, ignore_errors=True)
+                log.info("removed %s, left by a moorage that was killed", entry.path)
+        except OSError:
+            pass  # held: its supervisor or a worker still runs
+        finally:
+            os.close(lock)
 
 
 def _signal_all(children: dict[int, tuple[int, float]], sig: int) -> None:

@@ -434,6 +434,34 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
         assert not rundir.exists()  # the orphaned workers removed it
 
 
+def test_the_next_start_removes_what_a_killed_server_left(tmp_path: Path) -> None:
+    """The supervisor and every worker killed at once (SIGKILL: nobody left to clean up) leave
+    their run directory in TMPDIR; the next start removes it, and only it: the run directory
+    of a server still running and other files stay."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    env = {"TMPDIR": str(tmpdir)}
+    unrelated = tmpdir / "moorage-not-a-run-directory"
+    unrelated.mkdir()
+    with serving(tmp_path / "running", workers_config(tmp_path / "running"), env) as running:
+        kept = rundir_of(children(running.process.pid)[0])
+        with serving(tmp_path / "killed", workers_config(tmp_path / "killed"), env) as server:
+            workers = children(server.process.pid)
+            abandoned = rundir_of(workers[0])
+            # Stopped first, so that no worker runs its orphan clean-up in between.
+            for sig in (signal.SIGSTOP, signal.SIGKILL):
+                for pid in (server.process.pid, *workers):
+                    os.kill(pid, sig)
+            server.process.wait()
+            wait_until(lambda: not any(alive(pid) for pid in workers), "every worker gone")
+        assert abandoned.is_dir() and kept.is_dir()
+        with serving(tmp_path / "next", workers_config(tmp_path / "next"), env) as later:
+            assert requests.get(f"{later.url}/v2/", timeout=10).status_code == 200
+            assert not abandoned.exists()
+            assert kept.is_dir() and unrelated.is_dir()
+            assert requests.get(f"{running.url}/v2/", timeout=10).status_code == 200
+
+
 def test_inmemory_storage_with_workers_is_refused_in_one_line(tmp_path: Path) -> None:
     config = {
         "version": "0.1",
