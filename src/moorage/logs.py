@@ -55,8 +55,30 @@ def _parts(record: logging.LogRecord) -> tuple[float, str, str, str, dict[str, A
     )
 
 
+# Characters that would break a line or fool a terminal: text from the network (a request's
+# path, a header) passes through logs, and every event must stay one line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]")
+
+
+def _escaped(match: re.Match[str]) -> str:
+    return json.dumps(match.group())[1:-1]  # \n, \t, \u0000, ...
+
+
+def one_line(text: str) -> str:
+    """The text with control characters (newlines included) escaped as JSON writes them."""
+    return _CONTROL.sub(_escaped, text) if _CONTROL.search(text) else text
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, str) and (" " in value or '"' in value or _CONTROL.search(value)):
+        return json.dumps(value)
+    return value
+
+
 class TextFormatter(logging.Formatter):
-    """`time level logger: message key=value ...`"""
+    """`time level logger: message key=value ...`, always one line: control characters in the
+    message are escaped, values with spaces or control characters are JSON strings, and a
+    traceback is the value of `error=`."""
 
     def __init__(self, fields: dict[str, Any]) -> None:
         super().__init__()
@@ -65,18 +87,16 @@ class TextFormatter(logging.Formatter):
     def line(
         self, created: float, level: str, logger: str, message: str, extra: dict[str, Any]
     ) -> str:
-        pairs = " ".join(
-            f"{k}={json.dumps(v) if isinstance(v, str) and ' ' in v else v}"
-            for k, v in {**extra, **self.fields}.items()
-        )
-        line = f"{_timestamp(created)} {level} {logger}: {message}"
+        pairs = " ".join(f"{k}={_value(v)}" for k, v in {**extra, **self.fields}.items())
+        line = f"{_timestamp(created)} {level} {logger}: {one_line(message)}"
         return f"{line} {pairs}" if pairs else line
 
     def format(self, record: logging.LogRecord) -> str:
-        line = self.line(*_parts(record))
-        if record.exc_info or record.exc_text:
-            line = f"{line}\n{record.exc_text or self.formatException(record.exc_info)}"  # type: ignore[arg-type]
-        return line
+        created, level, logger, message, extra = _parts(record)
+        trace = _trace(self, record)
+        if trace:
+            extra["error"] = trace
+        return self.line(created, level, logger, message, extra)
 
 
 class JsonFormatter(logging.Formatter):
@@ -115,9 +135,22 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = self.entry(*_parts(record))
-        if record.exc_info or record.exc_text:
-            entry["error"] = record.exc_text or self.formatException(record.exc_info)  # type: ignore[arg-type]
+        trace = _trace(self, record)
+        if trace:
+            entry["error"] = trace
         return json.dumps(entry, default=str)
+
+
+def _trace(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """The record's traceback and stack, if any, as the standard formatter writes them."""
+    parts = []
+    if record.exc_info:
+        parts.append(record.exc_text or formatter.formatException(record.exc_info))
+    elif record.exc_text:
+        parts.append(record.exc_text)
+    if record.stack_info:
+        parts.append(formatter.formatStack(record.stack_info))
+    return "\n".join(parts)
 
 
 PIPE_BUF = 4096  # writes up to this size to a pipe are never interleaved with other writers'

@@ -69,17 +69,28 @@ def tls_context(config: Config, strict_secrets: bool) -> ssl.SSLContext | None:
     if not tls.certificate:
         return None
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    files = [("certificate", tls.certificate), ("key", tls.key)]
+    files += [(f"clientcas[{index}]", ca) for index, ca in enumerate(tls.clientcas)]
+    for key, path in files:
+        _readable_file(f"http.tls.{key}", path)
     try:
         check_private(tls.key, "TLS private key", strict_secrets)
         context.load_cert_chain(tls.certificate, tls.key)
-        for ca in tls.clientcas:
-            context.load_verify_locations(ca)
     except OSError as exc:
         raise StartupError(
             f"http.tls: cannot load {exc.filename or 'file'}: {exc.strerror}"
         ) from exc
     except ssl.SSLError as exc:
-        raise StartupError(f"http.tls: certificate or key not usable: {exc.reason}") from exc
+        raise StartupError(
+            f"http.tls.certificate, key: certificate or key not usable: {exc.reason}"
+        ) from exc
+    for index, ca in enumerate(tls.clientcas):
+        try:
+            context.load_verify_locations(ca)
+        except ssl.SSLError as exc:
+            raise StartupError(
+                f"http.tls.clientcas[{index}]: {ca}: not a usable CA certificate: {exc.reason}"
+            ) from exc
     minimum = tls.minimumtls.lower() or "tls1.2"
     if minimum not in TLS_VERSIONS:
         raise StartupError(f"http.tls.minimumtls: expected one of {', '.join(TLS_VERSIONS)}")
@@ -87,6 +98,17 @@ def tls_context(config: Config, strict_secrets: bool) -> ssl.SSLContext | None:
     if tls.clientcas:
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def _readable_file(key: str, path: str) -> None:
+    """Raises StartupError naming the key unless `path` is a file this process can read."""
+    if not path:
+        raise StartupError(f"{key}: required")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise StartupError(f"{key}: {path}: {exc.strerror}") from None
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -634,6 +636,61 @@ http:
     assert len(lines(result.stderr)) == 1 and "absent.yml" in result.stderr
 
 
+def test_unusable_files_are_named_by_their_key(tmp_path: Path) -> None:
+    """Whatever is wrong with a file the config names (a directory, missing, not a file the
+    key wants), the one line says which key, which file and what is wrong with it."""
+    directory = tmp_path / "a-directory"
+    directory.mkdir()
+    users = private_file(tmp_path / "users", "")
+    acl = private_file(tmp_path / "acl.yml", "rules: []\n")
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"auth": {"htpasswd": {"realm": "r", "path": str(directory)}}}, "auth.htpasswd.path"),
+        (
+            {"auth": {"token": {"realm": "r", "service": "s", "issuer": "i",
+                                "rootcertbundle": str(directory)}}},
+            "auth.token.rootcertbundle",
+        ),
+        (
+            {"auth": {"token": {"realm": "r", "service": "s", "issuer": "i",
+                                "jwks": str(tmp_path / "absent.json")}}},
+            "auth.token.jwks",
+        ),
+        (
+            {"auth": {"builtin": {"service": "s", "users": str(users), "acl": str(directory),
+                                  "signingkey": str(tmp_path / "key.pem")}}},
+            "auth.builtin.acl",
+        ),
+        (
+            {"auth": {"builtin": {"service": "s", "users": str(users), "acl": str(acl),
+                                  "signingkey": str(directory)}}},
+            "auth.builtin.signingkey",
+        ),
+        ({"http": {"tls": {"certificate": str(directory), "key": str(users)}}},
+         "http.tls.certificate"),
+        ({"http": {"tls": {"certificate": str(users), "key": str(tmp_path / "absent.key")}}},
+         "http.tls.key"),
+        ({"storage": {"filesystem": {"rootdirectory": str(users)}}},
+         "storage.filesystem.rootdirectory"),
+    ]  # fmt: skip
+    for number, (sections, key) in enumerate(cases):
+        config = moorage_config(tmp_path / "data", free_port(), http={"secret": "s-e-c-r-e-t"})
+        for name, section in sections.items():
+            config[name] = {**config.get(name, {}), **section}
+        path = private_file(tmp_path / f"config-{number}.yml", yaml.safe_dump(config))
+        commands = [("config", "check", str(path))]
+        if number == 0:
+            commands.append(("serve", str(path)))
+        for command in commands:
+            result = moorage(*command)
+            assert result.returncode == 1, (command, result)
+            (problem,) = [
+                line for line in lines(result.stderr) if " warning " not in line
+            ]  # a warning about the test's own files' modes may precede it
+            assert problem.startswith(f"moorage: config: {key}: ") or problem.startswith(
+                f"moorage: {key}: "
+            ), (command, problem)
+
+
 def test_serve_refuses_unusable_settings_in_one_line(tmp_path: Path) -> None:
     config = moorage_config(tmp_path / "data", free_port(), http={"secret": "s-e-c-r-e-t"})
     config["storage"]["cache"] = {"blobdescriptor": "redis"}  # and no redis.addr
@@ -918,3 +975,30 @@ def test_log_level_filters_lines(tmp_path: Path) -> None:
     assert not [line for line in output if " info " in line or " debug " in line]
     # Warnings still show: the config file holds no secret, so http.secret's is the one.
     assert [line for line in output if " warning " in line and "http.secret" in line]
+
+
+@pytest.mark.parametrize("formatter", ["text", "json"])
+def test_every_log_line_is_one_event_even_at_debug(tmp_path: Path, formatter: str) -> None:
+    """At debug the HTTP layer logs what it cannot parse, with a traceback: a TLS handshake on
+    the plain port, a request line with a NUL. Each is still one line, as is an access line for
+    a path that decodes to a newline."""
+    config = moorage_config(tmp_path / "data", 0, log={"level": "debug", "formatter": formatter})
+    with run_moorage(tmp_path / "run", config) as server:
+        port = int(server.host.rpartition(":")[2])
+        hello = bytes.fromhex("16030100a5010000a10303") + os.urandom(32) + b"\x00" * 40
+        for raw in (hello, b"GET /v2/\x00 HTTP/1.1\r\nHost: x\r\n\r\n"):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(raw)
+                with contextlib.suppress(OSError):
+                    sock.recv(4096)
+        forged = requests.get(f"{server.url}/v2/a%0A2026-01-01T00:00:00.000Z%20info/tags/list")
+        assert forged.status_code == 400
+        requests.get(f"{server.url}/v2/", timeout=10).raise_for_status()
+        time.sleep(0.2)  # the access lines of the last loop iteration
+    output = server.logs().splitlines()
+    assert any("Traceback" in line for line in output), server.logs()
+    for line in output:
+        if formatter == "json":
+            assert isinstance(json.loads(line), dict), line
+        else:
+            assert line[:4].isdigit() and line[10] == "T", line

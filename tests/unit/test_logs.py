@@ -165,3 +165,35 @@ def test_writes_are_whole_lines_of_at_most_pipe_buf_bytes() -> None:
         assert chunk.endswith(b"\n")
         assert len(chunk) <= logs.PIPE_BUF or chunk.count(b"\n") == 1
     assert len(chunks) < len(lines) / 10  # and many lines per write
+
+
+@pytest.mark.parametrize("formatter", ["text", "json", "logstash"])
+def test_every_event_is_one_line(formatter: str) -> None:
+    """Tracebacks, stacks and text from the network (a decoded path may hold a newline or a
+    NUL) never break a line: each event is one line that says what happened."""
+    stream = configured(formatter)
+    log = logging.getLogger("moorage.test")
+    try:
+        raise ValueError("first\nsecond")
+    except ValueError:
+        log.exception("failed on %s", "/v2/a\nforged line\r\x00\x1b[31m")
+    log.info("with a stack", stack_info=True)
+    log.warning("value", extra={"path": "a\nb", "plain": "c"})
+    logs.access("GET /v2/x\n200 forged 200", {**EXTRA, "route": "\u2028x"})
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    assert all(not set(line) & {"\r", "\x00", "\x1b", "\u2028"} for line in lines)
+    if formatter == "text":
+        assert "\\nforged line\\r\\u0000\\u001b[31m" in lines[0]
+        assert "error=" in lines[0] and "ValueError: first\\nsecond" in lines[0]
+        assert "Stack (most recent call last)" in lines[1]
+        assert 'path="a\\nb" plain=c' in lines[2]
+        assert lines[3].split(" ", 1)[1].startswith("info moorage.access: GET /v2/x\\n200 forged")
+    else:
+        entries = [json.loads(line) for line in lines]
+        message = "msg" if formatter == "json" else "message"
+        assert entries[0][message] == "failed on /v2/a\nforged line\r\x00\x1b[31m"
+        assert "ValueError: first\nsecond" in entries[0]["error"]
+        assert "Stack (most recent call last)" in entries[1]["error"]
+        assert entries[2]["path"] == "a\nb"
+        assert entries[3]["route"] == "\u2028x"

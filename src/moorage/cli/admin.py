@@ -70,6 +70,8 @@ def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
+        if not sys.stdin.isatty():
+            raise AdminError("no terminal to ask for the password on; pipe it to --password-stdin")
         password = getpass.getpass("password: ")
         if getpass.getpass("again: ") != password:
             raise AdminError("the passwords differ")

@@ -91,18 +91,33 @@ def _check(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Every command's errors end as one line on stderr and a non-zero exit, never a
+    traceback."""
     args = _parser().parse_args(argv)
     redactor = secrets.Redactor()
     # serve holds the config's warnings until the config names the log format.
     logs.bootstrap(redactor, hold=args.command == "serve")
     try:
-        if args.command == "serve":
-            return _serve(args, redactor)
-        if args.command == "user":
-            return admin.run_user(args)
-        if args.command == "acl":
-            return admin.run_acl(args)
-        return _check(args, redactor)
+        return _run(args, redactor)
     except admin.AdminError as exc:
-        print(f"moorage: {exc}", file=sys.stderr)
-        return 1
+        problem = str(exc)
+    except KeyboardInterrupt:
+        problem = "interrupted"
+    except EOFError:
+        problem = "standard input ended before what was asked for was read"
+    except OSError as exc:
+        problem = f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+    except Exception as exc:  # a defect: still one line, with what it was
+        problem = f"unexpected {type(exc).__name__}: {exc}"
+    print(logs.one_line(redactor.redact(f"moorage: {problem}")), file=sys.stderr)
+    return 1
+
+
+def _run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
+    if args.command == "serve":
+        return _serve(args, redactor)
+    if args.command == "user":
+        return admin.run_user(args)
+    if args.command == "acl":
+        return admin.run_acl(args)
+    return _check(args, redactor)
