@@ -50,6 +50,7 @@ TIMEOUT = 120  # seconds, for any one subprocess
 SERVICE = "moorage-test"
 ALL_ACTIONS = ("pull", "push", "delete")
 CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
+FORM = "application/x-www-form-urlencoded"
 _LOGGED_FAILURE = re.compile(r"Traceback|\s(?:ERROR|CRITICAL|error|critical)\s")
 
 PASSWORDS = {
@@ -1071,12 +1072,20 @@ def test_user_cli_reads_passwords_from_stdin_never_argv(tmp_path: Path) -> None:
         assert not re.search(r"--password(?!-stdin)|-p\b", helptext), helptext
     argv = moorage_cli("user", "add", "--users", str(users), "bob", "--password", "x")
     assert argv.returncode != 0 and not users.read_text().count("bob:")
-    # errors: an existing user, an empty password, a missing user
-    assert moorage_cli("user", "add", "--users", str(users), "--password-stdin", "alice",
-                       stdin="x\n").returncode != 0  # fmt: skip
-    assert moorage_cli("user", "add", "--users", str(users), "--password-stdin", "bob",
-                       stdin="\n").returncode != 0  # fmt: skip
-    assert moorage_cli("user", "remove", "--users", str(users), "nobody").returncode != 0
+    # errors, each one line and a non-zero exit: an existing user, an empty password, a missing
+    # user, no terminal to prompt on, a users file that is a directory
+    for failed, says in (
+        (moorage_cli("user", "add", "--users", str(users), "--password-stdin", "alice",
+                     stdin="x\n"), "exists"),
+        (moorage_cli("user", "add", "--users", str(users), "--password-stdin", "bob",
+                     stdin="\n"), "empty"),
+        (moorage_cli("user", "remove", "--users", str(users), "nobody"), "no user"),
+        (moorage_cli("user", "add", "--users", str(users), "bob", stdin=""), "no terminal"),
+        (moorage_cli("user", "list", "--users", str(tmp_path)), "Is a directory"),
+    ):  # fmt: skip
+        assert failed.returncode == 1, failed
+        assert len(failed.stderr.splitlines()) == 1 and failed.stderr.startswith("moorage: ")
+        assert says in failed.stderr, failed.stderr
     changed = moorage_cli("user", "passwd", "--users", str(users), "--password-stdin", "alice",
                           stdin="n3w\n")  # fmt: skip
     assert changed.returncode == 0
@@ -1275,6 +1284,28 @@ def test_names_are_refused_before_authorization(
             if method != "HEAD":
                 assert error_codes(response) == ["NAME_INVALID"]
                 assert "invalid repository name: " in response.json()["errors"][0]["message"]
+
+
+def test_token_requests_the_http_layer_refuses_get_the_envelope(builtin: Builtin) -> None:
+    url = f"{builtin.server.url}/auth/token"
+    form = {"grant_type": "password", "username": "alice", "password": "x" * (2 << 20)}
+    too_large = requests.post(url, data=form, timeout=30)
+    assert too_large.status_code == 413
+    assert error_codes(too_large) == ["SIZE_INVALID"]
+    malformed = requests.post(
+        url,
+        data=b"--b\r\nContent-Disposition: form-data\r\n\r\nx",
+        headers={"Content-Type": "multipart/form-data; boundary=b"},
+        timeout=30,
+    )
+    assert malformed.status_code == 400
+    assert error_codes(malformed) == ["UNSUPPORTED"]
+    not_utf8 = requests.post(
+        url, data=b"grant_type=password&username=%FF%FE\xff", headers={"Content-Type": FORM},
+        timeout=30,
+    )  # fmt: skip
+    assert not_utf8.status_code in (400, 401)
+    assert error_codes(not_utf8)
 
 
 def test_every_challenge_parameter_is_quoted(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ from moorage.api.errors import (
     EndpointNotFound,
     InternalError,
     MethodNotAllowed,
+    RequestRefused,
+    RequestTooLarge,
     ServiceUnavailable,
     error_response,
 )
@@ -53,6 +55,10 @@ async def translate_errors(request: web.Request, handler: Handler) -> web.Stream
         return error_response(MethodNotAllowed(detail={"method": request.method}))
     except (ConnectionError, aiohttp.ClientError):
         raise  # the client went away: nothing to answer
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(RequestTooLarge())
+    except web.HTTPClientError as exc:
+        return error_response(RequestRefused(exc.reason))
     except web.HTTPException:
         raise
     except Exception:

@@ -40,6 +40,18 @@ class ServiceUnavailable(e.RegistryError):
     message = "the registry is unhealthy; see /debug/health"
 
 
+class RequestRefused(e.RegistryError):
+    """The HTTP layer refused what a handler asked it to read (a malformed form body)."""
+
+    message = "the request could not be read"
+
+
+class RequestTooLarge(RequestRefused):
+    """A body larger than the HTTP layer reads whole (a form over its limit)."""
+
+    message = "the request body is too large"
+
+
 # domain error -> (OCI error code, HTTP status)
 TABLE: dict[type[e.RegistryError], tuple[str, int]] = {
     e.NameInvalid: ("NAME_INVALID", 400),
@@ -66,6 +78,8 @@ TABLE: dict[type[e.RegistryError], tuple[str, int]] = {
     Unauthorized: ("UNAUTHORIZED", 401),
     Denied: ("DENIED", 403),
     InvalidRequest: ("UNSUPPORTED", 400),
+    RequestRefused: ("UNSUPPORTED", 400),
+    RequestTooLarge: ("SIZE_INVALID", 413),
     TooManyRequests: ("TOOMANYREQUESTS", 429),
 }
 

@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_request import FileField
+from multidict import MultiDictProxy
 
 from moorage.auth.controllers import Builtin, basic_credentials, challenge
 from moorage.auth.errors import Denied, InvalidRequest, Unauthorized
@@ -110,7 +112,7 @@ def token_handlers(server: Builtin) -> tuple[Any, Any]:
         return web.json_response(_issue(server, user, asked))
 
     async def post_token(request: web.Request) -> web.Response:
-        form = await request.post()
+        form = await _form(request)
         fields = {key: str(value) for key, value in form.items() if isinstance(value, str)}
         _check_service(server, fields.get("service"))
         asked = requested_scopes([str(value) for value in form.getall("scope", [])])
@@ -139,6 +141,20 @@ def token_handlers(server: Builtin) -> tuple[Any, Any]:
         return web.json_response(answer)
 
     return get_token, post_token
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+async def _form(request: web.Request) -> MultiDictProxy[str | bytes | bytearray | FileField]:
+    """The body of a token POST: an urlencoded form, as OAuth2 has it (InvalidRequest for any
+    other or a malformed one; aiohttp's 413 beyond its body limit)."""
+    if request.content_type != FORM:
+        raise InvalidRequest(f"a token request's body is {FORM}")
+    try:
+        return await request.post()
+    except ValueError as exc:  # not UTF-8, or not a form
+        raise InvalidRequest(f"malformed form: {exc}") from None
 
 
 def _refresh_token(server: Builtin, user: str) -> str:
