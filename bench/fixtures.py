@@ -67,7 +67,7 @@ def blob_file(directory: Path, label: str, size: int, seed: int) -> BlobFile:
 
 def warm_memory(directory: Path, size: int) -> None:
     """Writes and deletes `size` bytes: on this VM the first write into never-touched memory is
-    several times slower (ballooned pages, shared/STACK.md), so touch the page cache the
+    several times slower (ballooned pages, measured about 4x), so touch the page cache the
     timed pushes will write into before timing them."""
     if size <= 0:
         return

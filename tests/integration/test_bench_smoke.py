@@ -16,7 +16,7 @@ import pytest
 from bench.workloads import S3_WORKLOADS, WORKLOADS
 
 REPO = Path(__file__).resolve().parents[2]
-# The suite's own peers; shared/TESTING.md: fail with one clear line rather than skip.
+# The suite's own peers: fail with one clear line rather than skip.
 TOOLS = ("docker-registry", "wrk", "hey", "skopeo")
 
 
