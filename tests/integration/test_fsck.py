@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tests.api import OCI_INDEX, OCI_MANIFEST, Client, sha256
+from tests.api import OCI_INDEX, OCI_MANIFEST, Client, RepeatedBody, sha256
 from tests.integration.s3_support import bucket, list_multipart_uploads, s3_client
 from tests.servers import (
     RedisServer,
@@ -273,6 +273,43 @@ def test_verify_content_catches_a_flipped_byte(tmp_path: Path) -> None:
     process.stdout.close()
     assert b"\rverifying content: " in shown
     assert b"3.0 MiB of 3.0 MiB (100%)" in shown
+
+
+# fsck's own peak memory, printed by the process itself when it is done
+PEAK = """
+import resource, sys
+from moorage.cli import main
+code = main(sys.argv[1:])
+print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)
+raise SystemExit(code)
+"""
+
+
+def test_verify_content_streams_in_flat_memory(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    config = write_config(tmp_path / "config.yml", moorage_config(root, 0))
+    block = hashlib.sha256(b"flat").digest() * (MiB // 32)
+    expected = hashlib.sha256()
+    for _ in range(256):
+        expected.update(block)
+    digest = f"sha256:{expected.hexdigest()}"
+    with run_moorage(tmp_path / "server", yaml.safe_load(config.read_text())) as server:
+        location = Client(server.url).start_upload("big")
+        pushed = Client(server.url).request(
+            "PUT", location, params={"digest": digest}, data=RepeatedBody(block, 256), timeout=600
+        )
+        assert pushed.status_code == 201, pushed.text
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK, "fsck", str(config), "--verify-content"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 blob verified (256.0 MiB)" in result.stdout
+    peak = int(re.findall(r"^peak (\d+)$", result.stderr, re.MULTILINE)[0])
+    assert peak < 150, f"fsck peak RSS {peak} MiB"
 
 
 def test_usage_config_and_storage_errors_are_one_line(tmp_path: Path) -> None:
