@@ -46,9 +46,8 @@ async def sessions(registry: Registry) -> AsyncIterator[Session]:
     for name in await registry.walk(paths.UPLOADS_MARKER):
         for upload_id in await child_names(driver, paths.uploads(name)):
             try:
-                started = _started(
-                    (await driver.get_content(paths.upload_started_at(name, upload_id))).decode()
-                )
+                text = await driver.get_content(paths.upload_started_at(name, upload_id))
+                started = _started(text.decode("ascii", "replace"))
             except PathNotFound:
                 try:
                     started = (await driver.stat(paths.upload_dir(name, upload_id))).modified
