@@ -120,9 +120,11 @@ def _cache(config: Config) -> BlobDescriptorCache | None:
 
 async def _check(fsck: Fsck, progress: Progress | None, repair: bool, verify_content: bool) -> int:
     try:
-        report = await fsck.check(verify_content=verify_content)
-        if progress is not None:
-            progress.close()
+        try:
+            report = await fsck.check(verify_content=verify_content)
+        finally:
+            if progress is not None:
+                progress.close()
         for finding in report.findings:
             print(finding)
         print(_checked(report))
