@@ -28,9 +28,12 @@ def error_codes(response: requests.Response) -> list[str]:
 
 
 class Client:
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, *, monolithic: bool = True) -> None:
+        """`monolithic`: blobs go up in one POST ?digest=; False for a registry without it
+        (distribution 2.8): a POST then a PUT with the body."""
         self.base = base
         self.http = requests.Session()
+        self.monolithic = monolithic
 
     def url(self, path: str) -> str:
         return path if path.startswith("http") else f"{self.base}{path}"
@@ -41,11 +44,15 @@ class Client:
         return self.http.request(method, self.url(path), **kwargs)
 
     def push_blob(self, name: str, data: bytes) -> str:
-        """Monolithic upload (POST ?digest=); returns the digest."""
+        """Uploads a blob (monolithic unless the client says otherwise); returns the digest."""
         digest = sha256(data)
-        response = self.request(
-            "POST", f"/v2/{name}/blobs/uploads/", params={"digest": digest}, data=data
-        )
+        if self.monolithic:
+            response = self.request(
+                "POST", f"/v2/{name}/blobs/uploads/", params={"digest": digest}, data=data
+            )
+        else:
+            location = self.start_upload(name)
+            response = self.request("PUT", location, params={"digest": digest}, data=data)
         assert response.status_code == 201, response.text
         return digest
 

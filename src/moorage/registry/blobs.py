@@ -7,13 +7,14 @@ collection, since other repositories may link the same digest.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from moorage.registry.catalog import Catalog
-from moorage.registry.digest import Digest
+from moorage.registry.digest import Digest, new_hasher
 from moorage.registry.errors import BlobUnknown, Unavailable, Unsupported
 from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache, CachedBlob, CacheUnavailable
@@ -42,6 +43,44 @@ async def write_link(driver: StorageDriver, path: str, digest: Digest) -> None:
     await driver.put_content(path, str(digest).encode())
 
 
+async def child_names(driver: StorageDriver, path: str) -> list[str]:
+    """Names of a directory's children; none when it does not exist."""
+    try:
+        return [child.rpartition("/")[2] for child in await driver.list(path)]
+    except PathNotFound:
+        return []
+
+
+async def digests_below(driver: StorageDriver, directory: str) -> list[Digest]:
+    """The digests named by the `<alg>/<hex>` directories below `directory` (`_layers`, the
+    manifest revisions, a subject's referrers), sorted; names that are no digest are skipped.
+    A directory may have lost its link file: distribution's deletes remove the file only."""
+    found = []
+    for algorithm in await child_names(driver, directory):
+        for hex_ in await child_names(driver, f"{directory}/{algorithm}"):
+            digest = Digest.parse_or_none(f"{algorithm}:{hex_}")
+            if digest is not None:
+                found.append(digest)
+    return sorted(found)
+
+
+async def content_hex(
+    driver: StorageDriver,
+    path: str,
+    algorithm: str,
+    progress: Callable[[int], None] | None = None,
+) -> str:
+    """The hex digest in `algorithm` of the file at `path`, streamed: each chunk is hashed on
+    a worker thread (hashlib releases the GIL on large buffers) so the event loop stays free;
+    `progress(n)` is called after each chunk of n bytes."""
+    hasher = new_hasher(algorithm)
+    async for chunk in driver.reader(path):
+        await asyncio.to_thread(hasher.update, chunk)
+        if progress is not None:
+            progress(len(chunk))
+    return hasher.hexdigest()
+
+
 class BlobStore:
     """Content by digest, for the whole registry."""
 
@@ -61,6 +100,28 @@ class BlobStore:
         if self.cache is not None:
             await self.cache.set(None, digest, CachedBlob(digest, info.size))
         return BlobInfo(digest, info.size, digest)
+
+    async def forget(self, digest: Digest) -> None:
+        """Drops what the cache knows of the content under `digest`, for whoever removes it or
+        finds it gone. Raises Unavailable when a shared cache cannot be reached."""
+        if self.cache is not None:
+            try:
+                await self.cache.forget(None, digest)
+            except CacheUnavailable as exc:
+                raise Unavailable(f"the cache cannot be reached ({exc})") from None
+
+    async def digests(self) -> AsyncIterator[Digest]:
+        """Every digest content is stored under, shard by shard, in order. The content of one
+        may be gone meanwhile (its directory left behind)."""
+        algorithms = await child_names(self.driver, paths.BLOBS)
+        for algorithm in sorted(algorithms):
+            shards = await child_names(self.driver, paths.blob_algorithm(algorithm))
+            for prefix in sorted(shards):
+                shard = paths.blob_shard(algorithm, prefix)
+                for hex_ in sorted(await child_names(self.driver, shard)):
+                    digest = Digest.parse_or_none(f"{algorithm}:{hex_}")
+                    if digest is not None and hex_.startswith(prefix):
+                        yield digest
 
     async def exists(self, digest: Digest) -> bool:
         try:
@@ -126,6 +187,11 @@ class RepositoryBlobs:
         self.name = name
         self.deletes = deletes
         self.catalog = catalog
+
+    async def links(self) -> list[Digest]:
+        """The digests this repository has `_layers` entries for, sorted (an entry may have lost
+        its link file: see digests_below)."""
+        return await digests_below(self.driver, paths.layers(self.name))
 
     async def stored(self, digest: Digest) -> Digest | None:
         """The digest this repository's link for `digest` names, which the content is stored

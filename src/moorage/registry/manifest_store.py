@@ -7,7 +7,14 @@ import time
 from dataclasses import dataclass
 
 from moorage.registry import manifests as schema
-from moorage.registry.blobs import BlobStore, RepositoryBlobs, read_link, write_link
+from moorage.registry.blobs import (
+    BlobStore,
+    RepositoryBlobs,
+    child_names,
+    digests_below,
+    read_link,
+    write_link,
+)
 from moorage.registry.digest import Digest
 from moorage.registry.errors import (
     BlobUnknown,
@@ -38,14 +45,6 @@ class PutResult:
     digest: Digest
     manifest: schema.Manifest
     tags: tuple[str, ...]
-
-
-async def _children(driver: StorageDriver, path: str) -> list[str]:
-    """Names of a directory's children; none when it does not exist."""
-    try:
-        return [child.rpartition("/")[2] for child in await driver.list(path)]
-    except PathNotFound:
-        return []
 
 
 def _pointed(digest: Digest | None, tag: str) -> Digest:
@@ -106,7 +105,7 @@ class Tags:
         stat; elsewhere it is listed each time."""
         directory = paths.tags(self.name)
         if self.driver.local_file(directory) is None:
-            return sorted(await _children(self.driver, directory))
+            return sorted(await child_names(self.driver, directory))
         try:
             modified = (await self.driver.stat(directory)).modified
         except PathNotFound:
@@ -114,7 +113,7 @@ class Tags:
         known = self.listings.get(self.name)
         if known is not None and known[0] == modified:
             return known[1]
-        tags = sorted(await _children(self.driver, directory))
+        tags = sorted(await child_names(self.driver, directory))
         # Timestamps are coarse (a clock tick): a listing is kept only once its mtime is older
         # than that, so that any later change is sure to carry a newer one.
         if time.time() - modified > MTIME_SETTLED:
@@ -146,14 +145,11 @@ class Referrers:
             await self.driver.delete(link.rpartition("/")[0])
 
     async def digests(self, subject: Digest) -> list[Digest]:
-        base = paths.referrers(self.name, subject)
-        found = []
-        for algorithm in await _children(self.driver, base):
-            for hex_ in await _children(self.driver, f"{base}/{algorithm}"):
-                digest = Digest.parse_or_none(f"{algorithm}:{hex_}")
-                if digest is not None:
-                    found.append(digest)
-        return sorted(found)
+        return await digests_below(self.driver, paths.referrers(self.name, subject))
+
+    async def subjects(self) -> list[Digest]:
+        """The subjects the index has referrers for, sorted."""
+        return await digests_below(self.driver, paths.referrer_subjects(self.name))
 
 
 class Manifests:
@@ -185,6 +181,11 @@ class Manifests:
         if not await self.exists(parsed):
             raise ManifestUnknown(detail={"digest": reference})
         return parsed
+
+    async def revisions(self) -> list[Digest]:
+        """The digests this repository has revision entries for, sorted (an entry may have
+        lost its link file: see digests_below; `exists` tells)."""
+        return await digests_below(self.driver, paths.manifest_revisions(self.name))
 
     async def exists(self, digest: Digest) -> bool:
         link = paths.manifest_revision_link(self.name, digest)

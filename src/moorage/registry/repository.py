@@ -81,10 +81,11 @@ class Registry:
     async def _walk_repositories(self) -> list[str]:
         return await self.walk(paths.REPOSITORY_MARKER)
 
-    async def walk(self, marker: str) -> list[str]:
-        """Every repository, in lexical order. A repository is a directory below
-        `repositories/` with a `_layers` child, as distribution's catalog has it (an image's
-        config and layers are always linked there); names may nest (`a/b` and `a/b/c`)."""
+    async def walk(self, *markers: str) -> list[str]:
+        """Every repository with one of the `markers` children, in lexical order. The catalog's
+        repositories are the directories below `repositories/` with a `_layers` child, as
+        distribution's catalog has it (an image's config and layers are always linked there);
+        names may nest (`a/b` and `a/b/c`)."""
         found: list[str] = []
         pending = [paths.REPOSITORIES]
         prefix = paths.REPOSITORIES + "/"
@@ -96,8 +97,8 @@ class Registry:
                 continue
             for child in children:
                 base = child.rpartition("/")[2]
-                if base == marker:
+                if base in markers:
                     found.append(directory[len(prefix) :])
                 elif not base.startswith("_"):
                     pending.append(child)
-        return sorted(found)
+        return sorted(set(found))

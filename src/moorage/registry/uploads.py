@@ -17,7 +17,7 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from moorage.registry.blobs import BlobInfo, BlobStore, RepositoryBlobs
+from moorage.registry.blobs import BlobInfo, BlobStore, RepositoryBlobs, content_hex
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
 from moorage.registry.errors import (
     BlobUploadInvalid,
@@ -241,14 +241,7 @@ class Uploads:
             await running.settle()
         if running and running.offset == size and running.algorithm == algorithm:
             return running.hasher.hexdigest()
-        return await self._rehash(path, algorithm)
-
-    async def _rehash(self, path: str, algorithm: str) -> str:
-        hasher = new_hasher(algorithm)
-        async for chunk in self.driver.reader(path):
-            # hashlib releases the GIL on large buffers: keep the event loop free meanwhile.
-            await asyncio.to_thread(hasher.update, chunk)
-        return hasher.hexdigest()
+        return await content_hex(self.driver, path, algorithm)
 
     async def _discard(self, upload_id: str) -> None:
         self.states.hashes.pop((self.name, upload_id), None)

@@ -31,8 +31,19 @@ REPOSITORIES = f"{ROOT}/repositories"
 BLOBS = f"{ROOT}/blobs"
 # The child directory that makes a directory below REPOSITORIES a repository.
 REPOSITORY_MARKER = "_layers"
+MANIFESTS_MARKER = "_manifests"  # a repository's manifests and tags
 UPLOADS_MARKER = "_uploads"  # a repository's upload sessions
 CONTENT_ALGORITHM = "sha256"  # blob content is stored under its digest in this algorithm
+
+
+def blob_algorithm(algorithm: str) -> str:
+    """The blobs stored under digests of one algorithm: `<hex[:2]>` shards below."""
+    return f"{BLOBS}/{algorithm}"
+
+
+def blob_shard(algorithm: str, prefix: str) -> str:
+    """The blobs whose hex digest starts with `prefix` (two characters)."""
+    return f"{BLOBS}/{algorithm}/{prefix}"
 
 
 def blob_dir(digest: Digest) -> str:
@@ -47,16 +58,24 @@ def repository(name: str) -> str:
     return f"{REPOSITORIES}/{name}"
 
 
+def layers(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{REPOSITORY_MARKER}"
+
+
 def layer_link(name: str, digest: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_layers/{digest.algorithm}/{digest.hex}/link"
+    return f"{layers(name)}/{digest.algorithm}/{digest.hex}/link"
 
 
 def manifests(name: str) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests"
+    return f"{REPOSITORIES}/{name}/{MANIFESTS_MARKER}"
+
+
+def manifest_revisions(name: str) -> str:
+    return f"{manifests(name)}/revisions"
 
 
 def manifest_revision_link(name: str, digest: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_manifests/revisions/{digest.algorithm}/{digest.hex}/link"
+    return f"{manifest_revisions(name)}/{digest.algorithm}/{digest.hex}/link"
 
 
 def tags(name: str) -> str:
@@ -75,8 +94,12 @@ def tag_index_link(name: str, tag: str, digest: Digest) -> str:
     return f"{tag_dir(name, tag)}/index/{digest.algorithm}/{digest.hex}/link"
 
 
+def uploads(name: str) -> str:
+    return f"{REPOSITORIES}/{name}/{UPLOADS_MARKER}"
+
+
 def upload_dir(name: str, upload_id: str) -> str:
-    return f"{REPOSITORIES}/{name}/_uploads/{upload_id}"
+    return f"{uploads(name)}/{upload_id}"
 
 
 def upload_data(name: str, upload_id: str) -> str:
@@ -87,8 +110,13 @@ def upload_started_at(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
 
 
+def referrer_subjects(name: str) -> str:
+    """moorage's referrers index of a repository: one `<alg>/<hex>` directory per subject."""
+    return f"{REPOSITORIES}/{name}/_referrers"
+
+
 def referrers(name: str, subject: Digest) -> str:
-    return f"{REPOSITORIES}/{name}/_referrers/{subject.algorithm}/{subject.hex}"
+    return f"{referrer_subjects(name)}/{subject.algorithm}/{subject.hex}"
 
 
 def referrer_link(name: str, subject: Digest, referrer: Digest) -> str:

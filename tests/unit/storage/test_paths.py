@@ -26,6 +26,8 @@ def test_blobs() -> None:
     assert paths.blob_dir(DIGEST) == f"/docker/registry/v2/blobs/sha256/ab/{HEX}"
     assert paths.blob_data(DIGEST) == f"/docker/registry/v2/blobs/sha256/ab/{HEX}/data"
     assert paths.blob_data(SHA512) == (f"/docker/registry/v2/blobs/sha512/ef/{'ef56' * 32}/data")
+    assert paths.blob_algorithm("sha256") == "/docker/registry/v2/blobs/sha256"
+    assert paths.blob_shard("sha256", "ab") == "/docker/registry/v2/blobs/sha256/ab"
 
 
 def test_repository() -> None:
@@ -34,11 +36,13 @@ def test_repository() -> None:
 
 
 def test_layer_link() -> None:
+    assert paths.layers(NAME) == f"{REPO}/_layers"
     assert paths.layer_link(NAME, DIGEST) == f"{REPO}/_layers/sha256/{HEX}/link"
 
 
 def test_manifests() -> None:
     assert paths.manifests(NAME) == f"{REPO}/_manifests"
+    assert paths.manifest_revisions(NAME) == f"{REPO}/_manifests/revisions"
     assert paths.manifest_revision_link(NAME, DIGEST) == (
         f"{REPO}/_manifests/revisions/sha256/{HEX}/link"
     )
@@ -54,12 +58,14 @@ def test_tags() -> None:
 
 
 def test_uploads() -> None:
+    assert paths.uploads(NAME) == f"{REPO}/_uploads"
     assert paths.upload_dir(NAME, UPLOAD) == f"{REPO}/_uploads/{UPLOAD}"
     assert paths.upload_data(NAME, UPLOAD) == f"{REPO}/_uploads/{UPLOAD}/data"
     assert paths.upload_started_at(NAME, UPLOAD) == f"{REPO}/_uploads/{UPLOAD}/startedat"
 
 
 def test_referrers() -> None:
+    assert paths.referrer_subjects(NAME) == f"{REPO}/_referrers"
     assert paths.referrers(NAME, DIGEST) == f"{REPO}/_referrers/sha256/{HEX}"
     assert paths.referrer_link(NAME, DIGEST, OTHER) == (
         f"{REPO}/_referrers/sha256/{HEX}/sha256/{'cd34' * 16}/link"

@@ -1,0 +1,211 @@
+"""`moorage fsck [CONFIG] [--repair] [--verify-content]`: checks the storage root the config names
+(moorage.lifecycle.fsck) and prints one line per problem, then what was checked and the counts.
+
+Exit status: 0 when nothing is wrong (with --repair: when everything found was repaired), 1 when
+something is (or was left), 2 when the check could not run (usage, config, storage failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections import Counter
+from typing import TextIO
+
+from moorage.config import secrets
+from moorage.config.loader import ConfigError, load
+from moorage.config.schema import Config, seconds
+from moorage.lifecycle.fsck import Fsck, Kind, Outcome, Report
+from moorage.storage import cache as caches
+from moorage.storage import driver as drivers
+from moorage.storage.cache import BlobDescriptorCache
+from moorage.storage.driver import StorageError
+
+PROGRESS_EVERY = 0.1  # seconds between redraws of the progress line
+
+# what was checked: singular and plural, in the order shown
+CHECKED = {
+    "repositories": ("repository", "repositories"),
+    "manifests": ("manifest", "manifests"),
+    "tags": ("tag", "tags"),
+    "layer links": ("layer link", "layer links"),
+    "referrers": ("referrer", "referrers"),
+    "upload sessions": ("upload session", "upload sessions"),
+    "blobs verified": ("blob verified", "blobs verified"),
+}
+
+
+class Usage(Exception):
+    """The check cannot run as asked: one line for the user."""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "fsck",
+        help="check a storage root for what a registry cannot serve",
+        description="Checks the storage root of CONFIG (moorage's or distribution's): tags, "
+        "revisions and layer links pointing at missing content, manifests missing blobs, "
+        "indexes missing children, the referrers index, abandoned upload sessions. Exits 0 "
+        "when nothing is wrong, 1 when something is, 2 when the check cannot run.",
+    )
+    parser.add_argument(
+        "config", nargs="?", help="the config file `moorage serve` takes (default: embedded)"
+    )
+    parser.add_argument(
+        "--repair",
+        action="store_true",
+        help="remove dangling links, rebuild the referrers index, remove abandoned uploads; "
+        "what cannot be repaired without guessing is left and reported",
+    )
+    parser.add_argument(
+        "--verify-content",
+        action="store_true",
+        help="re-hash every blob's content and compare it with its digest",
+    )
+
+
+def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
+    try:
+        config = _config(args.config, redactor)
+        progress = Progress(sys.stderr) if sys.stderr.isatty() else None
+        fsck = Fsck(
+            _driver(config),
+            upload_age=seconds(config.storage.maintenance.uploadpurging.age),
+            cache=_cache(config) if args.repair else None,
+            progress=progress,
+        )
+        return asyncio.run(_check(fsck, progress, args.repair, args.verify_content))
+    except Usage as exc:
+        print(redactor.redact(f"moorage fsck: {exc}"), file=sys.stderr)
+        return 2
+    except StorageError as exc:
+        print(redactor.redact(f"moorage fsck: storage: {exc}"), file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nmoorage fsck: interrupted", file=sys.stderr)
+        return 130
+
+
+def _config(path: str | None, redactor: secrets.Redactor) -> Config:
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        raise Usage(f"config: {'; '.join(exc.problems)}") from None
+    redactor.add(list(secrets.values(config.as_tree())))
+    return config
+
+
+def _driver(config: Config) -> drivers.StorageDriver:
+    """The storage driver, built as `moorage serve` builds it."""
+    if config.storage.driver == "inmemory":
+        raise Usage("config: storage.inmemory keeps nothing outside the serving process")
+    try:
+        return drivers.create(config.storage.driver, config.storage.parameters)
+    except ValueError as exc:
+        raise Usage(f"config: {exc}") from None
+
+
+def _cache(config: Config) -> BlobDescriptorCache | None:
+    """The cache the registries share (Redis), which repairs keep true; an in-memory cache is
+    each serving process's own."""
+    if config.storage.cache.blobdescriptor != "redis":
+        return None
+    try:
+        return caches.create("redis", {"redis": config.redis})
+    except ValueError as exc:
+        raise Usage(f"config: {exc}") from None
+
+
+async def _check(fsck: Fsck, progress: Progress | None, repair: bool, verify_content: bool) -> int:
+    try:
+        try:
+            report = await fsck.check(verify_content=verify_content)
+        finally:
+            if progress is not None:
+                progress.close()
+        for finding in report.findings:
+            print(finding)
+        print(_checked(report))
+        if not report.findings:
+            print("no problems found")
+            return 0
+        repairable = sum(finding.repairable for finding in report.findings)
+        print(
+            f"found {_plural(len(report.findings), 'problem')}: {_kinds(report.counts())}; "
+            f"{repairable} can be repaired{'' if repair else ' with --repair'}"
+        )
+        if not repair:
+            return 1
+        outcomes = await fsck.repair(report.findings)
+        return _repaired(report, outcomes)
+    finally:
+        await fsck.driver.close()
+        cache = fsck.writer.blobs.cache
+        if cache is not None:
+            await cache.close()
+
+
+def _repaired(report: Report, outcomes: list[Outcome]) -> int:
+    for outcome in outcomes:
+        if not outcome.repaired:
+            print(f"not repaired: {outcome.finding} ({outcome.note})")
+    done = Counter(o.finding.kind for o in outcomes if o.repaired)
+    left = report.counts() - done
+    print(f"repaired {done.total()}" + (f": {_kinds(done)}" if done else ""))
+    if not left:
+        return 0
+    print(f"left {left.total()}: {_kinds(left)}")
+    return 1
+
+
+def _checked(report: Report) -> str:
+    shown = [key for key in CHECKED if key != "blobs verified" or key in report.checked]
+    text = "checked " + ", ".join(_plural(report.checked[key], *CHECKED[key]) for key in shown)
+    if "bytes verified" in report.checked:
+        text += f" ({_bytes(report.checked['bytes verified'])})"
+    return text
+
+
+def _kinds(counts: Counter[Kind]) -> str:
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
+
+
+def _plural(count: int, singular: str, plural: str = "") -> str:
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+class Progress:
+    """Content verification on a terminal: one line, redrawn in place, of bytes done and the
+    total."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self._drawn_at = 0.0
+        self._drawn = False
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._drawn_at < PROGRESS_EVERY:
+            return
+        self._drawn_at = now
+        share = 100 * done / total if total else 100
+        self.stream.write(
+            f"\rverifying content: {_bytes(done)} of {_bytes(total)} ({share:.0f}%)\x1b[K"
+        )
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
