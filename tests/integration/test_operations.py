@@ -436,6 +436,10 @@ def test_missing_http_secret_is_random_with_a_warning(tmp_path: Path) -> None:
         response = Client(replica.url).request("PATCH", url, data=b"abc")
         assert response.status_code == 400
         assert error_codes(response) == ["BLOB_UPLOAD_INVALID"]
+    # Commands that serve nothing have no use for it, and say nothing of it.
+    config = private_file(tmp_path / "config.yml", yaml.safe_dump(moorage_config(root, 0)))
+    checked = moorage("fsck", str(config))
+    assert checked.returncode == 0 and "http.secret" not in checked.stderr, checked
 
 
 # -- redaction: every secret, every output channel -----------------------------------------------

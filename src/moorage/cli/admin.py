@@ -57,7 +57,7 @@ def _builtin_option(args: argparse.Namespace, key: str) -> str:
     if not args.config:
         raise AdminError(f"name the file with --{key} or a config with -c")
     try:
-        config = load(args.config)
+        config = load(args.config, serving=False)
     except ConfigError as exc:
         raise AdminError(exc.problems[0]) from None
     value = (config.auth.get("builtin") or {}).get(key)

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
 
 def _config(path: str | None, redactor: secrets.Redactor) -> Config:
     try:
-        config = load(path)
+        config = load(path, serving=False)
     except ConfigError as exc:
         raise Usage(f"config: {'; '.join(exc.problems)}") from None
     redactor.add(list(secrets.values(config.as_tree())))

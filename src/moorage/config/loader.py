@@ -115,11 +115,13 @@ def load(
     environ: MutableMapping[str, str] | None = None,
     *,
     strict_secrets: bool = False,
+    serving: bool = True,
 ) -> Config:
     """The validated configuration of a file (or the embedded default when `path` is None)
     with secrets read from their files and the environment's overrides applied. Raises
     ConfigError. With `strict_secrets`, secret files (or a config file holding secrets inline)
-    that others can read or write are refused instead of warned about."""
+    that others can read or write are refused instead of warned about. Without `serving` (a
+    command that serves nothing: fsck, user, acl), a missing http.secret is not warned about."""
     tree = read_file(path) if path else embedded_default()
     try:
         if path and any(secrets.values(tree)):
@@ -136,10 +138,11 @@ def load(
         raise ConfigError([redactor.redact(_describe(e)) for e in exc.errors()]) from None
     if not config.http.secret:
         config.http.secret = random.token_urlsafe(32)
-        log.warning(
-            "http.secret is not set: using a random one for this process; replicas behind a "
-            "load balancer need one shared http.secret"
-        )
+        if serving:
+            log.warning(
+                "http.secret is not set: using a random one for this process; replicas behind "
+                "a load balancer need one shared http.secret"
+            )
     return config
 
 
