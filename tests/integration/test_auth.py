@@ -812,9 +812,10 @@ def test_builtin_catalog_lists_only_what_the_caller_may_pull(builtin: Builtin) -
         return list(response.json()["repositories"])
 
     assert catalog(None) == ["public/app"]
-    assert catalog("alice") == ["home/alice/tool", "shared/app", "team/app"]
-    assert catalog("carol") == ["shared/app", "team/app"]
-    assert catalog("dave") == ["home/dave/tool", "shared/app"]
+    # signed in, each sees what anonymous sees too
+    assert catalog("alice") == ["home/alice/tool", "public/app", "shared/app", "team/app"]
+    assert catalog("carol") == ["public/app", "shared/app", "team/app"]
+    assert catalog("dave") == ["home/dave/tool", "public/app", "shared/app"]
     assert len(catalog("admin")) == 5
 
 
