@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -405,6 +406,67 @@ def test_list_missing_raises_path_not_found(driver: StorageDriver) -> None:
         await driver.put_content("/l/file", b"x")
         with pytest.raises(PathNotFound):
             await driver.list("/l/fi")
+
+    run(scenario())
+
+
+# walk
+
+
+def test_walk_lists_every_file_below_with_size_and_time(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        before = time.time() - 5
+        await driver.put_content("/w/a", b"1")
+        await driver.put_content("/w/b/c", b"22")
+        await driver.put_content("/w/b/d/e", b"")
+        await driver.put_content("/w/.hidden/f", b"4444")
+        await driver.put_content("/w-sibling/x", b"5")
+        await driver.put_content("/wx", b"6")
+        found = {info.path: info async for info in driver.walk("/w")}
+        assert {path: info.size for path, info in found.items()} == {
+            "/w/a": 1,
+            "/w/b/c": 2,
+            "/w/b/d/e": 0,
+            "/w/.hidden/f": 4,
+        }
+        for info in found.values():
+            assert not info.is_dir
+            assert before < info.modified < time.time() + 5
+        assert sorted([info.path async for info in driver.walk("/w/b")]) == [
+            "/w/b/c",
+            "/w/b/d/e",
+        ]
+
+    run(scenario())
+
+
+def test_walk_of_nothing_is_empty(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        assert [info async for info in driver.walk("/nothing")] == []
+        await driver.put_content("/w/file", b"x")
+        assert [info async for info in driver.walk("/w/fi")] == []
+        assert [info async for info in driver.walk("/w/file")] == []
+
+    run(scenario())
+
+
+def test_walk_leaves_out_uncommitted_files(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/w/kept", b"k")
+        writer = await driver.writer("/w/pending")
+        await writer.write(b"not yet")
+        assert [info.path async for info in driver.walk("/w")] == ["/w/kept"]
+        await writer.commit()
+        assert sorted([info.path async for info in driver.walk("/w")]) == ["/w/kept", "/w/pending"]
+
+    run(scenario())
+
+
+def test_walk_pages_through_many_keys(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        expected = {f"/many/d{n % 7}/f{n}" for n in range(1200)}  # past a page of 1000 keys
+        await asyncio.gather(*(driver.put_content(path, b"x") for path in sorted(expected)))
+        assert {info.path async for info in driver.walk("/many")} == expected
 
     run(scenario())
 

@@ -94,6 +94,14 @@ class StorageDriver(Protocol):
         """The full paths of the directory's direct children, in no particular order."""
         ...
 
+    def walk(self, path: str) -> AsyncIterator[FileInfo]:
+        """Every file below the directory `path`, at any depth, in no particular order, each
+        with its size and modification time: one listing of the whole tree where the backend
+        can (an object store lists thousands of keys a request). Nothing for a directory that
+        does not exist. Files not yet committed are not listed; a file still being appended to
+        (upload data) may show fewer bytes than it has."""
+        ...
+
     async def move(self, source: str, dest: str) -> None:
         """Moves a file, replacing what is at `dest`, atomically where the backend allows."""
         ...
@@ -166,6 +174,9 @@ class ValidatingDriver:
 
     async def list(self, path: str) -> list[str]:
         return await self.inner.list(self._check(path))
+
+    def walk(self, path: str) -> AsyncIterator[FileInfo]:
+        return self.inner.walk(self._check(path))
 
     async def move(self, source: str, dest: str) -> None:
         await self.inner.move(self._check(source), self._check(dest))

@@ -140,6 +140,17 @@ class FilesystemDriver:
         prefix = path.rstrip("/")
         return [f"{prefix}/{name}" for name in names if TEMP_MARK not in name]
 
+    async def walk(self, path: str) -> AsyncIterator[FileInfo]:
+        """Directories are read a batch at a time on a worker thread, so a tree of a million
+        files neither blocks the event loop nor sits in memory whole."""
+        pending = [self._full(path)]
+        while pending:
+            directory = pending.pop()
+            files, directories = await asyncio.to_thread(_scan, directory)
+            pending += directories
+            for full, size, modified in files:
+                yield FileInfo(full[len(self.root) :], size, modified, False)
+
     async def move(self, source: str, dest: str) -> None:
         full_dest = self._full(dest)
         try:
@@ -181,6 +192,31 @@ class FilesystemDriver:
 
     def preload(self) -> None:
         return None  # nothing loaded on first use
+
+
+def _scan(directory: str) -> tuple[list[tuple[str, int, float]], list[str]]:
+    """A directory's files (path, size, mtime) and subdirectories, leaving out what a writer
+    has not committed (TEMP_MARK) and what is gone or unreadable."""
+    files: list[tuple[str, int, float]] = []
+    directories: list[str] = []
+    try:
+        entries = list(os.scandir(directory))
+    except (FileNotFoundError, NotADirectoryError):
+        return files, directories
+    except OSError as exc:
+        raise StorageError(NAME, f"walk {directory}: {exc}") from exc
+    for entry in entries:
+        if TEMP_MARK in entry.name:
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                directories.append(entry.path)
+            elif entry.is_file():
+                st = entry.stat()
+                files.append((entry.path, st.st_size, st.st_mtime))
+        except FileNotFoundError:
+            continue  # removed since the listing
+    return files, directories
 
 
 def _unlink_quietly(path: str) -> None:

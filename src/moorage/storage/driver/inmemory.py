@@ -98,6 +98,12 @@ class InMemoryDriver:
             raise PathNotFound(NAME, path)
         return list(children)
 
+    async def walk(self, path: str) -> AsyncIterator[FileInfo]:
+        for key in self._below(path):
+            found = self.files.get(key)
+            if found is not None:  # not deleted since the listing
+                yield FileInfo(key, len(found.data), found.modified, False)
+
     async def move(self, source: str, dest: str) -> None:
         moved = self._get(source)
         del self.files[source]

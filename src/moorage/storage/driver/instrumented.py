@@ -48,6 +48,9 @@ class InstrumentedDriver:
     async def list(self, path: str) -> list[str]:
         return await self._timed("list", self.inner.list(path))
 
+    def walk(self, path: str) -> AsyncIterator[FileInfo]:
+        return self.inner.walk(path)
+
     async def move(self, source: str, dest: str) -> None:
         await self._timed("move", self.inner.move(source, dest))
 

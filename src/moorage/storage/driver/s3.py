@@ -461,6 +461,27 @@ class S3Driver:
             raise PathNotFound(NAME, path)
         return FileInfo(path, 0, contents[0]["LastModified"].timestamp(), True)
 
+    async def walk(self, path: str) -> AsyncIterator[FileInfo]:
+        """One listing of every key below the prefix, a thousand a request. An appended file
+        shows the size of its base object only (its tails and open part are left out)."""
+        prefix = self.key(path).rstrip("/") + "/"
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Prefix": prefix}
+            if token:
+                kwargs["ContinuationToken"] = token
+            listed = await self._call("list_objects_v2", path, **kwargs)
+            for item in listed.get("Contents", []):
+                key = item["Key"]
+                if key.endswith("/") or "~" in key.rpartition("/")[2]:
+                    continue  # a store's directory key, or an appended file's tail
+                yield FileInfo(
+                    self._path(key), int(item["Size"]), item["LastModified"].timestamp(), False
+                )
+            if not listed.get("IsTruncated"):
+                return
+            token = listed["NextContinuationToken"]
+
     async def list(self, path: str) -> list[str]:
         prefix = self.key(path).rstrip("/") + "/"
         children: list[str] = []
