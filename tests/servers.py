@@ -114,10 +114,12 @@ def run_moorage(
     *,
     root: Path | None = None,
     env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Iterator[Server]:
-    """Runs `moorage serve` with the given config (default: filesystem under workdir/data)."""
+    """Runs `moorage serve` with the given config (default: filesystem under workdir/data), on
+    `port` (default: a free one)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     if config is None:
         root = root or workdir / "data"
         config = moorage_config(root, port)
