@@ -4,8 +4,9 @@ Paths are absolute, slash-separated keys (`/docker/registry/v2/...`) made by moo
 each component is `[A-Za-z0-9._-]+`. A directory exists while something lies below it; drivers
 need not keep empty ones.
 
-Errors: a missing path raises PathNotFound, a malformed one InvalidPath; any other failure of the
-backend is a StorageError carrying the driver's name. Nothing else escapes a driver.
+Errors: a missing path raises PathNotFound, a malformed one InvalidPath, a write that finds no
+space left StorageFull; any other failure of the backend is a StorageError carrying the driver's
+name. Nothing else escapes a driver.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class PathNotFound(StorageError):
     def __init__(self, driver: str, path: str) -> None:
         super().__init__(driver, f"path not found: {path}")
         self.path = path
+
+
+class StorageFull(StorageError):
+    """No space is left for the write (a full disk, an exhausted quota). What the write stored
+    is as its contract says after any failure: nothing, or for an append a prefix of the data."""
 
 
 class InvalidPath(StorageError):

@@ -3,13 +3,15 @@
 Small operations (stat, links, manifests) run inline: they hit the page cache and take
 microseconds, far less than a hop to a worker thread. Operations over whole trees (recursive
 delete) run in a worker thread. Files are written aside and renamed into place, so a killed
-server never leaves a half-written file visible.
+server never leaves a half-written file visible; a write that fails also takes away the
+directories it made, so that no empty one is left to list (as a tag, or a repository).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import stat
@@ -17,7 +19,13 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, BinaryIO
 
-from moorage.storage.driver.base import FileInfo, PathNotFound, StorageError, register
+from moorage.storage.driver.base import (
+    FileInfo,
+    PathNotFound,
+    StorageError,
+    StorageFull,
+    register,
+)
 
 NAME = "filesystem"
 DEFAULT_ROOT = "/var/lib/registry"
@@ -41,8 +49,12 @@ class FilesystemWriter:
         self._append = append
         # A fresh file is written aside and renamed in on commit; appends go to the file itself.
         self._target = path if append else _temp_name(path)
-        os.makedirs(os.path.dirname(self._target), exist_ok=True)
-        self._file: BinaryIO = open(self._target, "ab" if append else "wb")  # noqa: SIM115
+        self._made = _make_parents(self._target)
+        try:
+            self._file: BinaryIO = open(self._target, "ab" if append else "wb")  # noqa: SIM115
+        except OSError:
+            _remove_made(self._made)
+            raise
         self._size = self._file.seek(0, os.SEEK_END)
         self._closed = False
 
@@ -54,18 +66,24 @@ class FilesystemWriter:
         try:
             self._file.write(data)
         except OSError as exc:
-            raise StorageError(NAME, f"write {self._path}: {exc}") from exc
+            raise _failure("write", self._path, exc) from exc
         self._size += len(data)
 
     async def commit(self) -> None:
-        self._close()
-        if not self._append:
-            os.replace(self._target, self._path)
+        try:
+            self._close()  # writes out what is buffered: may find the disk full too
+            if not self._append:
+                os.replace(self._target, self._path)
+        except OSError as exc:
+            await self.cancel()
+            raise _failure("write", self._path, exc) from exc
 
     async def cancel(self) -> None:
-        self._close()
+        with contextlib.suppress(OSError):  # the buffered rest is dropped: nothing to keep
+            self._close()
         if not self._append:
             _unlink_quietly(self._target)
+            _remove_made(self._made)
 
     def _close(self) -> None:
         if not self._closed:
@@ -94,14 +112,16 @@ class FilesystemDriver:
     async def put_content(self, path: str, content: bytes) -> None:
         full = self._full(path)
         temp = _temp_name(full)
+        made: list[str] = []
         try:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
+            made = _make_parents(full)
             with open(temp, "wb") as file:
                 file.write(content)
             os.replace(temp, full)
         except OSError as exc:
             _unlink_quietly(temp)
-            raise StorageError(NAME, f"write {path}: {exc}") from exc
+            _remove_made(made)
+            raise _failure("write", path, exc) from exc
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
         try:
@@ -117,7 +137,7 @@ class FilesystemDriver:
         try:
             return FilesystemWriter(self, self._full(path), append)
         except OSError as exc:
-            raise StorageError(NAME, f"open {path}: {exc}") from exc
+            raise _failure("open", path, exc) from exc
 
     async def stat(self, path: str) -> FileInfo:
         try:
@@ -153,13 +173,16 @@ class FilesystemDriver:
 
     async def move(self, source: str, dest: str) -> None:
         full_dest = self._full(dest)
+        made: list[str] = []
         try:
-            os.makedirs(os.path.dirname(full_dest), exist_ok=True)
+            made = _make_parents(full_dest)
             os.replace(self._full(source), full_dest)
         except FileNotFoundError as exc:
+            _remove_made(made)
             raise PathNotFound(NAME, source) from exc
         except OSError as exc:
-            raise StorageError(NAME, f"move {source} to {dest}: {exc}") from exc
+            _remove_made(made)
+            raise _failure("move", f"{source} to {dest}", exc) from exc
 
     async def delete(self, path: str) -> None:
         """Renames the file or tree aside (atomic: of concurrent deletes exactly one succeeds,
@@ -217,6 +240,42 @@ def _scan(directory: str) -> tuple[list[tuple[str, int, float]], list[str]]:
         except FileNotFoundError:
             continue  # removed since the listing
     return files, directories
+
+
+def _failure(operation: str, path: str, exc: OSError) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(NAME, f"{operation} {path}: {exc.strerror}")
+    return StorageError(NAME, f"{operation} {path}: {exc}")
+
+
+def _make_parents(path: str) -> list[str]:
+    """Makes the missing directories above `path`; returns those this call made, deepest
+    first, for `_remove_made` to take away if the write fails."""
+    missing: list[str] = []
+    parent = os.path.dirname(path)
+    while not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    made: list[str] = []
+    try:
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # made by a concurrent write
+                os.mkdir(directory)
+                made.insert(0, directory)
+    except OSError:
+        _remove_made(made)
+        raise
+    return made
+
+
+def _remove_made(made: list[str]) -> None:
+    """Removes directories a failed write made, deepest first, up to the first that is not
+    empty (a concurrent write put something there)."""
+    for directory in made:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
 
 
 def _unlink_quietly(path: str) -> None:
