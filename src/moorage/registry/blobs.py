@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from moorage.registry.catalog import Catalog
 from moorage.registry.digest import Digest, new_hasher
 from moorage.registry.errors import BlobUnknown, Unavailable, Unsupported
+from moorage.registry.space import needs_space
 from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache, CachedBlob, CacheUnavailable
 from moorage.storage.driver import PathNotFound, StorageDriver
@@ -260,6 +261,7 @@ class RepositoryBlobs:
         if self.catalog is not None:
             self.catalog.add(self.name)  # a first link is what makes a repository
 
+    @needs_space
     async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
         """Links a blob already in the registry: from `source` when named, else from anywhere.
         None when there is nothing to mount, so the caller falls back to an upload."""

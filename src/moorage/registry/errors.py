@@ -132,3 +132,9 @@ class Unavailable(RegistryError):
     """A dependency the operation needs cannot be reached now; retry later."""
 
     message = "the operation is temporarily unavailable"
+
+
+class InsufficientStorage(RegistryError):
+    """The registry's storage has no space left for the write: nothing of it was committed."""
+
+    message = "the registry's storage is full; retry once space has been freed"

@@ -26,6 +26,7 @@ from moorage.registry.errors import (
     Unsupported,
 )
 from moorage.registry.names import check_tag, parse_reference
+from moorage.registry.space import needs_space
 from moorage.storage import paths
 from moorage.storage.driver import PathNotFound, StorageDriver
 
@@ -199,6 +200,7 @@ class Manifests:
             raise ManifestUnknown(detail={"digest": str(digest)}) from None
         return StoredManifest(digest, payload, schema.stored_media_type(digest, payload))
 
+    @needs_space
     async def put(
         self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
     ) -> PutResult:

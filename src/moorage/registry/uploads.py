@@ -25,6 +25,7 @@ from moorage.registry.errors import (
     DigestInvalid,
     RangeInvalid,
 )
+from moorage.registry.space import needs_space
 from moorage.storage import paths
 from moorage.storage.driver import FileWriter, PathNotFound, StorageDriver
 
@@ -121,6 +122,7 @@ class Uploads:
         self.name = name
         self.states = states
 
+    @needs_space
     async def start(self, algorithm: str = DEFAULT_ALGORITHM) -> str:
         """Creates a session and returns its id."""
         hasher = new_hasher(algorithm)
@@ -147,6 +149,7 @@ class Uploads:
             raise BlobUploadUnknown(detail={"uuid": upload_id}) from None
         return 0
 
+    @needs_space
     async def append(
         self,
         upload_id: str,
@@ -197,6 +200,7 @@ class Uploads:
             raise BlobUploadInvalid(f"body of {received} bytes, {length} declared")
         return writer.size
 
+    @needs_space
     async def commit(
         self, upload_id: str, digest: Digest, body: AsyncIterator[bytes] | None = None
     ) -> BlobInfo:
