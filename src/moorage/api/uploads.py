@@ -72,9 +72,8 @@ async def start_upload(request: web.Request) -> web.Response:
 
     if "digest" in query:  # monolithic: the whole blob in this request
         digest = Digest.parse(query["digest"])
-        upload_id = await repo.uploads.start(digest.algorithm)
         body = _body(request) or _empty()
-        return _created(repo, request, await repo.uploads.commit(upload_id, digest, body))
+        return _created(repo, request, await repo.uploads.upload(digest, body))
 
     upload_id = await repo.uploads.start(query.get("digest-algorithm", DEFAULT_ALGORITHM))
     return web.Response(status=202, headers=_upload_headers(repo, request, upload_id, 0))

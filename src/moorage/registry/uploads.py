@@ -27,7 +27,7 @@ from moorage.registry.errors import (
 )
 from moorage.registry.space import needs_space
 from moorage.storage import paths
-from moorage.storage.driver import FileWriter, PathNotFound, StorageDriver
+from moorage.storage.driver import FileWriter, PathNotFound, StorageDriver, StorageError
 
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
@@ -199,6 +199,17 @@ class Uploads:
         if length is not None and received != length:
             raise BlobUploadInvalid(f"body of {received} bytes, {length} declared")
         return writer.size
+
+    async def upload(self, digest: Digest, body: AsyncIterator[bytes]) -> BlobInfo:
+        """A whole blob in one request (a monolithic upload): its session lasts as long as the
+        request, and is gone after it, the blob committed or not."""
+        upload_id = await self.start(digest.algorithm)
+        try:
+            return await self.commit(upload_id, digest, body)
+        except BaseException:
+            with contextlib.suppress(StorageError):
+                await self._discard(upload_id)
+            raise
 
     @needs_space
     async def commit(
