@@ -237,10 +237,12 @@ class Uploads:
                 algorithm = paths.CONTENT_ALGORITHM
                 stored = Digest(algorithm, await self._hex(key, data, size, algorithm))
             await self.store.ingest(data, stored)
-            await self.blobs.link(stored)
-            if stored != digest:
-                await self.blobs.link(digest, stored)
-            await self._discard(upload_id)
+            try:
+                await self.blobs.link(stored)
+                if stored != digest:
+                    await self.blobs.link(digest, stored)
+            finally:
+                await self._discard(upload_id)  # its data is in the store: the session is spent
             return BlobInfo(digest, size, stored)
 
     async def cancel(self, upload_id: str) -> None:
