@@ -91,8 +91,12 @@ class Tags:
         return digest
 
     async def tag(self, tag: str, digest: Digest) -> None:
-        await write_link(self.driver, paths.tag_index_link(self.name, tag, digest), digest)
+        # The current link first: a tag is listed as soon as its directory exists, so a write
+        # that fails (a full disk, a crash) after a first index link would leave a new tag listed
+        # that does not resolve. This way it leaves the tag whole, its index (which nothing
+        # reads) short of an entry.
         await write_link(self.driver, paths.tag_current_link(self.name, tag), digest)
+        await write_link(self.driver, paths.tag_index_link(self.name, tag, digest), digest)
 
     async def untag(self, tag: str) -> None:
         try:
