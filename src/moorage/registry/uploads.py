@@ -225,7 +225,13 @@ class Uploads:
                 else await self.size(upload_id)
             )
             data = paths.upload_data(self.name, upload_id)
-            actual = await self._hex(key, data, size, digest.algorithm)
+            try:
+                actual = await self._hex(key, data, size, digest.algorithm)
+            except PathNotFound:
+                # No data: an earlier commit moved it into the store and was cut short (a
+                # crash) before it ended the session, which is spent.
+                await self._discard(upload_id)
+                raise BlobUploadUnknown(detail={"uuid": upload_id}) from None
             if actual != digest.hex:
                 await self._discard(upload_id)
                 raise DigestInvalid(
