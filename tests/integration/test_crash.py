@@ -36,11 +36,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tests.api import OCI_MANIFEST, sha256
+from tests.api import OCI_MANIFEST, Client, error_codes, sha256
 from tests.integration.s3_support import bucket
 from tests.integration.test_workers import alive, nothing_left_behind, processes_of, wait_until
 from tests.servers import S3Server, Server, children, free_port, moorage_config, run_moorage
@@ -112,6 +113,15 @@ def shared_layer(repo: str) -> bytes:
     return random.Random(repo).randbytes(SHARED_LAYER)
 
 
+@dataclass
+class Session:
+    """A pusher's upload session under way."""
+
+    location: str
+    resumed: bool  # if interrupted; else the upload starts anew
+    complete: bool = False  # every byte acknowledged: only the final PUT is left
+
+
 class Pusher(threading.Thread):
     def __init__(self, index: int, base: str, ledger: Ledger, stop: threading.Event) -> None:
         super().__init__(name=f"pusher-{index}", daemon=True)
@@ -122,6 +132,7 @@ class Pusher(threading.Thread):
         self.rng = random.Random()
         self.http = requests.Session()
         self.shared = {repo: shared_layer(repo) for repo in REPOSITORIES}
+        self.session: Session | None = None
 
     def run(self) -> None:
         image = 0
@@ -212,18 +223,24 @@ class Pusher(threading.Thread):
     def upload(self, repo: str, data: bytes) -> str:
         digest = sha256(data)
         self.ledger.try_blob(repo, digest)
+        self.session = None
         self.until_through(lambda: self.upload_once(repo, data, digest))
         self.ledger.blob_acknowledged(repo, digest, len(data))
         return digest
 
     def upload_once(self, repo: str, data: bytes, digest: str) -> None:
+        """One attempt; after an interrupted one, its session is resumed if it is to be."""
         what = f"blob {digest} ({len(data)} bytes) in {repo}"
+        if self.session and self.session.resumed and self.resume(data, digest, what):
+            return
+        self.session = None
         uploads = f"/v2/{repo}/blobs/uploads/"
         way = self.rng.choice(WAYS)
         if way == "monolithic":
             done = self.request("POST", uploads, params={"digest": digest}, data=data)
         else:
             location = self.expect(self.request("POST", uploads), 202, what).headers["Location"]
+            self.session = Session(location, resumed=self.rng.random() < 0.5)
             if way == "put":
                 done = self.request("PUT", location, params={"digest": digest}, data=data)
             else:
@@ -237,7 +254,44 @@ class Pusher(threading.Thread):
                     headers = {} if way == "streamed" else {"Content-Range": f"{start}-{end - 1}"}
                     patched = self.request("PATCH", location, data=data[start:end], headers=headers)
                     location = self.expect(patched, 202, what).headers["Location"]
+                    self.session.location = location
+                self.session.complete = True
                 done = self.request("PUT", location, params={"digest": digest})
+        self.expect_blob(done, digest, what)
+
+    def resume(self, data: bytes, digest: str, what: str) -> bool:
+        """Finishes the interrupted session as a client that resumes does: asks where it stands
+        and sends the rest, or, when every byte was acknowledged, sometimes just tries the final
+        PUT again. True when the blob is committed; False when the session is gone (committed
+        before the kill, or spent by it) and the upload starts anew."""
+        session = self.session
+        assert session is not None
+        asked = not session.complete or self.rng.random() < 0.5
+        if asked:
+            status = self.request("GET", session.location)
+            if status.status_code == 404:
+                return False
+            end = int(self.expect(status, 204, what).headers["Range"].split("-")[1])
+            if end == 0:
+                return False  # `0-0` says 0 bytes and 1 byte alike: start anew
+            if end >= len(data):
+                raise Unexpected(f"{what}: the session holds bytes 0-{end}")
+            if end + 1 < len(data):
+                patched = self.request(
+                    "PATCH",
+                    session.location,
+                    data=data[end + 1 :],
+                    headers={"Content-Range": f"{end + 1}-{len(data) - 1}"},
+                )
+                session.location = self.expect(patched, 202, what).headers["Location"]
+            session.complete = True
+        done = self.request("PUT", session.location, params={"digest": digest})
+        if done.status_code == 404 and not asked:
+            return False
+        self.expect_blob(done, digest, what)
+        return True
+
+    def expect_blob(self, done: requests.Response, digest: str, what: str) -> None:
         self.expect(done, 201, what)
         if done.headers.get("Docker-Content-Digest") != digest:
             raise Unexpected(f"{what} acknowledged as {done.headers}")
@@ -421,3 +475,32 @@ def test_pushes_survive_kills_on_s3(tmp_path: Path, s3_store: S3Server) -> None:
     with bucket(s3_store, f"crash-{uuid.uuid4().hex[:12]}") as name:
         ledger = crash_rounds(tmp_path, {"s3": s3_store.params(name)})
     assert_crash_safe(ledger)
+
+
+def test_a_session_whose_commit_was_cut_short_is_unknown(tmp_path: Path) -> None:
+    """The state a kill leaves when it cuts a commit short after the session's data moved into
+    the blob store (and before the link): a retried PUT finds the session spent (404), and the
+    upload started anew succeeds."""
+    data = os.urandom(300_000)
+    digest = sha256(data)
+    root = tmp_path / "data"
+    with run_moorage(tmp_path / "first", root=root) as first:
+        client = Client(first.url)
+        location = client.start_upload("cut/app")
+        assert client.request("PATCH", location, data=data).status_code == 202
+        session = urlsplit(location).path
+    upload_id = session.rsplit("/", 1)[1]
+    v2 = root / "docker/registry/v2"
+    stored = v2 / f"blobs/sha256/{digest[7:9]}/{digest[7:]}/data"
+    stored.parent.mkdir(parents=True)
+    (v2 / f"repositories/cut/app/_uploads/{upload_id}/data").rename(stored)
+    with run_moorage(tmp_path / "second", root=root) as second:
+        client = Client(second.url)
+        retried = client.request("PUT", session, params={"digest": digest})
+        assert retried.status_code == 404, retried.text
+        assert error_codes(retried) == ["BLOB_UPLOAD_UNKNOWN"]
+        assert client.request("GET", session).status_code == 404
+        assert client.request("HEAD", f"/v2/cut/app/blobs/{digest}").status_code == 404
+        assert client.push_blob("cut/app", data) == digest
+        assert client.request("GET", f"/v2/cut/app/blobs/{digest}").content == data
+        assert "Traceback" not in second.logs()
