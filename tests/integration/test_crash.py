@@ -6,10 +6,12 @@ Pushers (threads, each with its own connections) push images without pause: blob
 bytes to a few MiB, uploaded monolithically (POST ?digest=), in one PUT, in one streamed PATCH
 or in chunks (PATCH with Content-Range), one layer the same for every pusher of a repository (the
 same digest uploaded at once), then the manifest under a tag of the pusher's own. A step the kill
-interrupts is tried again from its start (a new upload session) once the server answers; what
-was acknowledged before stays acknowledged, so a manifest pushed after a restart names blobs
-acknowledged before it. Any answer but the expected one (a 500 after a restart, a blob the
-registry forgot) is recorded and fails the test.
+interrupts is tried again once the server answers: from its start (a new upload session), or, for
+half of the sessions, by resuming the session (asking where it stands and sending the rest, or
+retrying the final PUT when every byte was acknowledged). What was acknowledged before stays
+acknowledged, so a manifest pushed after a restart names blobs acknowledged before it. Any answer
+but the expected one (a 500 after a restart, a blob the registry forgot) is recorded and fails
+the test.
 
 Afterwards, on a server started once more:
 - every acknowledged blob and manifest reads back whole: its digest and its length verified;
