@@ -1,7 +1,8 @@
 """deploy/compose.yaml with docker-compose, as the README's "Containers" section runs it: the
 secrets made by deploy/init-secrets, a TLS certificate and a users file, `docker-compose up -d`,
 `docker login` and `docker push` through nginx over HTTPS with the CA the engine trusts, a pull
-back, `docker-compose down` and up again with the data kept.
+back, `docker-compose down` and up again with the data kept. Also the jwilder/nginx-proxy
+example, which can only be checked (`docker-compose config`): its images cannot be had here.
 
 redis and nginx are stand-ins built from the session's Debian base with apt and tagged with the
 names the compose file uses; they run as the official images do (Redis as uid 999, nginx's
@@ -19,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.integration.docker_support import (
     BASE_IMAGE,
@@ -172,3 +174,27 @@ def test_compose_up_push_through_tls_down_and_up_again(
         login(docker, host)
         docker("pull", ref)
 
+
+def test_nginx_proxy_example_is_a_valid_compose_file(docker: Docker, tmp_path: Path) -> None:
+    """jwilder/nginx-proxy with its ACME companion: routed by VIRTUAL_HOST and VIRTUAL_PORT, a
+    per-host file lifting nginx's 1 MiB body limit. Checked, not run (no such image here)."""
+    example = DEPLOY / "nginx-proxy"
+    env = {"REGISTRY_HOST": "registry.example.com", "LETSENCRYPT_EMAIL": "ops@example.com"}
+    result = docker.compose(example, "config", env=env)
+    config = yaml.safe_load(result.stdout)
+    moorage = config["services"]["moorage"]
+    environment = moorage["environment"]
+    assert environment["VIRTUAL_HOST"] == environment["LETSENCRYPT_HOST"] == "registry.example.com"
+    assert environment["VIRTUAL_PORT"] == "5000"
+    assert not [name for name in environment if name.startswith("REGISTRY_")]
+    proxy = config["services"]["nginx-proxy"]
+    (vhost,) = [v for v in proxy["volumes"] if v.endswith(":/etc/nginx/vhost.d:rw")]
+    per_host = Path(vhost.split(":")[0]) / "registry.example.com"
+    assert per_host == example / "vhost.d" / "registry.example.com"
+    assert "client_max_body_size 0;" in per_host.read_text()
+    companion = config["services"]["acme-companion"]
+    assert vhost in companion["volumes"]
+    assert companion["environment"]["DEFAULT_EMAIL"] == "ops@example.com"
+    # Without the host name the file refuses to start, naming what to set.
+    missing = docker.compose(example, "config", check=False)
+    assert missing.returncode != 0 and "set REGISTRY_HOST" in missing.stderr
