@@ -9,6 +9,8 @@ The engine runs in a mount namespace of its own, where
   namespace when the engine and everything it started have exited;
 - /etc/docker is a directory of the test's, so that `certs.d/HOST:PORT/ca.crt` (the CA the
   engine trusts for a registry) is the test's to write and nothing of the host's is read;
+- /run/containerd is empty, so that it starts a containerd of its own rather than use the
+  host's;
 - /etc/hosts adds `registry.test` for ::1. The engine reaches a registry on 127.0.0.0/8 without
   verifying its certificate (it treats those addresses as insecure), so a test of TLS with the
   CA the engine trusts needs another name for loopback.
@@ -158,13 +160,16 @@ def _run(
 
 
 # Runs in the new mount namespace: $1 the tmpfs mount point, $2 the hosts file, $3 the
-# directory for /etc/docker; then the dockerd command line.
+# directory for /etc/docker; then the dockerd command line. An empty /run/containerd hides any
+# containerd the host runs, which dockerd would otherwise use (and which cannot see this
+# namespace's mounts), so that dockerd starts its own.
 _IN_NAMESPACE = """
 set -e
 mount -t tmpfs -o "size=$TMPFS_SIZE,mode=0700" moorage-docker "$1"
-mkdir -p "$1/data" "$1/exec"
+mkdir -p "$1/data" "$1/exec" /etc/docker /run/containerd
 mount --bind "$2" /etc/hosts
 mount --bind "$3" /etc/docker
+mount -t tmpfs -o mode=0711 moorage-containerd /run/containerd
 shift 3
 exec "$@"
 """
