@@ -1,8 +1,9 @@
 #!/bin/sh
 # The image's entrypoint. As in the reference image, a config file as the first argument is
 # served (CMD gives the default one) and a moorage command runs as is; anything else is
-# executed, so `docker run IMAGE sh` gives a shell. `health` alone probes the config the
-# container serves: the HEALTHCHECK.
+# executed, so `docker run IMAGE sh` gives a shell. `serve` and `config check` without a config
+# file use the image's; `health` without one probes the config the container serves (the
+# HEALTHCHECK).
 set -e
 
 DEFAULT_CONFIG=/etc/docker/registry/config.yml
@@ -19,15 +20,24 @@ ARGS
     printf '%s\n' "$config"
 }
 
+names_config() {
+    for arg in "$@"; do
+        case $arg in *.yml | *.yaml) return 0 ;; esac
+    done
+    return 1
+}
+
 case "$1" in
     health)
-        if [ $# -eq 1 ]; then
-            exec moorage health "$(served_config)"
-        fi
+        names_config "$@" || set -- "$@" "$(served_config)"
+        exec moorage "$@"
+        ;;
+    serve | config)
+        names_config "$@" || set -- "$@" "$DEFAULT_CONFIG"
         exec moorage "$@"
         ;;
     *.yml | *.yaml) exec moorage serve "$@" ;;
-    serve | config | user | acl | --help | --version) exec moorage "$@" ;;
+    user | acl | --help | --version) exec moorage "$@" ;;
     -*) exec moorage serve "$@" ;;
 esac
 exec "$@"

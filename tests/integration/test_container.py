@@ -165,6 +165,9 @@ def test_the_image_is_slim_and_runs_as_its_own_user(docker: Docker, moorage_imag
         moorage --version
     """
     result = docker("run", "--rm", "--entrypoint", "sh", MOORAGE_IMAGE, "-c", script)
+    checked = yaml.safe_load(docker("run", "--rm", MOORAGE_IMAGE, "config", "check").stdout)
+    assert checked["storage"]["filesystem"]["rootdirectory"] == "/var/lib/registry"
+    assert (checked["http"]["addr"], checked["http"]["workers"]) == (":5000", "auto")
     assert result.stdout.split("\n") == [
         str(UID), str(UID), f"{UID}:{UID}", "moorage", "moorage 0.1.0", "",
     ], result.stdout  # fmt: skip
