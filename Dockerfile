@@ -18,6 +18,10 @@ RUN python3 -m venv /opt/build \
     && /opt/build/bin/pip --python /opt/moorage/bin/python install --no-cache-dir \
         --disable-pip-version-check --no-index --no-deps /wheels/*.whl \
     && /opt/moorage/bin/python -m moorage --version
+# Everything the runtime stage takes, in one tree: one layer there.
+COPY deploy/container/config.yml /rootfs/etc/docker/registry/config.yml
+COPY deploy/container/entrypoint.sh /rootfs/usr/local/bin/moorage-entrypoint
+RUN mkdir -p /rootfs/opt && mv /opt/moorage /rootfs/opt/moorage
 
 FROM ${BASE_IMAGE}
 # A fixed uid and gid, outside the range distributions give to people and services, so that a
@@ -25,11 +29,9 @@ FROM ${BASE_IMAGE}
 RUN groupadd --gid 65532 moorage \
     && useradd --no-log-init --uid 65532 --gid 65532 --home-dir /var/lib/registry \
         --no-create-home --shell /usr/sbin/nologin moorage \
-    && mkdir -p /var/lib/registry /etc/docker/registry \
+    && mkdir -p /var/lib/registry \
     && chown moorage:moorage /var/lib/registry
-COPY --from=build /opt/moorage /opt/moorage
-COPY deploy/container/config.yml /etc/docker/registry/config.yml
-COPY deploy/container/entrypoint.sh /usr/local/bin/moorage-entrypoint
+COPY --from=build /rootfs /
 ENV PATH=/opt/moorage/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1
 USER 65532:65532
