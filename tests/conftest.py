@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.docker_support import (
+    Built,
+    Docker,
+    Engine,
+    build_base,
+    build_moorage,
+    run_engine,
+)
 from tests.servers import (
     RedisServer,
     S3Server,
@@ -38,3 +47,44 @@ def redis_server() -> Iterator[RedisServer]:
     """One Redis for the whole run; tests keep apart by database or key."""
     with run_redis() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[Engine]:
+    """One docker engine for the whole run (tests/integration/docker_support.py)."""
+    with run_engine() as engine:
+        yield engine
+
+
+@pytest.fixture
+def docker(docker_engine: Engine, tmp_path: Path) -> Docker:
+    """The docker CLI on the session's engine, with a configuration (credentials) of this
+    test's own."""
+    return Docker(docker_engine, tmp_path / "docker-config")
+
+
+@pytest.fixture(scope="session")
+def docker_session(docker_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Docker:
+    """The docker CLI for what the session builds and shares."""
+    return Docker(docker_engine, tmp_path_factory.mktemp("docker-config"))
+
+
+@pytest.fixture(scope="session")
+def docker_base(docker_session: Docker, request: pytest.FixtureRequest) -> str:
+    """The local Debian base image, built once per run (its tar kept in pytest's cache)."""
+    return build_base(docker_session, request.config.cache.mkdir("moorage-docker-base"))
+
+
+@pytest.fixture(scope="session")
+def moorage_image(docker_session: Docker, docker_base: str) -> Built:
+    """`docker build -t moorage .` of this checkout on the local base, once per run."""
+    return build_moorage(docker_session, docker_base)
+
+
+@pytest.fixture(scope="session")
+def docker_network(docker_session: Docker) -> Iterator[str]:
+    """A bridge network for the session's containers, which publish their ports on it."""
+    name = f"moorage-test-{os.getpid()}"
+    docker_session("network", "create", name)
+    yield name
+    docker_session("network", "rm", name, check=False)

@@ -38,6 +38,7 @@ import stat
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import multiprocess
@@ -58,17 +59,52 @@ RUNDIR_LOCK = "supervisor.lock"
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on, bounded by a cgroup v2 CPU quota (a container's
-    `--cpus`) when there is one."""
+    """The CPUs this process may run on, bounded by the tightest CPU quota on its cgroups (a
+    container's `--cpus`, a systemd unit's `CPUQuota=`) when there is one."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota()
+    return cpus if quota is None else min(cpus, max(1, math.ceil(quota)))
+
+
+def cpu_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> float | None:
+    """The tightest CPU quota, in CPUs, on this process's cgroup and those above it, cgroup v2
+    (`cpu.max`) or v1 (`cpu.cfs_quota_us` over `cpu.cfs_period_us`); None when there is none or
+    none is readable. A container's own cgroup is the root of the hierarchy it sees mounted,
+    whatever path `membership` names (v1 without a cgroup namespace), so the root counts too."""
     try:
-        with open("/sys/fs/cgroup/cpu.max") as limit:
-            quota, period = limit.read().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+        lines = Path(membership).read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            mount, version = Path(root), 2
+        elif "cpu" in controllers.split(","):
+            mount, version = Path(root, controllers), 1
+            if not mount.is_dir():
+                mount = Path(root, "cpu")
+        else:
+            continue
+        directory = mount / path.lstrip("/")
+        for level in (directory, *directory.parents):
+            quotas.append(_quota(level, version))
+            if level == mount:
+                break
+    found = [quota for quota in quotas if quota is not None]
+    return min(found) if found else None
+
+
+def _quota(directory: Path, version: int) -> float | None:
+    try:
+        if version == 2:
+            quota, period = (directory / "cpu.max").read_text().split()
+            return None if quota == "max" else int(quota) / int(period)
+        quota = (directory / "cpu.cfs_quota_us").read_text().strip()
+        period = (directory / "cpu.cfs_period_us").read_text().strip()
+        return None if int(quota) < 0 else int(quota) / int(period)
     except (OSError, ValueError):
-        pass  # no cgroup v2 limit readable: the affinity stands
-    return cpus
+        return None
 
 
 def count(config: Config) -> int:

@@ -7,6 +7,10 @@ environment; the file's content, less one trailing newline, is the secret. A sec
 directly in the environment still works, with a warning, and the variable is removed from the
 process environment once read so that no child process inherits it (`/proc/<pid>/environ`
 keeps the value the process started with: files are the safe way).
+
+A secret file's path may name `${CREDENTIALS_DIRECTORY}` (or `$CREDENTIALS_DIRECTORY`): the
+directory systemd gives a unit the files of its `LoadCredential=` lines in, for example
+`secretfile: ${CREDENTIALS_DIRECTORY}/http-secret`.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
 log = logging.getLogger("moorage.config")
@@ -42,6 +46,8 @@ SECRET_PATHS = (
 MIN_REDACTED_LENGTH = 4
 # `Authorization`-style values: the credentials after the scheme are a secret on their own.
 _AUTH_VALUE = re.compile(r"(?i)(?:basic|bearer|token|digest|apikey)\s+(\S+)")
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
+_CREDENTIALS_REFERENCE = re.compile(r"\$(?:\{CREDENTIALS_DIRECTORY\}|CREDENTIALS_DIRECTORY\b)")
 
 
 class SecretProblem(Exception):
@@ -72,7 +78,22 @@ def check_private(path: str, what: str, strict: bool) -> None:
     log.warning(message)
 
 
-def read_secret_file(path: str, key: str, strict: bool) -> str:
+def secret_path(path: str, key: str, environ: Mapping[str, str]) -> str:
+    """The path with `${CREDENTIALS_DIRECTORY}` replaced by that variable's value; raises
+    SecretProblem when the path names it and it is not set."""
+    if not _CREDENTIALS_REFERENCE.search(path):
+        return path
+    directory = environ.get(CREDENTIALS_DIRECTORY)
+    if not directory:
+        raise SecretProblem(
+            f"{key}: secret file {path} names ${CREDENTIALS_DIRECTORY}, which is not set "
+            "(systemd sets it for a unit with LoadCredential=)"
+        )
+    return _CREDENTIALS_REFERENCE.sub(lambda _: directory, path)
+
+
+def read_secret_file(path: str, key: str, strict: bool, environ: Mapping[str, str]) -> str:
+    path = secret_path(path, key, environ)
     try:
         with open(path, encoding="utf-8") as file:
             content = file.read()
@@ -82,8 +103,11 @@ def read_secret_file(path: str, key: str, strict: bool) -> str:
     return content.removesuffix("\n")
 
 
-def resolve_files(tree: Any, strict: bool, path: tuple[str | int, ...] = ()) -> None:
-    """Replaces every `<secret>file: PATH` in the tree by `<secret>: content`, in place."""
+def resolve_files(
+    tree: Any, strict: bool, environ: Mapping[str, str], path: tuple[str | int, ...] = ()
+) -> None:
+    """Replaces every `<secret>file: PATH` in the tree by `<secret>: content`, in place;
+    `environ` gives `CREDENTIALS_DIRECTORY`."""
     if isinstance(tree, dict):
         for key in list(tree):
             # A file reference's value is one path: a list (a header's values) is data.
@@ -97,12 +121,12 @@ def resolve_files(tree: Any, strict: bool, path: tuple[str | int, ...] = ()) -> 
                 dotted = ".".join(str(p) for p in (*path, base))
                 if tree.get(base):
                     raise SecretProblem(f"{dotted}: given both inline and as {key}; keep one")
-                tree[base] = read_secret_file(str(tree.pop(key)), dotted, strict)
+                tree[base] = read_secret_file(str(tree.pop(key)), dotted, strict, environ)
             else:
-                resolve_files(tree[key], strict, (*path, key))
+                resolve_files(tree[key], strict, environ, (*path, key))
     elif isinstance(tree, list):
         for index, item in enumerate(tree):
-            resolve_files(item, strict, (*path, index))
+            resolve_files(item, strict, environ, (*path, index))
 
 
 def values(tree: Any, path: tuple[str | int, ...] = ()) -> Iterator[str]:
