@@ -12,16 +12,17 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from moorage.config import secrets
 from moorage.config.loader import ConfigError, load
 from moorage.config.schema import Config, seconds
-from moorage.lifecycle.fsck import Fsck, Kind, Outcome, Report
-from moorage.storage import cache as caches
 from moorage.storage import driver as drivers
-from moorage.storage.cache import BlobDescriptorCache
 from moorage.storage.driver import StorageError
+
+if TYPE_CHECKING:  # the checker and the caches load when the command runs, not with the CLI
+    from moorage.lifecycle.fsck import Fsck, Kind, Outcome, Report
+    from moorage.storage.cache import BlobDescriptorCache
 
 PROGRESS_EVERY = 0.1  # seconds between redraws of the progress line
 
@@ -67,6 +68,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
+    from moorage.lifecycle.fsck import Fsck
+
     try:
         config = _config(args.config, redactor)
         progress = Progress(sys.stderr) if sys.stderr.isatty() else None
@@ -110,6 +113,8 @@ def _driver(config: Config) -> drivers.StorageDriver:
 def _cache(config: Config) -> BlobDescriptorCache | None:
     """The cache the registries share (Redis), which repairs keep true; an in-memory cache is
     each serving process's own."""
+    from moorage.storage import cache as caches
+
     if config.storage.cache.blobdescriptor != "redis":
         return None
     try:

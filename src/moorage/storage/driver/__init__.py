@@ -1,7 +1,7 @@
 """Storage drivers, registered by the name the config uses. Importing this package registers the
-built-in ones."""
+built-in ones; s3's module (and its client library) loads when an s3 driver is created."""
 
-from moorage.storage.driver import filesystem, inmemory, s3
+from moorage.storage.driver import filesystem, inmemory
 from moorage.storage.driver.base import (
     FileInfo,
     FileWriter,
@@ -12,8 +12,11 @@ from moorage.storage.driver.base import (
     StorageFull,
     create,
     register,
+    register_module,
     registered,
 )
+
+register_module("s3", "moorage.storage.driver.s3")
 
 __all__ = [
     "FileInfo",
@@ -27,6 +30,6 @@ __all__ = [
     "filesystem",
     "inmemory",
     "register",
+    "register_module",
     "registered",
-    "s3",
 ]

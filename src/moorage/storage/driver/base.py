@@ -12,6 +12,7 @@ name. Nothing else escapes a driver.
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -207,16 +208,27 @@ DriverFactory = Callable[[dict[str, Any]], StorageDriver]
 _FACTORIES: dict[str, DriverFactory] = {}
 
 
+_MODULES: dict[str, str] = {}  # name -> the module that registers it when imported
+
+
 def register(name: str, factory: DriverFactory) -> None:
     """Makes a driver available under the name the config's `storage` section uses."""
     _FACTORIES[name] = factory
 
 
+def register_module(name: str, module: str) -> None:
+    """Names a driver whose module is imported only when the driver is created (one with a
+    heavy client library), so that commands which never use it do not pay for loading it."""
+    _MODULES[name] = module
+
+
 def registered() -> list[str]:
-    return sorted(_FACTORIES)
+    return sorted({*_FACTORIES, *_MODULES})
 
 
 def create(name: str, parameters: dict[str, Any]) -> StorageDriver:
     """The named driver, built from its config parameters and wrapped for path validation.
     Raises KeyError for an unknown name; factories raise ValueError for bad parameters."""
+    if name not in _FACTORIES and name in _MODULES:
+        importlib.import_module(_MODULES[name])
     return ValidatingDriver(_FACTORIES[name](parameters))
