@@ -168,12 +168,16 @@ hostile_references = st.one_of(hostile_tags, hostile_digests)
 # Range and Content-Range
 
 
+# Text a header value can carry: no control characters (HTTP allows none but tab).
+header_text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), max_size=40)
+
+
 def numbers() -> st.SearchStrategy[str]:
     """Decimal numbers as text: small, around the 64-bit limits, and thousands of digits."""
     return st.one_of(
         st.integers(0, 1 << 20).map(str),
         st.sampled_from([2**31, 2**32, INT64_MAX, 2**63, 2**64]).map(str),
-        st.integers(1, 20_000).map(lambda digits: "9" * digits),
+        st.integers(1, 6000).map(lambda digits: "9" * digits),
         st.just("0" * 5000 + "1"),
     )
 
@@ -201,7 +205,7 @@ def range_headers(draw: st.DrawFn) -> str:
                 f"BYTES={first}-{last}",
             ]
         )
-        | st.text(max_size=40)
+        | header_text
     )
 
 
@@ -225,7 +229,7 @@ def content_range_headers(draw: st.DrawFn) -> str:
                 f"bytes */{total}",
             ]
         )
-        | st.text(max_size=40)
+        | header_text
     )
 
 
@@ -243,7 +247,7 @@ class Raw:
 class Pairs:
     """A JSON object as its members in order; a key may repeat."""
 
-    members: tuple[tuple[str, Any], ...]
+    members: tuple[tuple[str | Raw, Any], ...]
 
 
 def encode(value: Any) -> bytes:
@@ -458,3 +462,24 @@ def authorization_values(draw: st.DrawFn, tokens: st.SearchStrategy[str] | None 
         | field_values
     )
     return draw(st.sampled_from([scheme + space + credentials]) | field_values)
+
+
+@st.composite
+def spoiled_manifests(draw: st.DrawFn, document: dict[str, Any]) -> bytes:
+    """A valid manifest spoiled one way: a field of the wrong type, nesting thousands deep, a
+    number that is not JSON or too large, invalid UTF-8, or a repeated key."""
+    where = draw(st.sampled_from(list(positions(document))))
+    kind = draw(st.sampled_from(["type", "nesting", "number", "utf-8", "repeated key"]))
+    if kind == "type":
+        path, value = draw(wrong_types(document))
+        return encode(replaced(document, path, value))
+    if kind == "nesting":
+        return encode(replaced(document, where, nested(draw(st.integers(10_001, 50_000)))))
+    if kind == "number":
+        literal = draw(st.sampled_from(NON_JSON_NUMBERS + HUGE_NUMBERS))
+        return encode(replaced(document, where, Raw(literal)))
+    if kind == "utf-8":
+        bad = draw(st.sampled_from(INVALID_UTF8))
+        return encode(Pairs((*document.items(), (Raw(b'"a' + bad + b'"'), "x"))))
+    key = draw(st.sampled_from(sorted(document)))
+    return encode(Pairs((*document.items(), (key, document[key]))))
