@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 
+from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import given
 from hypothesis import strategies as st
@@ -22,7 +23,7 @@ def as_text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
 
 
-def request(authorization: str | None) -> object:
+def request(authorization: str | None) -> web.Request:
     headers = {"Authorization": authorization} if authorization is not None else {}
     return make_mocked_request("GET", "/v2/", headers=headers)
 
@@ -30,7 +31,7 @@ def request(authorization: str | None) -> object:
 @given(authorization_values() | st.none())
 def test_basic_credentials_are_those_sent_or_none(value: bytes | None) -> None:
     header = as_text(value) if value is not None else None
-    credentials = basic_credentials(request(header))  # type: ignore[arg-type]
+    credentials = basic_credentials(request(header))
     if credentials is not None:
         assert header is not None
         scheme, _, encoded = header.partition(" ")
@@ -42,7 +43,7 @@ def test_basic_credentials_are_those_sent_or_none(value: bytes | None) -> None:
 @given(authorization_values() | st.none())
 def test_a_bearer_token_is_the_one_sent_or_none(value: bytes | None) -> None:
     header = as_text(value) if value is not None else None
-    token = bearer_token(request(header))  # type: ignore[arg-type]
+    token = bearer_token(request(header))
     if token is not None:
         assert header is not None
         scheme, _, rest = header.partition(" ")
@@ -52,4 +53,4 @@ def test_a_bearer_token_is_the_one_sent_or_none(value: bytes | None) -> None:
 @given(st.text().filter(lambda user: ":" not in user), st.text())
 def test_basic_credentials_round_trip(user: str, password: str) -> None:
     encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
-    assert basic_credentials(request(f"Basic {encoded}")) == (user, password)  # type: ignore[arg-type]
+    assert basic_credentials(request(f"Basic {encoded}")) == (user, password)
