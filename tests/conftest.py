@@ -18,15 +18,15 @@ from tests.servers import (
 )
 
 # Property tests (Hypothesis). `ci`, the default, is bounded so that all of them together add
-# about two minutes on 2 cores, and derandomized: each run tries the same examples, so a failure
-# in CI is the same failure on any machine, and nothing is written to the checkout (derandomized
-# runs keep no example database). It reports a failure as first found: shrinking one to its
-# smallest form can take minutes of requests. `HYPOTHESIS_PROFILE=long` explores thousands of
-# fresh examples per test, shrinks what fails and keeps it in .hypothesis/ to try first next
-# time. Requests go to real servers over loopback: no per-example deadline in either.
+# about a minute and a half on 2 cores, and derandomized: each run tries the same examples, so
+# a failure in CI is the same failure on any machine, and nothing is written to the checkout
+# (derandomized runs keep no example database). It reports a failure as first found: shrinking
+# one to its smallest form can take minutes of requests. `HYPOTHESIS_PROFILE=long` explores
+# thousands of fresh examples per test, shrinks what fails and keeps it in .hypothesis/ to try
+# first next time. Requests go to real servers over loopback: no per-example deadline in either.
 settings.register_profile(
     "ci",
-    max_examples=40,
+    max_examples=100,
     deadline=None,
     derandomize=True,
     phases=[Phase.explicit, Phase.generate],
