@@ -59,8 +59,6 @@ from tests.strategies import (
     valid_tags,
 )
 
-pytestmark = pytest.mark.timeout(900)
-
 DEEP = ("l1", "l2", "l3", "l4", "l5", "l6")  # the root lies this deep in the watched directory
 ARTIFACT_TYPE = "application/vnd.moorage.props.test"
 
