@@ -364,8 +364,11 @@ def manifests(
 OPTIONAL_FIELDS = frozenset(
     {"mediaType", "annotations", "subject", "artifactType", "urls", "platform", "variant"}
 )
-_OF_EACH_TYPE: dict[type, Any] = {
-    str: "x", int: 7, float: 1.5, bool: True, list: [], dict: {}, type(None): None,
+# a truthy and a falsy value of each JSON type: a check written `value or default` lets the
+# falsy ones through
+_OF_EACH_TYPE: dict[type, tuple[Any, ...]] = {
+    str: ("x", ""), int: (7, 0), float: (1.5, 0.0), bool: (True, False), list: ([1], []),
+    dict: ({"a": 1}, {}), type(None): (None,),
 }  # fmt: skip
 
 
@@ -373,16 +376,22 @@ def _kind(value: Any) -> type:
     return bool if isinstance(value, bool) else type(value)
 
 
+def _field(path: Path) -> str:
+    return path[-1] if isinstance(path[-1], str) else "[]"
+
+
 @st.composite
 def wrong_types(draw: st.DrawFn, document: dict[str, Any]) -> tuple[Path, Any]:
     """One field of a valid manifest given a value of another JSON type (not null where the
-    field is optional and null means absent; `mediaType` is required in descriptors)."""
-    path = draw(st.sampled_from(list(positions(document))))
+    field is optional and null means absent; `mediaType` is required in descriptors). The field
+    is drawn by name first, so that rare ones (`platform`, `urls`) are drawn as often as any."""
+    paths = list(positions(document))
+    field = draw(st.sampled_from(sorted({_field(path) for path in paths})))
+    path = draw(st.sampled_from([path for path in paths if _field(path) == field]))
     current = _kind(value_at(document, path))
-    last = path[-1]
-    optional = last in OPTIONAL_FIELDS and not (last == "mediaType" and len(path) > 1)
+    optional = field in OPTIONAL_FIELDS and not (field == "mediaType" and len(path) > 1)
     choices = [
-        value for kind, value in _OF_EACH_TYPE.items()
+        value for kind, values in _OF_EACH_TYPE.items() for value in values
         if kind is not current
         and not (kind is type(None) and optional)
         and not (current is float and kind is int)
