@@ -437,6 +437,11 @@ FIELD_BYTES = bytes([0x09, *range(0x20, 0x7F), *range(0x80, 0x100)])
 field_values = st.lists(st.sampled_from(FIELD_BYTES), max_size=60).map(bytes)
 
 
+def fits_header(text: str) -> bool:
+    """Whether the text, as UTF-8, is a field value HTTP allows."""
+    return all(byte in FIELD_BYTES for byte in text.encode())
+
+
 def as_received(value: bytes) -> str:
     """A header value as aiohttp hands it to a handler."""
     return value.decode("utf-8", "surrogateescape")

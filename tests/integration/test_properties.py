@@ -46,6 +46,7 @@ from tests.strategies import (
     descriptors,
     encode,
     field_values,
+    fits_header,
     hostile_digests,
     hostile_names,
     hostile_references,
@@ -542,17 +543,26 @@ def test_names_under_token_auth(
     under_auth(authed, route, name, encoded, None)
 
 
-@given(st.data(), routes, encode_all)
+@given(routes, encode_all, authorization_values())
+@example(("GET", "v2/"), False, b"Bearer \x80")
 def test_credentials_under_token_auth(
+    authed: Authed, route: tuple[str, str], encoded: bool, authorization: bytes
+) -> None:
+    """Whatever the Authorization header (Basic, other schemes, garbage, bytes that are not
+    UTF-8), the answer is well-formed."""
+    under_auth(authed, route, "props/a", encoded, authorization)
+
+
+@given(st.data(), routes, encode_all)
+def test_spoiled_tokens_under_token_auth(
     authed: Authed, data: st.DataObject, route: tuple[str, str], encoded: bool
 ) -> None:
-    """Whatever the Authorization header (Basic, genuine tokens spoiled, garbage), the answer
-    is well-formed."""
-    name = data.draw(st.sampled_from(["props/a", "public/x", "props/b"]), label="name")
-    authorization = data.draw(
-        authorization_values(st.sampled_from(authed.tokens)), label="authorization"
+    """Genuine tokens of the server, spoiled, under any scheme: the answer is well-formed."""
+    token = data.draw(
+        st.sampled_from(authed.tokens) | mutated(st.sampled_from(authed.tokens)).filter(fits_header)
     )
-    under_auth(authed, route, name, encoded, authorization)
+    scheme = data.draw(st.sampled_from([b"Bearer ", b"bearer  ", b"Basic ", b"Bearer"]))
+    under_auth(authed, route, "props/a", encoded, scheme + token.encode())
 
 
 token_params = st.lists(
@@ -584,6 +594,7 @@ def assert_granted_names_valid(response: Response) -> None:
 
 
 @given(token_params, st.none() | authorization_values())
+@example([], b"Basic \x80")
 def test_token_endpoint_get(
     authed: Authed, params: list[tuple[str, str]], authorization: bytes | None
 ) -> None:
