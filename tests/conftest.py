@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import Phase, settings
 
 from tests.integration.docker_support import (
     Built,
@@ -23,6 +24,23 @@ from tests.servers import (
     run_redis,
     run_seaweedfs,
 )
+
+# Property tests (Hypothesis). `ci`, the default, is bounded so that all of them together add
+# about a minute and a half on 2 cores, and derandomized: each run tries the same examples, so
+# a failure in CI is the same failure on any machine, and nothing is written to the checkout
+# (derandomized runs keep no example database). It reports a failure as first found: shrinking
+# one to its smallest form can take minutes of requests. `HYPOTHESIS_PROFILE=long` explores
+# thousands of fresh examples per test, shrinks what fails and keeps it in .hypothesis/ to try
+# first next time. Requests go to real servers over loopback: no per-example deadline in either.
+settings.register_profile(
+    "ci",
+    max_examples=100,
+    deadline=None,
+    derandomize=True,
+    phases=[Phase.explicit, Phase.generate],
+)
+settings.register_profile("long", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

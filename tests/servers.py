@@ -115,9 +115,10 @@ def run_moorage(
     root: Path | None = None,
     env: dict[str, str] | None = None,
     port: int | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Server]:
     """Runs `moorage serve` with the given config (default: filesystem under workdir/data), on
-    `port` (default: a free one)."""
+    `port` (default: a free one), in `cwd` (default: this process's working directory)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     if config is None:
@@ -130,7 +131,7 @@ def run_moorage(
     config_path = workdir / f"moorage-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))
     log = workdir / f"moorage-{port}.log"
-    process = spawn_moorage([str(config_path)], log, env)
+    process = spawn_moorage([str(config_path)], log, env, cwd)
     server = Server(f"127.0.0.1:{port}", process, root, log)
     try:
         _wait_ready(server)
