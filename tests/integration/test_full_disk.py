@@ -168,6 +168,9 @@ def test_chunked_upload_resumes_where_the_disk_stopped_it(disk: Disk) -> None:
         assert status.status_code == 204
         stored = int(status.headers["Range"].split("-")[1]) + 1
         assert MiB <= stored < BLOB
+        # the refusal said as much, as a 416 does, so a client can go on without asking
+        assert rest.headers["Range"] == status.headers["Range"]
+        assert rest.headers["Location"].split("?")[0] == status.headers["Location"].split("?")[0]
         assert_not_served(disk, "full/chunked", digest)
         assert_intact(disk)
     # What the session holds is what was sent, up to where the disk was full: it goes on there.

@@ -14,7 +14,12 @@ from moorage.api.errors import error_response
 from moorage.auth import scopes
 from moorage.registry.blobs import BlobInfo
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
-from moorage.registry.errors import DigestInvalid, NameInvalid, RangeInvalid
+from moorage.registry.errors import (
+    DigestInvalid,
+    InsufficientStorage,
+    NameInvalid,
+    RangeInvalid,
+)
 from moorage.registry.repository import Repository
 
 # `start-end`, as the spec writes it; `bytes start-end` and `bytes=start-end` from some clients.
@@ -120,6 +125,9 @@ async def patch_upload(request: web.Request) -> web.Response:
         )
     except RangeInvalid as exc:
         return error_response(exc, _upload_headers(repo, request, upload_id, exc.size))
+    except InsufficientStorage as exc:  # the session keeps what was written: say how much
+        kept = await repo.uploads.size(upload_id)
+        return error_response(exc, _upload_headers(repo, request, upload_id, kept))
     return web.Response(status=202, headers=_upload_headers(repo, request, upload_id, size))
 
 
