@@ -255,9 +255,12 @@ def base_tar(cache: Path) -> Path:
     if tar.exists() and time.time() - tar.stat().st_mtime < BASE_MAX_AGE:
         return tar
     mmdebstrap = require(shutil.which("mmdebstrap") or "/usr/bin/mmdebstrap", "mmdebstrap")
-    partial = cache / f"{tar.name}.{os.getpid()}"
+    partial = cache / f"{tar.name}.{os.getpid()}"  # not named .tar: the format is explicit
     result = subprocess.run(
-        [mmdebstrap, "--variant=minbase", f"--include={BASE_PACKAGES}", BASE_SUITE, str(partial)],
+        [
+            mmdebstrap, "--variant=minbase", "--format=tar", f"--include={BASE_PACKAGES}",
+            BASE_SUITE, str(partial),
+        ],
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
