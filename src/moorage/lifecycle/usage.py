@@ -1,0 +1,169 @@
+"""What each repository holds, from two walks of storage: one of the repositories' links, one of
+the blobs.
+
+A repository holds the blobs it links: its layers and configs (`_layers`) and its manifests
+(`_manifests/revisions`). Of those, `exclusive` counts the bytes of blobs no other repository
+links, `shared` the bytes of blobs others link too; `total` is their sum, what the repository
+would take alone. The registry's total counts every linked blob once. Upload sessions and blobs
+no repository links (garbage awaiting collection) are in none of these.
+
+Memory stays flat in the blobs' content: the computation keeps a size and an owner per blob
+digest (and, for shared blobs only, the repositories sharing it).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from moorage.registry.digest import Digest
+from moorage.storage import paths
+from moorage.storage.driver import PathNotFound, StorageDriver
+
+_SHARED = -1  # owner of a blob more than one repository links
+
+
+@dataclass(frozen=True)
+class RepositoryUsage:
+    name: str
+    exclusive: int
+    shared: int
+
+    @property
+    def total(self) -> int:
+        return self.exclusive + self.shared
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "exclusive": self.exclusive,
+            "shared": self.shared,
+            "total": self.total,
+        }
+
+
+@dataclass(frozen=True)
+class Usage:
+    repositories: dict[str, RepositoryUsage]  # by name, in lexical order
+    total: int  # every linked blob once
+    started: float  # when the walks began (seconds since the epoch): writes after it may be
+    # missing from the figures
+    duration: float = 0.0  # seconds the computation took
+    blobs: int = field(default=0)  # linked blobs
+
+    def of(self, name: str) -> RepositoryUsage:
+        return self.repositories.get(name) or RepositoryUsage(name, 0, 0)
+
+    def to_json(self, names: Iterable[str] | None = None) -> dict[str, Any]:
+        """`{"repositories": [{"name", "exclusive", "shared", "total"}, ...], "total"}`, of
+        every repository or of `names`."""
+        shown = self.repositories.values() if names is None else (self.of(n) for n in names)
+        return {"repositories": [usage.to_json() for usage in shown], "total": self.total}
+
+    def dumps(self) -> str:
+        """The whole computation, as `loads` reads it back (for other processes)."""
+        document = self.to_json()
+        document.update(started=self.started, duration=self.duration, blobs=self.blobs)
+        return json.dumps(document)
+
+    @classmethod
+    def loads(cls, text: str) -> Usage:
+        """Raises ValueError (or KeyError, TypeError) for text `dumps` did not write."""
+        document = json.loads(text)
+        repositories = {
+            entry["name"]: RepositoryUsage(
+                entry["name"], int(entry["exclusive"]), int(entry["shared"])
+            )
+            for entry in document["repositories"]
+        }
+        return cls(
+            repositories,
+            int(document["total"]),
+            float(document["started"]),
+            float(document["duration"]),
+            int(document["blobs"]),
+        )
+
+
+def _link_digest(relative: list[str]) -> tuple[str, str] | None:
+    """(repository, `alg:hex` the path names) of a layer or manifest revision link, from the
+    path's components below `repositories/`; None for any other file. A repository name ends
+    at its first component starting with `_` (paths.py)."""
+    index = next((i for i, part in enumerate(relative) if part.startswith("_")), None)
+    if index is None:
+        return None
+    name, rest = "/".join(relative[:index]), relative[index:]
+    if not name or rest[-1] != "link":
+        return None
+    if len(rest) == 4 and rest[0] == paths.REPOSITORY_MARKER:
+        return name, f"{rest[1]}:{rest[2]}"
+    if len(rest) == 5 and rest[0] == paths.MANIFESTS_MARKER and rest[1] == "revisions":
+        return name, f"{rest[2]}:{rest[3]}"
+    return None
+
+
+async def _stored_under(driver: StorageDriver, path: str) -> str | None:
+    """The digest a link names, for a link under another algorithm than content is stored
+    under (a sha512 blob's link names its sha256)."""
+    try:
+        text = (await driver.get_content(path)).decode("ascii", "replace").strip()
+    except PathNotFound:
+        return None
+    digest = Digest.parse_or_none(text)
+    return str(digest) if digest is not None else None
+
+
+async def compute(driver: StorageDriver) -> Usage:
+    """Walks the blobs, then every repository's links. A link whose content is gone counts
+    nothing (fsck reports it)."""
+    started, clock = time.time(), time.monotonic()
+    sizes: dict[str, int] = {}
+    blobs_prefix = paths.BLOBS + "/"
+    async for info in driver.walk(paths.BLOBS):
+        parts = info.path[len(blobs_prefix) :].split("/")
+        if len(parts) == 4 and parts[3] == "data" and parts[2].startswith(parts[1]):
+            sizes[f"{parts[0]}:{parts[2]}"] = info.size
+
+    names: list[str] = []
+    index_of: dict[str, int] = {}
+    owner: dict[str, int] = {}  # digest -> the one repository linking it, or _SHARED
+    sharers: dict[str, set[int]] = {}  # digest -> repositories linking it, for shared ones
+    repositories_prefix = paths.REPOSITORIES + "/"
+    async for info in driver.walk(paths.REPOSITORIES):
+        found = _link_digest(info.path[len(repositories_prefix) :].split("/"))
+        if found is None:
+            continue
+        name, digest = found
+        if not digest.startswith(paths.CONTENT_ALGORITHM + ":"):
+            digest = await _stored_under(driver, info.path) or digest
+        if digest not in sizes:
+            continue
+        repository = index_of.get(name)
+        if repository is None:
+            repository = index_of[name] = len(names)
+            names.append(name)
+        first = owner.setdefault(digest, repository)
+        if first == repository:
+            continue
+        if first != _SHARED:
+            owner[digest] = _SHARED
+            sharers[digest] = {first}
+        sharers[digest].add(repository)
+
+    exclusive = [0] * len(names)
+    shared = [0] * len(names)
+    for digest, repository in owner.items():
+        if repository != _SHARED:
+            exclusive[repository] += sizes[digest]
+    for digest, members in sharers.items():
+        for repository in members:
+            shared[repository] += sizes[digest]
+    repositories = {
+        name: RepositoryUsage(name, exclusive[index_of[name]], shared[index_of[name]])
+        for name in sorted(names)
+    }
+    total = sum(sizes[digest] for digest in owner)
+    return Usage(repositories, total, started, time.monotonic() - clock, len(owner))

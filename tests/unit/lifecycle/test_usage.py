@@ -1,0 +1,127 @@
+"""Usage from two walks of a real (in-memory) storage tree written by the registry services:
+exclusive, shared and total bytes per repository, the registry's total counting each blob once."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+
+from moorage.lifecycle.usage import RepositoryUsage, Usage, compute
+from moorage.registry.digest import Digest
+from moorage.registry.repository import Registry
+from moorage.storage import driver as drivers
+from moorage.storage import paths
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def push_blob(registry: Registry, name: str, data: bytes, algorithm: str = "sha256") -> None:
+    uploads = registry.repository(name).uploads
+    upload_id = await uploads.start(algorithm)
+    digest = Digest(algorithm, hashlib.new(algorithm, data).hexdigest())
+    await uploads.commit(upload_id, digest, _body(data))
+
+
+async def push_image(registry: Registry, name: str, tag: str, layers: list[bytes]) -> int:
+    """Pushes the layers, a config and a manifest; returns the manifest's size."""
+    config = b'{"architecture":"amd64","os":"linux"}'
+    for blob in [config, *layers]:
+        await push_blob(registry, name, blob)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": str(Digest.of(config)),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": str(Digest.of(layer)),
+                    "size": len(layer),
+                }
+                for layer in layers
+            ],
+        }
+    ).encode()
+    await registry.repository(name).manifests.put(tag, manifest, None, [])
+    return len(manifest)
+
+
+CONFIG_SIZE = len(b'{"architecture":"amd64","os":"linux"}')
+
+
+def test_exclusive_shared_and_total() -> None:
+    async def scenario() -> Usage:
+        registry = Registry(drivers.create("inmemory", {}), deletes=True)
+        base, own_a, own_b = b"b" * 1000, b"a" * 300, b"c" * 50
+        size_a = await push_image(registry, "team/a", "v1", [base, own_a])
+        size_b = await push_image(registry, "team/b", "v1", [base, own_b])
+        await push_blob(registry, "loose", b"l" * 7)
+        # garbage: content that no repository links any more
+        await push_blob(registry, "gone", b"g" * 9999)
+        await registry.repository("gone").blobs.delete(Digest.of(b"g" * 9999))
+        usage = await compute(registry.driver)
+        shared = 1000 + CONFIG_SIZE
+        assert usage.repositories["team/a"] == RepositoryUsage("team/a", 300 + size_a, shared)
+        assert usage.repositories["team/b"] == RepositoryUsage("team/b", 50 + size_b, shared)
+        assert usage.total == 1000 + CONFIG_SIZE + 300 + 50 + size_a + size_b + 7
+        return usage
+
+    usage = asyncio.run(scenario())
+    assert list(usage.repositories) == ["loose", "team/a", "team/b"]  # "gone" links nothing
+    assert usage.of("loose").total == 7
+    assert usage.of("nothing") == RepositoryUsage("nothing", 0, 0)
+    assert usage.blobs == 7
+
+
+def test_a_blob_linked_twice_in_one_repository_is_counted_once() -> None:
+    async def scenario() -> Usage:
+        registry = Registry(drivers.create("inmemory", {}))
+        data = b"x" * 100
+        await push_blob(registry, "r", data)
+        await push_blob(registry, "r", data, "sha512")  # linked again, under its sha512 too
+        await registry.repository("q").blobs.mount(Digest.of(data), None)
+        return await compute(registry.driver)
+
+    usage = asyncio.run(scenario())
+    assert usage.repositories == {
+        "q": RepositoryUsage("q", 0, 100),
+        "r": RepositoryUsage("r", 0, 100),
+    }
+    assert usage.total == 100
+
+
+def test_a_link_without_content_counts_nothing() -> None:
+    async def scenario() -> Usage:
+        registry = Registry(drivers.create("inmemory", {}))
+        data = b"y" * 10
+        await push_blob(registry, "r", data)
+        await registry.driver.delete(paths.blob_dir(Digest.of(data)))
+        return await compute(registry.driver)
+
+    usage = asyncio.run(scenario())
+    assert (usage.repositories, usage.total) == ({}, 0)
+
+
+def test_an_empty_root() -> None:
+    usage = asyncio.run(compute(drivers.create("inmemory", {})))
+    assert usage.to_json() == {"repositories": [], "total": 0}
+
+
+def test_what_dumps_writes_loads_reads() -> None:
+    usage = Usage({"a": RepositoryUsage("a", 1, 2)}, 3, 1000.5, 0.25, 2)
+    assert Usage.loads(usage.dumps()) == usage
+    assert usage.to_json(["a", "b"]) == {
+        "repositories": [
+            {"name": "a", "exclusive": 1, "shared": 2, "total": 3},
+            {"name": "b", "exclusive": 0, "shared": 0, "total": 0},
+        ],
+        "total": 3,
+    }
