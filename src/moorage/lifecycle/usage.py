@@ -13,8 +13,13 @@ digest (and, for shared blobs only, the repositories sharing it).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
+import logging
+import os
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +28,11 @@ from moorage.registry.digest import Digest
 from moorage.storage import paths
 from moorage.storage.driver import PathNotFound, StorageDriver
 
+log = logging.getLogger("moorage.usage")
+
 _SHARED = -1  # owner of a blob more than one repository links
+FOLLOW_EVERY = 1.0  # seconds between looks at the computing worker's file (a local stat)
+RETRY_AFTER = 30.0  # seconds before a failed computation is tried again, at most
 
 
 @dataclass(frozen=True)
@@ -167,3 +176,134 @@ async def compute(driver: StorageDriver) -> Usage:
     }
     total = sum(sizes[digest] for digest in owner)
     return Usage(repositories, total, started, time.monotonic() - clock, len(owner))
+
+
+def human(size: float) -> str:
+    """A size for people, in binary units: `512 B`, `1.5 KiB`, `10.0 GiB`."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(size) < 1024 or unit == "PiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+class UsageTracker:
+    """The registry's usage as last computed, kept current on a schedule, and what this process
+    linked since (`hold`), which quotas add to it.
+
+    One process computes (`computes`): every `interval`, and at once when started. With
+    `shared` (a file in the run directory of several worker processes), it writes each
+    computation there, and the other workers (`computes` false) load it when it changes.
+    """
+
+    def __init__(
+        self,
+        driver: StorageDriver,
+        interval: float,
+        *,
+        computes: bool = True,
+        shared: str | None = None,
+    ) -> None:
+        self.driver = driver
+        self.interval = interval
+        self.computes = computes
+        self.shared = shared
+        self.current: Usage | None = None
+        self._ready = asyncio.Event()
+        self._loaded_version: tuple[int, int] | None = None
+        self._held: dict[int, tuple[str, int]] = {}  # in-flight additions by their token
+        self._tokens = itertools.count()
+        # linked since: repository -> (when, bytes), dropped once a computation started after
+        self._added: dict[str, deque[tuple[float, int]]] = {}
+
+    def added(self, repository: str) -> int:
+        """Bytes this process linked into the repository that the current usage may miss:
+        those in flight and those linked after the computation started."""
+        since = self.current.started if self.current is not None else 0.0
+        recent = sum(size for when, size in self._added.get(repository, ()) if when >= since)
+        return recent + sum(size for name, size in self._held.values() if name == repository)
+
+    def hold(self, repository: str, size: int) -> int:
+        """Counts `size` bytes in flight for the repository; returns a token for `settle`."""
+        token = next(self._tokens)
+        self._held[token] = (repository, size)
+        return token
+
+    def settle(self, token: int, linked: bool) -> None:
+        """Ends what `hold` started: the bytes were linked (and count from now on), or not."""
+        repository, size = self._held.pop(token)
+        if linked:
+            self._added.setdefault(repository, deque()).append((time.time(), size))
+
+    async def ready(self) -> Usage:
+        """The current usage, once there is one."""
+        await self._ready.wait()
+        assert self.current is not None
+        return self.current
+
+    def _use(self, usage: Usage) -> None:
+        self.current = usage
+        self._ready.set()
+        for repository in list(self._added):
+            entries = self._added[repository]
+            while entries and entries[0][0] < usage.started:
+                entries.popleft()
+            if not entries:
+                del self._added[repository]
+
+    async def refresh(self) -> Usage:
+        """Computes now (and shares it, with `shared`)."""
+        usage = await compute(self.driver)
+        self._use(usage)
+        if self.shared is not None:
+            await asyncio.to_thread(_write_atomically, self.shared, usage.dumps())
+        log.info(
+            "usage: %d repositories, %s in %d blobs, computed in %.1fs",
+            len(usage.repositories),
+            human(usage.total),
+            usage.blobs,
+            usage.duration,
+        )
+        return usage
+
+    def load(self) -> bool:
+        """Loads the shared file when it changed since last loaded; whether it did."""
+        assert self.shared is not None
+        try:
+            info = os.stat(self.shared)
+        except FileNotFoundError:
+            return False
+        version = (info.st_mtime_ns, info.st_size)
+        if version == self._loaded_version:
+            return False
+        try:
+            with open(self.shared, encoding="utf-8") as file:
+                usage = Usage.loads(file.read())
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning("usage: cannot read %s: %s", self.shared, exc)
+            return False
+        self._loaded_version = version
+        self._use(usage)
+        return True
+
+    async def run(self) -> None:
+        """Computes (or follows the computing process) until cancelled."""
+        if not self.computes:
+            while True:
+                self.load()
+                await asyncio.sleep(FOLLOW_EVERY)
+        while True:
+            try:
+                await self.refresh()
+                pause = self.interval
+            except Exception:
+                pause = min(self.interval, RETRY_AFTER)
+                log.exception("usage computation failed; retrying in %.0fs", pause)
+            await asyncio.sleep(pause)
+
+
+def _write_atomically(path: str, text: str) -> None:
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "w", encoding="utf-8") as file:
+        file.write(text)
+    os.replace(temporary, path)

@@ -4,57 +4,14 @@ exclusive, shared and total bytes per repository, the registry's total counting 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-from collections.abc import AsyncIterator
+from pathlib import Path
 
-from moorage.lifecycle.usage import RepositoryUsage, Usage, compute
+from moorage.lifecycle.usage import RepositoryUsage, Usage, UsageTracker, compute, human
 from moorage.registry.digest import Digest
 from moorage.registry.repository import Registry
 from moorage.storage import driver as drivers
 from moorage.storage import paths
-
-
-async def _body(data: bytes) -> AsyncIterator[bytes]:
-    yield data
-
-
-async def push_blob(registry: Registry, name: str, data: bytes, algorithm: str = "sha256") -> None:
-    uploads = registry.repository(name).uploads
-    upload_id = await uploads.start(algorithm)
-    digest = Digest(algorithm, hashlib.new(algorithm, data).hexdigest())
-    await uploads.commit(upload_id, digest, _body(data))
-
-
-async def push_image(registry: Registry, name: str, tag: str, layers: list[bytes]) -> int:
-    """Pushes the layers, a config and a manifest; returns the manifest's size."""
-    config = b'{"architecture":"amd64","os":"linux"}'
-    for blob in [config, *layers]:
-        await push_blob(registry, name, blob)
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": str(Digest.of(config)),
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": str(Digest.of(layer)),
-                    "size": len(layer),
-                }
-                for layer in layers
-            ],
-        }
-    ).encode()
-    await registry.repository(name).manifests.put(tag, manifest, None, [])
-    return len(manifest)
-
-
-CONFIG_SIZE = len(b'{"architecture":"amd64","os":"linux"}')
+from tests.unit.lifecycle.support import CONFIG_SIZE, push_blob, push_image
 
 
 def test_exclusive_shared_and_total() -> None:
@@ -125,3 +82,39 @@ def test_what_dumps_writes_loads_reads() -> None:
         ],
         "total": 3,
     }
+
+
+def test_workers_follow_the_computing_one(tmp_path: Path) -> None:
+    shared = str(tmp_path / "usage.json")
+
+    async def scenario() -> None:
+        registry = Registry(drivers.create("inmemory", {}))
+        computing = UsageTracker(registry.driver, 3600, shared=shared)
+        following = UsageTracker(registry.driver, 3600, computes=False, shared=shared)
+        assert not following.load()  # nothing computed yet
+        await push_blob(registry, "r", b"z" * 10)
+        await computing.refresh()
+        assert following.load()
+        assert following.current == computing.current
+        assert not following.load()  # unchanged: not read again
+        task = asyncio.create_task(following.run())
+        await push_blob(registry, "r", b"w" * 5)
+        await computing.refresh()
+        for _ in range(50):
+            if following.current.of("r").total == 15:
+                break
+            await asyncio.sleep(0.1)
+        task.cancel()
+        assert following.current.of("r").total == 15
+
+    asyncio.run(scenario())
+
+
+def test_human_sizes() -> None:
+    assert [human(n) for n in (0, 1023, 1024, 1536, 10 * 1024**3)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 KiB",
+        "10.0 GiB",
+    ]
