@@ -20,13 +20,18 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 from moorage.registry.digest import Digest
 from moorage.storage import paths
 from moorage.storage.driver import PathNotFound, StorageDriver
+
+if TYPE_CHECKING:
+    from moorage.lifecycle.quotas import Quotas
 
 log = logging.getLogger("moorage.usage")
 
@@ -257,7 +262,7 @@ class UsageTracker:
         self._use(usage)
         if self.shared is not None:
             await asyncio.to_thread(_write_atomically, self.shared, usage.dumps())
-        log.info(
+        log.debug(
             "usage: %d repositories, %s in %d blobs, computed in %.1fs",
             len(usage.repositories),
             human(usage.total),
@@ -307,3 +312,56 @@ def _write_atomically(path: str, text: str) -> None:
     with open(temporary, "w", encoding="utf-8") as file:
         file.write(text)
     os.replace(temporary, path)
+
+
+class UsageCollector:
+    """The last computed usage as Prometheus gauges, read from the tracker at each scrape (never
+    computed by one): per repository its exclusive, shared and total bytes, and its quota where
+    it has one; the registry's total; when and how fast it was computed."""
+
+    def __init__(self, tracker: UsageTracker, quotas: Quotas | None = None) -> None:
+        self.tracker = tracker
+        self.quotas = quotas
+
+    def collect(self) -> Iterator[Metric]:
+        usage = self.tracker.current
+        if usage is None:
+            return
+        per_repository = [
+            GaugeMetricFamily(f"moorage_repository_{kind}_bytes", text, labels=["repository"])
+            for kind, text in (
+                ("exclusive", "Bytes of blobs only this repository links."),
+                ("shared", "Bytes of blobs this repository links that others link too."),
+                ("total", "Bytes of every blob this repository links."),
+            )
+        ]
+        quota = GaugeMetricFamily(
+            "moorage_repository_quota_bytes",
+            "The most a repository's total may be (storage.quotas).",
+            labels=["repository"],
+        )
+        for name, each in usage.repositories.items():
+            for family, value in zip(
+                per_repository, (each.exclusive, each.shared, each.total), strict=True
+            ):
+                family.add_metric([name], value)
+            limit = self.quotas.limit_for(name) if self.quotas is not None else None
+            if limit is not None:
+                quota.add_metric([name], limit.size)
+        yield from per_repository
+        yield quota
+        yield GaugeMetricFamily(
+            "moorage_registry_bytes",
+            "Bytes of every blob some repository links, each once.",
+            value=usage.total,
+        )
+        yield GaugeMetricFamily(
+            "moorage_usage_computed_timestamp_seconds",
+            "When the usage these figures come from began to be computed.",
+            value=usage.started,
+        )
+        yield GaugeMetricFamily(
+            "moorage_usage_computation_seconds",
+            "How long computing the usage took.",
+            value=usage.duration,
+        )
