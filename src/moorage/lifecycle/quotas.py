@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fnmatch
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -63,7 +62,7 @@ class Quotas:
     def limit_for(self, repository: str) -> Limit | None:
         for pattern, size in self.repositories:
             if fnmatch.fnmatchcase(repository, pattern):
-                return Limit(size, f"storage.quotas.repositories[{json.dumps(pattern)}]")
+                return Limit(size, f"storage.quotas.repositories[{pattern}]")
         if self.default is not None:
             return Limit(self.default, "storage.quotas.default")
         return None

@@ -241,7 +241,10 @@ class UsageTracker:
             self._added.setdefault(repository, deque()).append((time.time(), size))
 
     async def ready(self) -> Usage:
-        """The current usage, once there is one."""
+        """The current usage, once there is one; in a following worker, the computing
+        worker's latest (a stat of its file tells)."""
+        if not self.computes:
+            self.load()
         await self._ready.wait()
         assert self.current is not None
         return self.current
@@ -259,9 +262,9 @@ class UsageTracker:
     async def refresh(self) -> Usage:
         """Computes now (and shares it, with `shared`)."""
         usage = await compute(self.driver)
-        self._use(usage)
-        if self.shared is not None:
+        if self.shared is not None:  # before it is used here: no worker lags behind this one
             await asyncio.to_thread(_write_atomically, self.shared, usage.dumps())
+        self._use(usage)
         log.debug(
             "usage: %d repositories, %s in %d blobs, computed in %.1fs",
             len(usage.repositories),
