@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 from moorage.cli.storage import CannotRun, create_driver, load_config
 from moorage.config import secrets
-from moorage.lifecycle import retention
-from moorage.registry.repository import Registry
 from moorage.storage.driver import StorageDriver, StorageError
+
+if TYPE_CHECKING:  # the lifecycle loads when the command runs, not with the CLI
+    from moorage.lifecycle import retention
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +37,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
+    from moorage.lifecycle import retention
+
     try:
         config = load_config(args.config, redactor)
         settings = config.storage.maintenance.retention
@@ -66,6 +70,9 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
 
 
 async def _plan(driver: StorageDriver, policies: retention.Retention) -> list[retention.Decision]:
+    from moorage.lifecycle import retention
+    from moorage.registry.repository import Registry
+
     try:
         registry = Registry(driver)
         names = [name for name in await registry.repositories() if policies.tracked(name)]

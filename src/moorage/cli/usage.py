@@ -14,15 +14,17 @@ import asyncio
 import json
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from moorage.cli.storage import CannotRun, create_driver, load_config
 from moorage.config import secrets
-from moorage.lifecycle.quotas import Quotas
-from moorage.lifecycle.usage import Usage, compute, human
 from moorage.registry.errors import NameInvalid
 from moorage.registry.names import check_name
-from moorage.registry.repository import Registry
 from moorage.storage.driver import StorageDriver, StorageError
+
+if TYPE_CHECKING:  # the lifecycle loads when the command runs, not with the CLI
+    from moorage.lifecycle.quotas import Quotas
+    from moorage.lifecycle.usage import Usage
 
 HEADINGS = ("REPOSITORY", "EXCLUSIVE", "SHARED", "TOTAL", "QUOTA")
 
@@ -45,6 +47,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
+    from moorage.lifecycle.quotas import Quotas
+
     arguments = list(args.arguments)
     path = arguments.pop(0) if arguments and _is_config(arguments[0]) else None
     try:
@@ -87,6 +91,9 @@ def _is_config(argument: str) -> bool:
 
 async def _compute(driver: StorageDriver, names: list[str]) -> tuple[Usage, list[str]]:
     """The usage, and which of `names` name no repository."""
+    from moorage.lifecycle.usage import compute
+    from moorage.registry.repository import Registry
+
     try:
         usage = await compute(driver)
         registry = Registry(driver)
@@ -101,6 +108,8 @@ async def _compute(driver: StorageDriver, names: list[str]) -> tuple[Usage, list
 
 
 def _table(usage: Usage, names: list[str] | None, quotas: Quotas) -> None:
+    from moorage.lifecycle.usage import human
+
     rows = []
     for name in usage.repositories if names is None else names:
         each = usage.of(name)
