@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 
 from tests.images import Image, digest_of
+from tests.integration.auth_support import SERVICE, builtin_section, htpasswd_file
 from tests.integration.lifecycle_support import (
     KiB,
     Registry,
@@ -30,7 +32,6 @@ from tests.integration.lifecycle_support import (
     usage_route,
     wait_for,
 )
-from tests.integration.test_auth import PASSWORDS, SERVICE, builtin_section, write_builtin_files
 from tests.servers import RedisServer, S3Server, moorage_config, run_moorage
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(300)]
@@ -146,9 +147,21 @@ def test_usage_on_s3_with_two_replicas(
         registry.no_errors()
 
 
+PASSWORDS = {"alice": "alice-pw", "admin": "admin-pw"}
+ACL = {
+    "rules": [
+        {"who": ["alice"], "repos": ["team/*"], "actions": ["pull", "push"]},
+        {"who": ["admin"], "repos": ["*"], "actions": ["*"]},
+    ]
+}
+
+
 def test_usage_route_shows_what_the_catalog_shows(tmp_path: Path) -> None:
-    users, acl, key = write_builtin_files(tmp_path)
-    config = moorage_config(tmp_path / "data", 0, auth=builtin_section(users, acl, key))
+    users = htpasswd_file(tmp_path / "users", PASSWORDS)
+    acl = tmp_path / "acl.yml"
+    acl.write_text(yaml.safe_dump(ACL))
+    auth = builtin_section(users, acl, tmp_path / "keys" / "token.key")
+    config = moorage_config(tmp_path / "data", 0, auth=auth)
     config["storage"]["maintenance"] = lifecycle_sections()
     with run_moorage(tmp_path / "moorage", config) as server:
         realm = f"{server.url}/auth/token"
