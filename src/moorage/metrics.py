@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UPLOAD_WRITES = ("PATCH", "PUT", "POST")
@@ -96,6 +97,10 @@ class Metrics:
         # labelled children, looked up once: `labels()` validates and locks on every call
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def register(self, collector: Collector) -> None:
+        """Adds a collector whose values the process computes itself (not per worker file)."""
+        self.registry.register(collector)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), labels)

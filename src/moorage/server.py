@@ -24,6 +24,8 @@ from moorage.config.secrets import Redactor, check_private
 from moorage.debug import create_debug_app
 from moorage.drain import InFlight
 from moorage.health import Health
+from moorage.lifecycle.maintenance import Maintenance
+from moorage.lifecycle.usage import UsageCollector
 from moorage.logs import access_logger
 from moorage.metrics import Metrics
 from moorage.registry import purge
@@ -153,14 +155,29 @@ class Server:
             raise StartupError(str(exc)) from None
         driver = InstrumentedDriver(raw, self.metrics.observe_storage)
         cache = self._cache(config)
+        # the process that runs what one per server runs: purging, usage, retention
+        self.first = worker is None or worker.index == 0
+        self.maintenance = Maintenance(
+            config,
+            driver,
+            first=self.first,
+            shared_usage=worker.path("usage.json") if worker else None,
+        )
         shared: SharedNames | None = None
         if isinstance(cache, MeasuredCache) and isinstance(cache.inner, RedisCache):
             shared = RedisNames(cache.inner.client)
         elif worker is not None:
             shared = FileNames(worker.path("repositories"))
         self.registry = Registry(
-            driver, deletes=config.storage.delete.enabled, cache=cache, shared_names=shared
+            driver,
+            deletes=config.storage.delete.enabled,
+            cache=cache,
+            shared_names=shared,
+            admission=self.maintenance.admission,
+            pull_log=self.maintenance.pull_log,
         )
+        if self.maintenance.usage is not None:
+            self.metrics.register(UsageCollector(self.maintenance.usage, self.maintenance.quotas))
         check = config.health.storagedriver
         self.health = Health(driver, check.threshold)
         self.health_interval = seconds(check.interval) if check.enabled else None
@@ -188,6 +205,8 @@ class Server:
             metrics=self.metrics,
             health=self.health if check.enabled else None,
             access=self.access,
+            usage=self.maintenance.usage,
+            quotas=self.maintenance.quotas,
         )
         self.debug_app = (
             create_debug_app(config, redactor, self.metrics, self.health)
@@ -279,8 +298,7 @@ class Server:
                 tasks.append(asyncio.create_task(self.health.run(self.health_interval)))
             tasks.append(asyncio.create_task(self._warm_catalog()))
             purging = self.config.storage.maintenance.uploadpurging
-            first = self.worker is None or self.worker.index == 0  # one purger per server
-            if purging.enabled and not self.settings.readonly and first:
+            if purging.enabled and not self.settings.readonly and self.first:
                 tasks.append(
                     asyncio.create_task(
                         purge.run(
@@ -291,6 +309,8 @@ class Server:
                         )
                     )
                 )
+            for work in self.maintenance.background(self.registry):
+                tasks.append(asyncio.create_task(work))
             if self.worker is None:
                 log.info(self.describe())
             await stop.wait()
@@ -304,6 +324,7 @@ class Server:
                 task.cancel()
             for each in reversed(runners):
                 await each.cleanup()
+            await self.maintenance.close()
             await self.registry.driver.close()
             if self.registry.blobs.cache is not None:
                 await self.registry.blobs.cache.close()

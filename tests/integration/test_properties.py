@@ -504,7 +504,7 @@ routes = st.sampled_from(
         ("DELETE", "v2/{name}/manifests/v1"), ("GET", "v2/{name}/blobs/{digest}"),
         ("DELETE", "v2/{name}/blobs/{digest}"), ("POST", "v2/{name}/blobs/uploads/"),
         ("PATCH", "v2/{name}/blobs/uploads/x"), ("GET", "v2/{name}/referrers/{digest}"),
-        ("GET", "v2/"),
+        ("GET", "v2/"), ("GET", "v2/_moorage/usage"),
     ]
 )  # fmt: skip
 

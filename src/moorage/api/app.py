@@ -13,9 +13,18 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from moorage.api import blobs, listing, manifests, uploads
+from moorage.api import usage as usage_view
 from moorage.api.access import authorize
 from moorage.api.base import version_check
-from moorage.api.context import ACCESS, REGISTRY, SETTINGS, Settings, registry
+from moorage.api.context import (
+    ACCESS,
+    QUOTAS,
+    REGISTRY,
+    SETTINGS,
+    USAGE,
+    Settings,
+    registry,
+)
 from moorage.api.errors import (
     EndpointNotFound,
     InternalError,
@@ -28,6 +37,8 @@ from moorage.api.errors import (
 from moorage.auth.controllers import AccessController, Builtin
 from moorage.auth.tokenserver import token_handlers
 from moorage.health import Health
+from moorage.lifecycle.quotas import Quotas
+from moorage.lifecycle.usage import UsageTracker
 from moorage.metrics import Metrics
 from moorage.registry.errors import RegistryError, Unsupported
 from moorage.registry.repository import Registry
@@ -145,6 +156,8 @@ def create_app(
     metrics: Metrics | None = None,
     health: Health | None = None,
     access: AccessController | None = None,
+    usage: UsageTracker | None = None,
+    quotas: Quotas | None = None,
 ) -> web.Application:
     middlewares: list[Middleware] = [request_ids()]
     if metrics is not None:
@@ -161,6 +174,10 @@ def create_app(
     app[SETTINGS] = settings
     if access is not None:
         app[ACCESS] = access
+    if usage is not None:
+        app[USAGE] = usage
+    if quotas is not None:
+        app[QUOTAS] = quotas
     app.on_response_prepare.append(_response_headers(settings.headers))
 
     # Route names say what access a request needs (moorage.api.access).
@@ -168,6 +185,8 @@ def create_app(
     v2 = settings.prefix + "/v2"
     router.add_get(f"{v2}/", version_check, name="base")
     router.add_get(f"{v2}/_catalog", listing.catalog, name="catalog")
+    if usage is not None:  # moorage's extensions: /v2/_moorage/... (see api/usage.py)
+        router.add_get(f"{v2}/_moorage/usage", usage_view.usage, name="usage")
 
     uploads_path = f"{v2}/{_NAME}/blobs/uploads/"
     router.add_post(uploads_path, uploads.start_upload, name="uploads")

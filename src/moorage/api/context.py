@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from moorage.auth.controllers import AccessController
+from moorage.lifecycle.quotas import Quotas
+from moorage.lifecycle.usage import UsageTracker
 from moorage.registry.repository import Registry, Repository
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -35,6 +37,8 @@ class Settings:
 REGISTRY = web.AppKey("registry", Registry)
 SETTINGS = web.AppKey("settings", Settings)
 ACCESS = web.AppKey("access", AccessController)  # only when auth is configured
+USAGE = web.AppKey("usage", UsageTracker)  # only when usage is computed
+QUOTAS = web.AppKey("quotas", Quotas)
 GRANT = "grant"  # request key: the moorage.auth.scopes.Grant of an authorized request
 
 

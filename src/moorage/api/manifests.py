@@ -6,9 +6,10 @@ import functools
 
 from aiohttp import web
 
-from moorage.api.context import absolute_url, repository
+from moorage.api.context import absolute_url, registry, repository
 from moorage.registry import manifests as schema
 from moorage.registry.errors import ManifestTooLarge, ManifestUnknown
+from moorage.registry.names import parse_reference
 
 
 def accepts(media_type: str, accept_headers: list[str]) -> bool:
@@ -35,12 +36,17 @@ def _listed(accept_headers: tuple[str, ...]) -> frozenset[str]:
 
 async def get_manifest(request: web.Request) -> web.Response:
     repo = repository(request)
-    stored = await repo.manifests.get(request.match_info["reference"])
+    reference = request.match_info["reference"]
+    stored = await repo.manifests.get(reference)
     if not accepts(stored.media_type, request.headers.getall("Accept", [])):
         raise ManifestUnknown(
             f"manifest is of type {stored.media_type}, which the Accept header does not allow",
             detail={"digest": str(stored.digest), "mediaType": stored.media_type},
         )
+    pull_log = registry(request).pull_log
+    if pull_log is not None and request.method == "GET":  # a HEAD only asks what it is
+        named = parse_reference(reference)
+        pull_log.note(repo.name, named if isinstance(named, str) else None, stored.digest)
     headers = {
         "Docker-Content-Digest": str(stored.digest),
         "ETag": f'"{stored.digest}"',

@@ -14,10 +14,9 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, TextIO
 
+from moorage.cli.storage import CannotRun, create_driver, load_config
 from moorage.config import secrets
-from moorage.config.loader import ConfigError, load
 from moorage.config.schema import Config, seconds
-from moorage.storage import driver as drivers
 from moorage.storage.driver import StorageError
 
 if TYPE_CHECKING:  # the checker and the caches load when the command runs, not with the CLI
@@ -36,10 +35,6 @@ CHECKED = {
     "upload sessions": ("upload session", "upload sessions"),
     "blobs verified": ("blob verified", "blobs verified"),
 }
-
-
-class Usage(Exception):
-    """The check cannot run as asked: one line for the user."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -71,16 +66,16 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
     from moorage.lifecycle.fsck import Fsck
 
     try:
-        config = _config(args.config, redactor)
+        config = load_config(args.config, redactor)
         progress = Progress(sys.stderr) if sys.stderr.isatty() else None
         fsck = Fsck(
-            _driver(config),
+            create_driver(config),
             upload_age=seconds(config.storage.maintenance.uploadpurging.age),
             cache=_cache(config) if args.repair else None,
             progress=progress,
         )
         return asyncio.run(_check(fsck, progress, args.repair, args.verify_content))
-    except Usage as exc:
+    except CannotRun as exc:
         print(redactor.redact(f"moorage fsck: {exc}"), file=sys.stderr)
         return 2
     except StorageError as exc:
@@ -89,25 +84,6 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
     except KeyboardInterrupt:
         print("\nmoorage fsck: interrupted", file=sys.stderr)
         return 130
-
-
-def _config(path: str | None, redactor: secrets.Redactor) -> Config:
-    try:
-        config = load(path, serving=False)
-    except ConfigError as exc:
-        raise Usage(f"config: {'; '.join(exc.problems)}") from None
-    redactor.add(list(secrets.values(config.as_tree())))
-    return config
-
-
-def _driver(config: Config) -> drivers.StorageDriver:
-    """The storage driver, built as `moorage serve` builds it."""
-    if config.storage.driver == "inmemory":
-        raise Usage("config: storage.inmemory keeps nothing outside the serving process")
-    try:
-        return drivers.create(config.storage.driver, config.storage.parameters)
-    except ValueError as exc:
-        raise Usage(f"config: {exc}") from None
 
 
 def _cache(config: Config) -> BlobDescriptorCache | None:
@@ -120,7 +96,7 @@ def _cache(config: Config) -> BlobDescriptorCache | None:
     try:
         return caches.create("redis", {"redis": config.redis})
     except ValueError as exc:
-        raise Usage(f"config: {exc}") from None
+        raise CannotRun(f"config: {exc}") from None
 
 
 async def _check(fsck: Fsck, progress: Progress | None, repair: bool, verify_content: bool) -> int:

@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from moorage import __version__, logs
-from moorage.cli import admin, fsck, health
+from moorage.cli import admin, fsck, health, retention, usage
 from moorage.config import secrets
 from moorage.config.loader import ConfigError, load
 from moorage.config.schema import Config
@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     health.add_arguments(health_parser)
     admin.add_parsers(commands)
     fsck.add_parser(commands)
+    usage.add_parser(commands)
+    retention.add_parser(commands)
     return parser
 
 
@@ -129,4 +131,8 @@ def _run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
         return fsck.run(args, redactor)
     if args.command == "health":
         return health.run(args)
+    if args.command == "usage":
+        return usage.run(args, redactor)
+    if args.command == "retention":
+        return retention.run(args, redactor)
     return _check(args, redactor)

@@ -13,20 +13,44 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
 
 # Keys of the `storage` section that are settings, not the driver.
-STORAGE_SETTINGS = ("delete", "cache", "maintenance", "redirect", "tag")
+STORAGE_SETTINGS = ("delete", "cache", "maintenance", "redirect", "tag", "quotas")
 # Drivers distribution has that moorage does not: named in the error so the user knows why.
 FOREIGN_DRIVERS = ("azure", "gcs", "swift", "oss", "s3-aws", "cloudfront")
 
 Duration = int | float | str  # distribution takes "10s", "24h" or nanoseconds
+Size = int | str  # bytes, or a number and a unit: "10GiB", "500MB"
+# whole bytes, or a number (with a fraction) and a unit larger than a byte
+_SIZE_TEXT = re.compile(
+    r"\s*(?:[0-9]+\s*B?|[0-9]+(?:\.[0-9]+)?\s*[KMGTPE]i?B)\s*", re.IGNORECASE
+)
+
+
+def byte_size(value: Size) -> int:
+    """A size in bytes: a whole number, or a number and a unit, decimal (`kB`, `MB`, `GB`,
+    `TB`: powers of 1000) or binary (`KiB`, `MiB`, `GiB`, `TiB`: powers of 1024), case
+    insensitive. Raises ValueError."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _SIZE_TEXT.fullmatch(value):
+        return int(TypeAdapter(ByteSize).validate_python(value.strip()))
+    raise ValueError(
+        f"invalid size {value!r}: expected a number of bytes or a number and a unit "
+        "(500MB, 10GiB, 1.5TiB)"
+    )
+
+
 # Case-insensitive, as distribution reads it.
 LogLevel = Annotated[
     Literal["error", "warn", "warning", "info", "debug"],
@@ -79,9 +103,74 @@ class ReadOnly(Section):
     enabled: bool = False
 
 
+def _duration(value: Duration) -> Duration:
+    seconds(value)  # ValueError says what a duration looks like
+    return value
+
+
+def _size(value: Any) -> Any:
+    byte_size(value)  # ValueError says what a size looks like; before any coercion
+    return value
+
+
+def _pattern(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return value
+
+
+CheckedDuration = Annotated[Duration, AfterValidator(_duration)]
+CheckedSize = Annotated[Size, BeforeValidator(_size)]
+
+
+class KeepTags(Section):
+    """One rule of a retention policy (moorage/lifecycle/retention.py has the meaning)."""
+
+    patterns: list[Annotated[str, AfterValidator(_pattern)]] = Field(default_factory=list)
+    mostrecentlypushedcount: int = Field(default=0, ge=0)
+    mostrecentlypulledcount: int = Field(default=0, ge=0)
+    pushedwithin: CheckedDuration | None = None
+    pulledwithin: CheckedDuration | None = None
+
+
+class RetentionPolicy(Section):
+    repositories: list[str] = Field(min_length=1)  # globs, as the ACL's
+    deleteuntagged: bool | None = None  # None: as the collector's own setting says
+    deletereferrers: bool = False
+    keeptags: list[KeepTags] = Field(default_factory=list)
+
+
+class Retention(Section):
+    dryrun: bool = False
+    # moorage's, provisional: how often the policies are applied, until they run with garbage
+    # collection
+    interval: CheckedDuration = "24h"
+    # moorage's: pull times are written at most once per tag and manifest per this interval
+    pullinterval: CheckedDuration = "1h"
+    policies: list[RetentionPolicy] = Field(default_factory=list)
+
+
+class UsageSettings(Section):
+    """moorage's: the periodic computation of what each repository holds."""
+
+    enabled: bool = True
+    interval: CheckedDuration = "10m"
+
+
 class Maintenance(Section):
     uploadpurging: UploadPurging = Field(default_factory=UploadPurging)
     readonly: ReadOnly = Field(default_factory=ReadOnly)
+    retention: Retention = Field(default_factory=Retention)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
+
+
+class Quotas(Section):
+    """moorage's: the most each repository may hold (its total: moorage/lifecycle/quotas.py)."""
+
+    default: CheckedSize | None = None
+    repositories: dict[str, CheckedSize] = Field(default_factory=dict)  # glob -> limit
 
 
 class Redirect(Section):
@@ -103,6 +192,7 @@ class Storage(Section):
     maintenance: Maintenance = Field(default_factory=Maintenance)
     redirect: Redirect = Field(default_factory=Redirect)
     tag: TagSettings = Field(default_factory=TagSettings)
+    quotas: Quotas = Field(default_factory=Quotas)
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +212,18 @@ class Storage(Section):
         if not isinstance(parameters, dict):
             raise ValueError(f"storage.{driver} must be a mapping of driver parameters")
         return {"driver": driver, "parameters": parameters, **settings}
+
+    @model_validator(mode="after")
+    def _quotas_need_usage(self) -> Storage:
+        quotas = self.quotas
+        if (quotas.default is not None or quotas.repositories) and not (
+            self.maintenance.usage.enabled
+        ):
+            raise ValueError(
+                "quotas are enforced from the computed usage: "
+                "storage.maintenance.usage.enabled must stay true"
+            )
+        return self
 
     @field_validator("driver")
     @classmethod
@@ -204,8 +306,7 @@ class HTTP(Section):
     @field_validator("draintimeout")
     @classmethod
     def _duration(cls, value: Duration) -> Duration:
-        seconds(value)
-        return value
+        return _duration(value)
 
 
 class RedisPool(Section):
@@ -359,3 +460,4 @@ def seconds(value: Duration) -> float:
     if not text or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 5m, 1h30m")
     return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
+

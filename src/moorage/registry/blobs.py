@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
+from moorage.registry.admission import Admission
 from moorage.registry.catalog import Catalog
 from moorage.registry.digest import Digest, new_hasher
 from moorage.registry.errors import BlobUnknown, Unavailable, Unsupported
@@ -182,12 +183,26 @@ class RepositoryBlobs:
         *,
         deletes: bool,
         catalog: Catalog | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.driver = driver
         self.store = store
         self.name = name
         self.deletes = deletes
         self.catalog = catalog
+        self.admission = admission
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, digest: Digest, size: int) -> AsyncIterator[None]:
+        """Runs the block that links `digest` (`size` bytes) here once the admission (quotas)
+        lets the repository take it: at once when nothing is checked or the repository links
+        it already. Raises QuotaExceeded before the block otherwise."""
+        admission = self.admission
+        if admission is None or not admission.applies(self.name) or await self.is_linked(digest):
+            yield
+            return
+        async with admission.reserve(self.name, size):
+            yield
 
     async def links(self) -> list[Digest]:
         """The digests this repository has `_layers` entries for, sorted (an entry may have lost
@@ -269,7 +284,8 @@ class RepositoryBlobs:
             info = await (source.stat(digest) if source else self.store.stat(digest))
         except BlobUnknown:
             return None
-        await self.link(digest, info.stored)
+        async with self.admitted(digest, info.size):
+            await self.link(digest, info.stored)
         return info
 
     async def delete(self, digest: Digest) -> None:

@@ -128,6 +128,12 @@ class Unsupported(RegistryError):
     message = "the operation is unsupported"
 
 
+class QuotaExceeded(RegistryError):
+    """The push would take the repository over its quota; the message says by how much."""
+
+    message = "repository quota exceeded"
+
+
 class Unavailable(RegistryError):
     """A dependency the operation needs cannot be reached now; retry later."""
 

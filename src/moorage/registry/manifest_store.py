@@ -99,10 +99,13 @@ class Tags:
         await write_link(self.driver, paths.tag_index_link(self.name, tag, digest), digest)
 
     async def untag(self, tag: str) -> None:
+        """Removes the tag, and its pull record (lifecycle/pulls.py) when it has one."""
         try:
             await self.driver.delete(paths.tag_dir(self.name, tag))
         except PathNotFound:
             raise ManifestUnknown(detail={"tag": tag}) from None
+        with contextlib.suppress(PathNotFound):
+            await self.driver.delete(paths.tag_pull(self.name, tag))
 
     async def all(self) -> list[str]:
         """Every tag, in lexical order. On a local filesystem, where a directory's mtime moves
@@ -225,8 +228,9 @@ class Manifests:
         manifest = schema.parse(payload, content_type)
         await self._check_references(manifest)
 
-        await self.store.put(payload, digest)
-        await write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+        async with self.blobs.admitted(digest, len(payload)):
+            await self.store.put(payload, digest)
+            await write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
         if manifest.subject is not None:
             await self.referrers.add(manifest.subject.digest, digest)
         for tag in tags:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
+from moorage.registry.admission import Admission
 from moorage.registry.blobs import BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.digest import Digest
@@ -15,12 +18,24 @@ from moorage.storage.driver import PathNotFound, StorageDriver
 MAX_VIEWS = 10_000  # Repository objects kept for reuse
 
 
+class PullLog(Protocol):
+    """Told of each manifest pull (retention's pull times: moorage/lifecycle/pulls.py). Called
+    on the request path: it must not wait for anything."""
+
+    def note(self, repository: str, tag: str | None, digest: Digest) -> None: ...
+
+
 class Repository:
     def __init__(self, registry: Registry, name: str) -> None:
         self.name = name
         driver = registry.driver
         self.blobs = RepositoryBlobs(
-            driver, registry.blobs, name, deletes=registry.deletes, catalog=registry.catalog
+            driver,
+            registry.blobs,
+            name,
+            deletes=registry.deletes,
+            catalog=registry.catalog,
+            admission=registry.admission,
         )
         self.uploads = Uploads(driver, registry.blobs, self.blobs, name, registry.hash_states)
         self.manifests = Manifests(
@@ -53,9 +68,13 @@ class Registry:
         deletes: bool = False,
         cache: BlobDescriptorCache | None = None,
         shared_names: SharedNames | None = None,
+        admission: Admission | None = None,
+        pull_log: PullLog | None = None,
     ) -> None:
         self.driver = driver
         self.deletes = deletes
+        self.admission = admission
+        self.pull_log = pull_log
         self.blobs = BlobStore(driver, cache)
         self.tag_listings: dict[str, tuple[float, list[str]]] = {}  # see Tags.all
         self.tag_links: dict[str, tuple[str, Digest]] = {}  # see Tags.get

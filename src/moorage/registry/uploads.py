@@ -23,6 +23,7 @@ from moorage.registry.errors import (
     BlobUploadInvalid,
     BlobUploadUnknown,
     DigestInvalid,
+    QuotaExceeded,
     RangeInvalid,
 )
 from moorage.registry.space import needs_space
@@ -242,13 +243,18 @@ class Uploads:
             if digest.algorithm != paths.CONTENT_ALGORITHM:
                 algorithm = paths.CONTENT_ALGORITHM
                 stored = Digest(algorithm, await self._hex(key, data, size, algorithm))
-            await self.store.ingest(data, stored)
             try:
-                await self.blobs.link(stored)
-                if stored != digest:
-                    await self.blobs.link(digest, stored)
-            finally:
-                await self._discard(upload_id)  # its data is in the store: the session is spent
+                async with self.blobs.admitted(stored, size):
+                    await self.store.ingest(data, stored)
+                    try:
+                        await self.blobs.link(stored)
+                        if stored != digest:
+                            await self.blobs.link(digest, stored)
+                    finally:
+                        await self._discard(upload_id)  # its data is in the store: spent
+            except QuotaExceeded:
+                await self._discard(upload_id)  # refused: nothing of it is kept
+                raise
             return BlobInfo(digest, size, stored)
 
     async def cancel(self, upload_id: str) -> None:

@@ -14,12 +14,21 @@ the other. Below the driver's root:
             _uploads/<id>/startedat                      RFC 3339 start time
             _referrers/<alg>/<hex>/<alg>/<hex>/link      moorage's: a manifest whose subject is the
                                                          first digest (distribution 2.x has none)
+            _pulls/tags/<tag>                            moorage's: the tag was pulled by then (the
+                                                         file's modification time)
+            _pulls/manifests/<alg>/<hex>                 moorage's: the manifest was pulled by
+                                                         digest by then (its modification time)
 
 A link file holds, with no trailing newline, the digest the content is stored under: the one its
 path names, except for a blob pushed under another algorithm than CONTENT_ALGORITHM (sha512).
 As distribution does, that blob's content is stored under its sha256, and its `_layers` links
 under both digests hold the sha256. Directories whose name starts with `_` are never repository
-path components, which is what keeps `<name>` and the registry's own keys apart.
+path components, which is what keeps `<name>` and the registry's own keys apart; distribution
+passes over the ones it does not know (`_referrers`, `_pulls`).
+
+A tag's push time is its `current/link`'s modification time: every push of the tag rewrites
+that file. A pull record holds the time as RFC 3339 text too, for people; readers take the
+modification time, which a walk lists without reading the file.
 """
 
 from __future__ import annotations
@@ -121,3 +130,16 @@ def referrers(name: str, subject: Digest) -> str:
 
 def referrer_link(name: str, subject: Digest, referrer: Digest) -> str:
     return f"{referrers(name, subject)}/{referrer.algorithm}/{referrer.hex}/link"
+
+
+def pulls(name: str) -> str:
+    """moorage's pull records of a repository (`tags/`, `manifests/`)."""
+    return f"{REPOSITORIES}/{name}/_pulls"
+
+
+def tag_pull(name: str, tag: str) -> str:
+    return f"{pulls(name)}/tags/{tag}"
+
+
+def manifest_pull(name: str, digest: Digest) -> str:
+    return f"{pulls(name)}/manifests/{digest.algorithm}/{digest.hex}"
