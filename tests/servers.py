@@ -41,6 +41,12 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
+def read_back(server: Server) -> list[str]:
+    """moorage's log lines for each time it read an upload's stored bytes back to derive a
+    digest, instead of continuing the running hash."""
+    return [line for line in server.logs().splitlines() if "reading the stored bytes back" in line]
+
+
 def _wait_ready(server: Server, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -33,6 +33,7 @@ from tests.servers import (
     S3Server,
     Server,
     free_port,
+    read_back,
     run_moorage,
     run_redis,
     stop,
@@ -353,9 +354,11 @@ def test_three_replicas_behave_as_one_registry(
         pull_and_check(f"{front}/team/app:v1", image, tmp_path / "pulled")
 
         # A chunked upload whose every request goes to another replica; chunks cross the
-        # 5 MiB part size.
+        # 5 MiB part size. Each replica continues the running digest from the state the last
+        # one saved in the bucket.
         chunks = [os.urandom(size) for size in (3 * MiB, 7 * MiB, 1 * MiB, 6 * MiB + 5, 2 * MiB)]
         digest = chunked_upload_across(servers, "team/chunked", chunks)
+        assert [line for server in servers for line in read_back(server)] == []
         data = b"".join(chunks)
         for server in servers:
             blob = requests.get(

@@ -38,7 +38,7 @@ from tests.integration.http_support import make_ca
 from tests.integration.http_support import moorage as moorage_listening
 from tests.integration.test_http_settings import blob_data, refused, slow_upload, unix_request
 from tests.integration.test_operations import requests_total, scrape
-from tests.servers import Server, children, free_port, moorage_config, run_moorage
+from tests.servers import Server, children, free_port, moorage_config, read_back, run_moorage
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -267,7 +267,9 @@ def test_two_workers_answer_new_connections(tmp_path: Path) -> None:
 
 def test_upload_session_moves_between_workers(tmp_path: Path) -> None:
     """A chunked upload whose every request is on a new connection: the session goes from
-    worker to worker (no http.secret set: the random one is the supervisor's, shared)."""
+    worker to worker (no http.secret set: the random one is the supervisor's, shared), each
+    continuing the running digest from the state the last one saved, never reading the stored
+    bytes back."""
     chunks = [os.urandom(64 * 1024 + index) for index in range(FRESH)]
     data = b"".join(chunks)
     with serving(tmp_path, workers_config(tmp_path)) as server:
@@ -297,6 +299,7 @@ def test_upload_session_moves_between_workers(tmp_path: Path) -> None:
         pulled = fan_out("GET", f"{server.url}/v2/spread/app/blobs/{sha256(data)}", 8)
         assert statuses(pulled) == {200}
         assert all(answer.content == data for answer in pulled)
+        assert read_back(server) == []
 
 
 # --- what the workers share ----------------------------------------------------------------------

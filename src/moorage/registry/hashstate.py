@@ -119,12 +119,14 @@ class ResumableHash:
         """The state in Go's encoding (the module's docstring)."""
         algorithm, context = self._algorithm, self._context
         partial = bytes(context.block[: context.num]).ljust(algorithm.block, b"\0")
-        return b"".join([
-            algorithm.magic,
-            algorithm.words.pack(*context.h),
-            partial,
-            _LENGTH.pack(self.length & 0xFFFF_FFFF_FFFF_FFFF),
-        ])
+        return b"".join(
+            [
+                algorithm.magic,
+                algorithm.words.pack(*context.h),
+                partial,
+                _LENGTH.pack(self.length & 0xFFFF_FFFF_FFFF_FFFF),
+            ]
+        )
 
 
 def new(algorithm: str) -> Hasher:
