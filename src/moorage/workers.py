@@ -110,7 +110,8 @@ def _quota(directory: Path, version: int) -> float | None:
 
 
 def count(config: Config) -> int:
-    """How many worker processes the config asks for; `auto` is one per usable CPU."""
+    """How many worker processes the config asks for; `auto` (the default) is one per usable
+    CPU, except on the inmemory driver, whose one process holds the blobs."""
     wanted = config.http.workers
     number = usable_cpus() if wanted == "auto" else wanted
     if config.storage.driver == "inmemory":

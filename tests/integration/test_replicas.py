@@ -176,7 +176,8 @@ def test_seed_production_config_serves_pushes_and_pulls(
     make_bucket("registry")
     redis_client(redis_server.addr, 0).flushdb()
     config = seed_config(s3_store, redis_server.addr)
-    with run_moorage(tmp_path / "seed", config) as server:
+    # As the user runs it: no http.workers, so one worker per CPU.
+    with run_moorage(tmp_path / "seed", config, workers=None) as server:
         push(image, f"{server.host}/team/app:v1")
         pull_and_check(f"{server.host}/team/app:v1", image, tmp_path / "pulled")
 
