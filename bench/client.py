@@ -112,7 +112,9 @@ def push(
     """A blob push, timed from the POST to the 201: monolithic (POST, then PUT `?digest=` with
     the whole body) when `chunk` is 0, else PATCH by PATCH of `chunk` bytes with Content-Range
     (as docker and containerd push), then an empty PUT `?digest=`. With `reconnect`, each
-    request goes on a new connection (its connect timed too), to `base` and `others` in turn."""
+    request goes on a new connection (its connect timed too), to `base` and `others` in turn.
+    Also the time of the request that finishes the push (the PUT), where a registry that
+    did not keep the running digest reads the stored bytes back."""
     size = os.path.getsize(file)
     octets = {"Content-Type": "application/octet-stream"}
     with open(file, "rb") as body:
@@ -122,6 +124,7 @@ def push(
         location = target(base, response.headers["Location"])
         if chunk == 0:
             put = with_query(location, digest=digest)
+            finishing = time.perf_counter()
             send(conns.next(), "PUT", put, 201, octets, body, 0, size)
         else:
             for offset in range(0, size, chunk):
@@ -129,10 +132,11 @@ def push(
                 headers = {**octets, "Content-Range": f"{offset}-{offset + count - 1}"}
                 response = send(conns.next(), "PATCH", location, 202, headers, body, offset, count)
                 location = target(base, response.headers["Location"])
+            finishing = time.perf_counter()
             send(conns.next(), "PUT", with_query(location, digest=digest), 201)
-        seconds = time.perf_counter() - started
+        ended = time.perf_counter()
         conns.close()
-    return {"bytes": size, "seconds": seconds}
+    return {"bytes": size, "seconds": ended - started, "put_seconds": ended - finishing}
 
 
 def _drain(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> int:

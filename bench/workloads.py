@@ -285,34 +285,45 @@ def push_chunked_reconnect(bench: Bench) -> None:
     concurrent layer pushes: on moorage with one worker and with `workers: auto` (the kernel
     hands each connection to either worker, so the session moves between them), both against
     one reference process; and on two replicas of each registry serving one root (moorage: one
-    worker each) with one http.secret, the requests alternating between them."""
+    worker each) with one http.secret, the requests alternating between them. For the largest
+    blob, also the time of the finishing PUT, where a registry without the running digest
+    reads the stored bytes back."""
     workload = "push-chunked-reconnect"
     chunk = bench.scale.chunk
     single = (("one worker", 1), ("workers: auto", "auto"))
+    setups = [*(label for label, _ in single), REPLICAS]
+    largest = bench.blobs[-1]
     metrics = {
         (blob.label, setup): bench.results.metric(
             workload, f"{blob.label}, {setup}", "MB/s", True, at_least(2.5)
         )
         for blob in bench.blobs
-        for setup in [*(label for label, _ in single), REPLICAS]
+        for setup in setups
+    }
+    puts = {
+        setup: bench.results.metric(
+            workload, f"{largest.label}, {setup}: the finishing PUT", "ms", False
+        )
+        for setup in setups
     }
 
-    def push(servers: list[Server], repo: str) -> dict[str, float]:
-        """MB/s of each blob's push, after an untimed one, requests going to `servers` in turn."""
+    def push(servers: list[Server], repo: str) -> dict[str, dict[str, Any]]:
+        """Each blob's push, after an untimed one, requests going to `servers` in turn."""
         first, others = servers[0].url, [server.url for server in servers[1:]]
         warm = bench.warm
         bench.client(op="push", base=first, repo="bench/warm", file=str(warm.path),
                      digest=warm.digest, chunk=chunk, reconnect=True, others=others)
-        rates = {}
-        for blob in bench.blobs:
-            out = bench.client(op="push", base=first, repo=repo, file=str(blob.path),
-                               digest=blob.digest, chunk=chunk, reconnect=True, others=others)
-            rates[blob.label] = out["bytes"] / out["seconds"] / 1e6
-        return rates
+        return {
+            blob.label: bench.client(op="push", base=first, repo=repo, file=str(blob.path),
+                                     digest=blob.digest, chunk=chunk, reconnect=True,
+                                     others=others)
+            for blob in bench.blobs
+        }
 
-    def record(kind: str, setup: str, rates: dict[str, float]) -> None:
-        for label, rate in rates.items():
-            metrics[(label, setup)].add(kind, rate)
+    def record(kind: str, setup: str, pushes: dict[str, dict[str, Any]]) -> None:
+        for label, out in pushes.items():
+            metrics[(label, setup)].add(kind, out["bytes"] / out["seconds"] / 1e6)
+        puts[setup].add(kind, pushes[largest.label]["put_seconds"] * 1000)
 
     for round_ in range(bench.rounds):
         for kind in bench.order(round_):
@@ -320,9 +331,9 @@ def push_chunked_reconnect(bench: Bench) -> None:
             for setup, workers in single if kind == MOORAGE else single[:1]:
                 root = bench.fresh_root(f"{workload}-{kind}", kind)
                 with bench.server(kind, root, workload, workers=workers) as server:
-                    rates = push([server], "bench/push")
+                    pushes = push([server], "bench/push")
                 for each in [setup] if kind == MOORAGE else [label for label, _ in single]:
-                    record(kind, each, rates)
+                    record(kind, each, pushes)
                 bench.drop_root(root)
             root = bench.fresh_root(f"{workload}-{kind}-replicas", kind)
             with (
