@@ -14,10 +14,10 @@ The hashing is OpenSSL's libcrypto, the library hashlib wraps (found through has
 module first, so both are one build): SHA256_CTX and SHA512_CTX are public structs of
 <openssl/sha.h>, read and written here, and the update runs at hashlib's speed (SHA-NI) with the
 GIL released (ctypes releases it around a foreign call). hashlib cannot export a state, and the
-resumable-hash packages measured here were slower, held the GIL or did not build or run on
-OpenSSL 3 (pyproject.toml says which). Where libcrypto lacks these functions, or their self-test
-fails, `new` gives hashlib's hasher and nothing can be saved: uploads then re-read the stored
-bytes as before.
+packages measured for it held the GIL, had no API for the state, were far slower, or did not
+build or run on OpenSSL 3 (pyproject.toml says which). Where libcrypto lacks these functions,
+or their self-test fails, `new` gives hashlib's hasher and nothing can be saved: uploads then
+read the stored bytes back to finish a session another process continued.
 """
 
 from __future__ import annotations
