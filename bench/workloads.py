@@ -133,14 +133,22 @@ class Bench:
 
     @contextlib.contextmanager
     def server(
-        self, kind: str, root: Root, workload: str, redirect: bool = True
+        self,
+        kind: str,
+        root: Root,
+        workload: str,
+        redirect: bool = True,
+        workers: int | str = "auto",
+        secret: str = "",
     ) -> Iterator[Server]:
         profile = None
         if self.profile is not None and kind == MOORAGE:
             files = self.profiles.setdefault(workload, [])
             profile = self.profile / f"profile-{workload}-{len(files)}.txt"
             files.append(profile)
-        with run_registry(kind, self.workdir / "logs", root, profile, redirect) as server:
+        with run_registry(
+            kind, self.workdir / "logs", root, profile, redirect, workers, secret
+        ) as server:
             yield server
 
     def client(self, **request: Any) -> dict[str, Any]:
@@ -265,6 +273,75 @@ def push_monolithic(bench: Bench) -> None:
 def push_chunked(bench: Bench) -> None:
     """POST, PATCH after PATCH of 5 MiB with Content-Range, then an empty PUT ?digest=."""
     _push(bench, "push-chunked", bench.scale.chunk, at_least(2.5))
+
+
+REPLICA_SECRET = "bench-replicas-share-this-secret"
+REPLICAS = "two replicas, alternating"
+
+
+def push_chunked_reconnect(bench: Bench) -> None:
+    """The chunked push with every request (the POST, each 5 MiB PATCH, the PUT) on a new
+    connection, as clients that open one per request do and as connection pools spread
+    concurrent layer pushes: on moorage with one worker and with `workers: auto` (the kernel
+    hands each connection to either worker, so the session moves between them), both against
+    one reference process; and on two replicas of each registry serving one root (moorage: one
+    worker each) with one http.secret, the requests alternating between them. For the largest
+    blob, also the time of the finishing PUT, where a registry without the running digest
+    reads the stored bytes back."""
+    workload = "push-chunked-reconnect"
+    chunk = bench.scale.chunk
+    single = (("one worker", 1), ("workers: auto", "auto"))
+    setups = [*(label for label, _ in single), REPLICAS]
+    largest = bench.blobs[-1]
+    metrics = {
+        (blob.label, setup): bench.results.metric(
+            workload, f"{blob.label}, {setup}", "MB/s", True, at_least(2.5)
+        )
+        for blob in bench.blobs
+        for setup in setups
+    }
+    puts = {
+        setup: bench.results.metric(
+            workload, f"{largest.label}, {setup}: the finishing PUT", "ms", False
+        )
+        for setup in setups
+    }
+
+    def push(servers: list[Server], repo: str) -> dict[str, dict[str, Any]]:
+        """Each blob's push, after an untimed one, requests going to `servers` in turn."""
+        first, others = servers[0].url, [server.url for server in servers[1:]]
+        warm = bench.warm
+        bench.client(op="push", base=first, repo="bench/warm", file=str(warm.path),
+                     digest=warm.digest, chunk=chunk, reconnect=True, others=others)
+        return {
+            blob.label: bench.client(op="push", base=first, repo=repo, file=str(blob.path),
+                                     digest=blob.digest, chunk=chunk, reconnect=True,
+                                     others=others)
+            for blob in bench.blobs
+        }
+
+    def record(kind: str, setup: str, pushes: dict[str, dict[str, Any]]) -> None:
+        for label, out in pushes.items():
+            metrics[(label, setup)].add(kind, out["bytes"] / out["seconds"] / 1e6)
+        puts[setup].add(kind, pushes[largest.label]["put_seconds"] * 1000)
+
+    for round_ in range(bench.rounds):
+        for kind in bench.order(round_):
+            # moorage with each `workers`; the reference, one process, stands against both.
+            for setup, workers in single if kind == MOORAGE else single[:1]:
+                root = bench.fresh_root(f"{workload}-{kind}", kind)
+                with bench.server(kind, root, workload, workers=workers) as server:
+                    pushes = push([server], "bench/push")
+                for each in [setup] if kind == MOORAGE else [label for label, _ in single]:
+                    record(kind, each, pushes)
+                bench.drop_root(root)
+            root = bench.fresh_root(f"{workload}-{kind}-replicas", kind)
+            with (
+                bench.server(kind, root, workload, workers=1, secret=REPLICA_SECRET) as first,
+                bench.server(kind, root, workload, workers=1, secret=REPLICA_SECRET) as second,
+            ):
+                record(kind, REPLICAS, push([first, second], "bench/replicas"))
+            bench.drop_root(root)
 
 
 # -- blob pulls -----------------------------------------------------------------------------
@@ -534,6 +611,7 @@ def rss(bench: Bench) -> None:
 WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,
     "push-chunked": push_chunked,
+    "push-chunked-reconnect": push_chunked_reconnect,
     "pull": pull,
     "manifest": manifest,
     "skopeo": skopeo,
@@ -544,6 +622,7 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
 S3_WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,
     "push-chunked": push_chunked,
+    "push-chunked-reconnect": push_chunked_reconnect,
     "pull-redirect": pull_redirect,
     "pull-proxied": pull_proxied,
     "manifest": manifest,

@@ -41,6 +41,12 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
+def read_back(server: Server) -> list[str]:
+    """moorage's log lines for each time it read an upload's stored bytes back to derive a
+    digest, instead of continuing the running hash."""
+    return [line for line in server.logs().splitlines() if "reading the stored bytes back" in line]
+
+
 def _wait_ready(server: Server, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -116,18 +122,25 @@ def run_moorage(
     env: dict[str, str] | None = None,
     port: int | None = None,
     cwd: Path | None = None,
+    workers: int | str | None = 1,
 ) -> Iterator[Server]:
     """Runs `moorage serve` with the given config (default: filesystem under workdir/data), on
-    `port` (default: a free one), in `cwd` (default: this process's working directory)."""
+    `port` (default: a free one), in `cwd` (default: this process's working directory). The
+    server is `workers` processes unless the config's http.workers says otherwise: one by
+    default, so that a test of anything but the workers sees one process (its pid, its memory,
+    its per-process limits); None leaves the server's own default (one per CPU)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     if config is None:
         root = root or workdir / "data"
         config = moorage_config(root, port)
     else:
-        config = {**config, "http": {**config.get("http", {}), "addr": f"127.0.0.1:{port}"}}
         params = config["storage"].get("filesystem")
         root = Path(params["rootdirectory"]) if params else None
+    http = {**config.get("http", {}), "addr": f"127.0.0.1:{port}"}
+    if workers is not None:
+        http.setdefault("workers", workers)
+    config = {**config, "http": http}
     config_path = workdir / f"moorage-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))
     log = workdir / f"moorage-{port}.log"

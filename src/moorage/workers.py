@@ -15,9 +15,10 @@ What the workers share:
 - the in-memory descriptor cache's generation (storage/cache/generation.py), so a delete in one
   worker drops what the others cached;
 - catalog names each adds (registry/catalog.py FileNames), unless Redis already shares them.
-Upload sessions need nothing: a PATCH in another worker re-derives the running digest from the
-stored bytes, as across replicas. What stays per worker: the token server's rate limits (each
-worker allows the configured rate) and the storage health checks (each worker checks).
+Upload sessions need nothing: the running digest's state is saved with the session in storage
+after each chunk (registry/uploads.py), so another worker continues it, as another replica does.
+What stays per worker: the token server's rate limits (each worker allows the configured rate)
+and the storage health checks (each worker checks).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from prometheus_client import multiprocess
 
 from moorage.config.schema import Config
 from moorage.config.secrets import Redactor, SecretProblem
+from moorage.registry import hashstate
 from moorage.server import Server, StartupError, Worker, serve, split_addr
 
 log = logging.getLogger("moorage")
@@ -108,7 +110,8 @@ def _quota(directory: Path, version: int) -> float | None:
 
 
 def count(config: Config) -> int:
-    """How many worker processes the config asks for; `auto` is one per usable CPU."""
+    """How many worker processes the config asks for; `auto` (the default) is one per usable
+    CPU, except on the inmemory driver, whose one process holds the blobs."""
     wanted = config.http.workers
     number = usable_cpus() if wanted == "auto" else wanted
     if config.storage.driver == "inmemory":
@@ -279,6 +282,7 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
         checked.registry.driver.preload()
     except Exception as exc:  # an optimisation: each worker loads its own on first use
         log.warning("storage: could not preload for the workers (%s)", redactor.redact(str(exc)))
+    hashstate.available()  # libcrypto, and its self-test, for every worker
     gc.collect()
     gc.freeze()
     status = 0

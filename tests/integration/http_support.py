@@ -161,10 +161,12 @@ def config(root: Path, http: dict[str, Any], **sections: Any) -> dict[str, Any]:
 def moorage(
     workdir: Path, settings: dict[str, Any], env: dict[str, str] | None = None
 ) -> Iterator[Process]:
-    """Runs `moorage serve` with the config as given (any listener) and waits for its
-    "listening" log line, which it writes once the listener is open."""
+    """Runs `moorage serve` with the config as given (any listener; one process unless it sets
+    http.workers, as tests.servers.run_moorage) and waits for its "listening" log line, which
+    it writes once the listener is open."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "moorage.yml"
+    settings = {**settings, "http": {"workers": 1, **settings.get("http", {})}}
     path.write_text(yaml.safe_dump(settings))
     log = workdir / "moorage.log"
     process = spawn_moorage([str(path)], log, env)

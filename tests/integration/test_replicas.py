@@ -40,6 +40,7 @@ from tests.servers import (
     S3Server,
     Server,
     free_port,
+    read_back,
     run_moorage,
     run_redis,
 )
@@ -110,7 +111,8 @@ def test_seed_production_config_serves_pushes_and_pulls(
     make_bucket("registry")
     redis_client(redis_server.addr, 0).flushdb()
     config = seed_config(s3_store, redis_server.addr)
-    with run_moorage(tmp_path / "seed", config) as server:
+    # As the user runs it: no http.workers, so one worker per CPU.
+    with run_moorage(tmp_path / "seed", config, workers=None) as server:
         push(image, f"{server.host}/team/app:v1")
         pull_and_check(f"{server.host}/team/app:v1", image, tmp_path / "pulled")
 
@@ -218,9 +220,11 @@ def test_three_replicas_behave_as_one_registry(
         pull_and_check(f"{front}/team/app:v1", image, tmp_path / "pulled")
 
         # A chunked upload whose every request goes to another replica; chunks cross the
-        # 5 MiB part size.
+        # 5 MiB part size. Each replica continues the running digest from the state the last
+        # one saved in the bucket.
         chunks = [os.urandom(size) for size in (3 * MiB, 7 * MiB, 1 * MiB, 6 * MiB + 5, 2 * MiB)]
         digest = chunked_upload_across(servers, "team/chunked", chunks)
+        assert [line for server in servers for line in read_back(server)] == []
         data = b"".join(chunks)
         for server in servers:
             blob = requests.get(

@@ -282,8 +282,9 @@ class HTTP(Section):
     debug: Debug = Field(default_factory=Debug)
     http2: HTTP2 = Field(default_factory=HTTP2)
     h2c: H2C = Field(default_factory=H2C)
-    # moorage's: processes serving the API on the one address; "auto" is one per CPU
-    workers: int | Literal["auto"] = 1
+    # moorage's: processes serving the API on the one address; "auto" is one per CPU, where
+    # the storage is shared (inmemory serves from one: moorage/workers.py count)
+    workers: int | Literal["auto"] = "auto"
 
     @field_validator("workers", mode="before")
     @classmethod

@@ -12,6 +12,8 @@ the other. Below the driver's root:
             _manifests/tags/<tag>/index/<alg>/<hex>/link every manifest the tag has pointed at
             _uploads/<id>/data                           bytes received so far
             _uploads/<id>/startedat                      RFC 3339 start time
+            _uploads/<id>/hashstates/<alg>/<offset>      the running digest after <offset> bytes, in
+                                                         Go's encoding (registry/hashstate.py)
             _referrers/<alg>/<hex>/<alg>/<hex>/link      moorage's: a manifest whose subject is the
                                                          first digest (distribution 2.x has none)
             _pulls/tags/<tag>                            moorage's: the tag was pulled by then (the
@@ -117,6 +119,10 @@ def upload_data(name: str, upload_id: str) -> str:
 
 def upload_started_at(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
+
+
+def upload_hash_state(name: str, upload_id: str, algorithm: str, offset: int) -> str:
+    return f"{upload_dir(name, upload_id)}/hashstates/{algorithm}/{offset}"
 
 
 def referrer_subjects(name: str) -> str:
