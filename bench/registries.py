@@ -88,6 +88,7 @@ def run_registry(
     redirect: bool = True,
     workers: int | str = "auto",
     secret: str = "",
+    sections: dict[str, Any] | None = None,
 ) -> Iterator[Server]:
     """Either registry on `root`; `redirect=False` disables blob redirects (S3); `workers` is
     moorage's http.workers (default auto, one process per core, as the reference's Go runtime);
@@ -105,6 +106,7 @@ def run_registry(
     config["http"]["workers"] = workers
     if secret:
         config["http"]["secret"] = secret
+    config.update(sections or {})  # moorage's own variants (notifications)
     with run_moorage(workdir / MOORAGE, config) as server:
         if profile is None:
             yield server

@@ -21,9 +21,13 @@ from moorage.api.context import (
     QUOTAS,
     REGISTRY,
     SETTINGS,
+    TRUSTED,
     USAGE,
+    WRAPPER,
+    RepositoryWrapper,
     Settings,
     registry,
+    trusted_checker,
 )
 from moorage.api.errors import (
     EndpointNotFound,
@@ -158,7 +162,9 @@ def create_app(
     access: AccessController | None = None,
     usage: UsageTracker | None = None,
     quotas: Quotas | None = None,
+    wrapper: RepositoryWrapper | None = None,
 ) -> web.Application:
+    """`wrapper` wraps each request's repository services (moorage.notifications)."""
     middlewares: list[Middleware] = [request_ids()]
     if metrics is not None:
         middlewares.append(metrics.middleware())
@@ -172,12 +178,15 @@ def create_app(
     app = web.Application(middlewares=middlewares)
     app[REGISTRY] = registry
     app[SETTINGS] = settings
+    app[TRUSTED] = trusted_checker(settings)
     if access is not None:
         app[ACCESS] = access
     if usage is not None:
         app[USAGE] = usage
     if quotas is not None:
         app[QUOTAS] = quotas
+    if wrapper is not None:
+        app[WRAPPER] = wrapper
     app.on_response_prepare.append(_response_headers(settings.headers))
 
     # Route names say what access a request needs (moorage.api.access).

@@ -243,6 +243,10 @@ class RepositoryBlobs:
             await cache.set(self.name, digest, CachedBlob(stored, info.size))
         return BlobInfo(digest, info.size, stored)
 
+    async def open(self, digest: Digest) -> BlobInfo:
+        """The blob to serve for a GET or HEAD (a pull): what `stat` says."""
+        return await self.stat(digest)
+
     async def forget(self, digest: Digest) -> None:
         """Drops what the cache knows of this repository's link for `digest`. Raises
         Unavailable when a shared cache cannot be reached."""

@@ -1,14 +1,19 @@
-"""The registry and its repositories: the services the API layer calls."""
+"""The registry and its repositories: the services the API layer calls.
+
+The API layer depends on the services through the protocols below, so that what wraps them
+(moorage.notifications emits events around them) stands in for them unchanged."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
+from moorage.registry import manifests as schema
 from moorage.registry.admission import Admission
-from moorage.registry.blobs import BlobStore, RepositoryBlobs
+from moorage.registry.blobs import BlobInfo, BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.digest import Digest
-from moorage.registry.manifest_store import Manifests
+from moorage.registry.manifest_store import Manifests, PutResult, StoredManifest, Tags
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
 from moorage.storage import paths
@@ -16,6 +21,84 @@ from moorage.storage.cache import BlobDescriptorCache
 from moorage.storage.driver import PathNotFound, StorageDriver
 
 MAX_VIEWS = 10_000  # Repository objects kept for reuse
+
+# The protocols' methods return Awaitable: what coroutine functions and decorated ones alike do.
+
+
+class BlobService(Protocol):
+    """A repository's blobs, as the API uses them."""
+
+    def open(self, digest: Digest) -> Awaitable[BlobInfo]: ...
+
+    def delete(self, digest: Digest) -> Awaitable[None]: ...
+
+    def mount(
+        self, digest: Digest, source: RepositoryBlobs | None
+    ) -> Awaitable[BlobInfo | None]: ...
+
+
+class UploadService(Protocol):
+    """A repository's upload sessions, as the API uses them (see registry.uploads.Uploads)."""
+
+    def start(self, algorithm: str = ...) -> Awaitable[str]: ...
+
+    def size(self, upload_id: str) -> Awaitable[int]: ...
+
+    def append(
+        self,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> Awaitable[int]: ...
+
+    def upload(self, digest: Digest, body: AsyncIterator[bytes]) -> Awaitable[BlobInfo]: ...
+
+    def commit(
+        self, upload_id: str, digest: Digest, body: AsyncIterator[bytes] | None = None
+    ) -> Awaitable[BlobInfo]: ...
+
+    def cancel(self, upload_id: str) -> Awaitable[None]: ...
+
+
+class ManifestService(Protocol):
+    """A repository's manifests, as the API uses them (see registry.manifest_store)."""
+
+    def resolve(self, reference: str) -> Awaitable[Digest]: ...
+
+    def get(self, reference: str, resolved: Digest | None = None) -> Awaitable[StoredManifest]: ...
+
+    def put(
+        self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
+    ) -> Awaitable[PutResult]: ...
+
+    def delete(self, reference: str) -> Awaitable[list[str]]: ...
+
+    def referrer_descriptors(
+        self, subject: Digest, artifact_type: str | None
+    ) -> Awaitable[list[schema.Descriptor]]: ...
+
+
+class RepositoryService(Protocol):
+    """One repository, as the API uses it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def blobs(self) -> BlobService: ...
+
+    @property
+    def uploads(self) -> UploadService: ...
+
+    @property
+    def manifests(self) -> ManifestService: ...
+
+    @property
+    def tags(self) -> Tags: ...
+
+    def exists(self) -> Awaitable[bool]: ...
 
 
 class PullLog(Protocol):
