@@ -34,6 +34,9 @@ SECRET_PATHS = (
     "http.secret",
     "storage.s3.accesskey",
     "storage.s3.secretkey",
+    "storage.gcs.credentials",  # the JSON document, as given by credentialsfile
+    "storage.gcs.credentials.private_key",
+    "storage.gcs.credentials.private_key_id",
     "storage.azure.accountkey",
     "storage.swift.password",
     "storage.swift.secretkey",
