@@ -30,7 +30,7 @@ from moorage.durations import seconds
 # Keys of the `storage` section that are settings, not the driver.
 STORAGE_SETTINGS = ("delete", "cache", "maintenance", "redirect", "tag", "quotas")
 # Drivers distribution has that moorage does not: named in the error so the user knows why.
-FOREIGN_DRIVERS = ("azure", "swift", "oss", "s3-aws", "cloudfront")
+FOREIGN_DRIVERS = ("swift", "oss", "s3-aws", "cloudfront")
 
 Duration = int | float | str  # distribution takes "10s", "24h" or nanoseconds
 Size = int | str  # bytes, or a number and a unit: "10GiB", "500MB"

@@ -38,6 +38,8 @@ SECRET_PATHS = (
     "storage.gcs.credentials.private_key",
     "storage.gcs.credentials.private_key_id",
     "storage.azure.accountkey",
+    "storage.azure.connectionstring",
+    "storage.azure.credentials.secret",
     "storage.swift.password",
     "storage.swift.secretkey",
     "redis.password",

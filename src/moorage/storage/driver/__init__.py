@@ -19,6 +19,7 @@ from moorage.storage.driver.base import (
 
 register_module("s3", "moorage.storage.driver.s3")
 register_module("gcs", "moorage.storage.driver.gcs")
+register_module("azure", "moorage.storage.driver.azure")
 
 __all__ = [
     "FileInfo",

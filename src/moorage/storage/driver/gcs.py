@@ -376,7 +376,8 @@ class GcsDriver:
             size = "*" if total is None else str(total)
             span = f"bytes {first}-{last}/{size}" if piece else f"bytes */{size}"
             headers = {**await client.headers(), "Content-Range": span}
-            async with client.http.put(session, data=piece, headers=headers) as response:
+            body = io.BytesIO(piece)  # aiohttp warns about a bytes body over 1 MiB
+            async with client.http.put(session, data=body, headers=headers) as response:
                 if total is None:
                     if response.status != 308:
                         await _check(response)
