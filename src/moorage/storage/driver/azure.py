@@ -42,9 +42,11 @@ from azure.storage.blob import (
 from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClient
 
 from moorage.storage.driver.base import FileInfo, PathNotFound, StorageError, register
+from moorage.storage.driver.chunks import Chunks
 from moorage.storage.driver.params import Parameters
 
-log = logging.getLogger("moorage.storage.azure")
+# The SDK logs every request and response at info; moorage's access log and errors say enough.
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 NAME = "azure"
 BLOCK = 4 * 1024 * 1024  # an appended or staged block, and a read chunk
@@ -171,31 +173,34 @@ class AzureWriter:
         self._exists = size is not None  # the append blob is there already
         self._stored = size or 0  # bytes in the blob (appending) or in staged blocks
         self._blocks: list[str] = []
-        self._buffer = bytearray()
+        self._buffer = Chunks()
 
     @property
     def size(self) -> int:
         return self._stored + len(self._buffer)
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
+        self._buffer.append(data)
         while len(self._buffer) >= BLOCK:
             await self._flush(BLOCK)
 
     async def _flush(self, length: int) -> None:
-        with memoryview(self._buffer) as view:
-            block = bytes(view[:length])  # one copy; slicing the bytearray would make two
-        if self._append:
-            if not self._exists:
-                await self._driver.create_append_blob(self._name)
-                self._exists = True
-            if block:
-                await self._driver.append(self._name, block, self._stored)
-        else:
-            block_id = base64.b64encode(uuid.uuid4().hex.encode()).decode()
-            await self._driver.stage(self._name, block_id, block)
-            self._blocks.append(block_id)
-        del self._buffer[:length]
+        taken = self._buffer.take(length)
+        block = b"".join(taken)
+        try:
+            if self._append:
+                if not self._exists:
+                    await self._driver.create_append_blob(self._name)
+                    self._exists = True
+                if block:
+                    await self._driver.append(self._name, block, self._stored)
+            else:
+                block_id = base64.b64encode(uuid.uuid4().hex.encode()).decode()
+                await self._driver.stage(self._name, block_id, block)
+                self._blocks.append(block_id)
+        except BaseException:
+            self._buffer.put_back(taken)
+            raise
         self._stored += length
 
     async def commit(self) -> None:
@@ -204,7 +209,7 @@ class AzureWriter:
             if self._buffer or not self._exists:
                 await self._flush(len(self._buffer))
         elif not self._blocks:
-            await self._driver.put_block_blob(self._name, bytes(self._buffer))
+            await self._driver.put_block_blob(self._name, self._buffer.value())
         else:
             if self._buffer:
                 await self._flush(len(self._buffer))

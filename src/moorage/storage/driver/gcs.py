@@ -24,7 +24,6 @@ import datetime
 import hashlib
 import io
 import json
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,9 +36,8 @@ from gcloud.aio.auth import Token
 from gcloud.aio.storage import Storage
 
 from moorage.storage.driver.base import FileInfo, PathNotFound, StorageError, register
+from moorage.storage.driver.chunks import Chunks
 from moorage.storage.driver.params import Parameters
-
-log = logging.getLogger("moorage.storage.gcs")
 
 NAME = "gcs"
 GOOGLE = "https://storage.googleapis.com"
@@ -180,14 +178,14 @@ class GcsWriter:
         self._append = append
         self._session = pending.session if pending else None
         self._offset = pending.offset if pending else 0
-        self._buffer = bytearray(pending.held if pending else b"")
+        self._buffer = Chunks(pending.held if pending else b"")
 
     @property
     def size(self) -> int:
         return self._offset + len(self._buffer)
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
+        self._buffer.append(data)
         chunk = self._driver.options.chunksize
         while len(self._buffer) >= chunk:
             await self._send(chunk)
@@ -196,10 +194,12 @@ class GcsWriter:
         """Sends the first `length` bytes of the buffer (a multiple of UNIT) to the session."""
         if self._session is None:
             self._session = await self._driver.start_session(self._key)
-        with memoryview(self._buffer) as view:
-            piece = bytes(view[:length])  # one copy; slicing the bytearray would make two
-        await self._driver.send_piece(self._session, piece, self._offset, None)
-        del self._buffer[:length]
+        piece = self._buffer.take(length)
+        try:
+            await self._driver.send_piece(self._session, piece, self._offset, None)
+        except BaseException:
+            self._buffer.put_back(piece)
+            raise
         self._offset += length
 
     async def commit(self) -> None:
@@ -207,17 +207,16 @@ class GcsWriter:
         session, and the rest in the marker) and the file stays open for the next append."""
         if not self._append:
             if self._session is None:
-                await self._driver.upload(self._key, bytes(self._buffer), BLOB_TYPE)
+                await self._driver.upload(self._key, self._buffer.value(), BLOB_TYPE)
             else:
-                await self._driver.send_piece(
-                    self._session, bytes(self._buffer), self._offset, self.size
-                )
+                size, rest = self.size, self._buffer.take(len(self._buffer))
+                await self._driver.send_piece(self._session, rest, self._offset, size)
             return
         aligned = len(self._buffer) - len(self._buffer) % UNIT
         if aligned:
             await self._send(aligned)
         metadata = {"Session-URI": self._session or "", "Offset": str(self._offset)}
-        await self._driver.upload(self._key, bytes(self._buffer), SESSION_TYPE, metadata)
+        await self._driver.upload(self._key, self._buffer.value(), SESSION_TYPE, metadata)
 
     async def cancel(self) -> None:
         if self._append:
@@ -366,18 +365,34 @@ class GcsDriver:
 
         return await self._call("start upload", key, post)
 
-    async def send_piece(self, session: str, piece: bytes, first: int, total: int | None) -> None:
-        """Sends bytes `first`.. of the upload; with `total`, the last piece, which finishes the
-        object. A piece is not sent twice: what the session persisted of a piece that failed
-        is unknown, and the digest check of the upload tells if it went wrong."""
+    async def send_piece(
+        self, session: str, piece: list[bytes], first: int, total: int | None
+    ) -> None:
+        """Sends bytes `first`.. of the upload, given as chunks (streamed, never joined); with
+        `total`, the last piece, which finishes the object. A piece is not sent twice: what
+        the session persisted of a piece that failed is unknown, and the digest check of the
+        upload tells if it went wrong."""
+        length = sum(len(chunk) for chunk in piece)
+
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in piece:
+                yield chunk
 
         async def put(client: Client) -> None:
-            last = first + len(piece) - 1
+            last = first + length - 1
             size = "*" if total is None else str(total)
-            span = f"bytes {first}-{last}/{size}" if piece else f"bytes */{size}"
-            headers = {**await client.headers(), "Content-Range": span}
-            body = io.BytesIO(piece)  # aiohttp warns about a bytes body over 1 MiB
-            async with client.http.put(session, data=body, headers=headers) as response:
+            span = f"bytes {first}-{last}/{size}" if length else f"bytes */{size}"
+            headers = {
+                **await client.headers(),
+                "Content-Range": span,
+                "Content-Length": str(length),
+            }
+            async with client.http.put(
+                session,
+                data=body(),
+                headers=headers,
+                allow_redirects=False,  # 308: more
+            ) as response:
                 if total is None:
                     if response.status != 308:
                         await _check(response)
@@ -428,7 +443,7 @@ class GcsDriver:
         if pending.session is None:
             await self.upload(key, pending.held, BLOB_TYPE)
         else:
-            await self.send_piece(pending.session, pending.held, pending.offset, pending.size)
+            await self.send_piece(pending.session, [pending.held], pending.offset, pending.size)
         return await self.metadata(key)
 
     async def _sealed(self, path: str) -> dict[str, Any]:
