@@ -183,6 +183,28 @@ class AzureServer:
 
         asyncio.run(create())
 
+    def blobs(self, container: str, prefix: str) -> list[dict[str, Any]]:
+        """Every blob below the prefix: name, size and blob type."""
+        import asyncio
+
+        from azure.storage.blob.aio import ContainerClient
+
+        async def listing() -> list[dict[str, Any]]:
+            credential = {"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
+            async with ContainerClient(self.url, container, credential=credential) as client:
+                return [
+                    {"name": b.name, "size": b.size, "blob_type": str(b.blob_type.value)}
+                    async for b in client.list_blobs(name_starts_with=prefix)
+                ]
+
+        return asyncio.run(listing())
+
+    def connection_string(self) -> str:
+        return (
+            f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};"
+            f"AccountKey={AZURITE_KEY};BlobEndpoint={self.url};"
+        )
+
     def params(self, container: str, rootdirectory: str = "", **extra: Any) -> dict[str, Any]:
         """storage.azure parameters for this emulator."""
         return {
