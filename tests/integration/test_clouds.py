@@ -135,11 +135,26 @@ def test_upload_continued_by_another_process(tmp_path: Path, cloud: Cloud) -> No
         assert "Request URL" not in server.logs() and "http_logging_policy" not in server.logs()
 
 
-def test_deletes_and_catalog(tmp_path: Path, cloud: Cloud) -> None:
-    with run_moorage(tmp_path, cloud.config()) as server:
+def test_deletes_catalog_fsck_and_usage(tmp_path: Path, cloud: Cloud) -> None:
+    """Deletes and the catalog through the registry; `moorage fsck` and `moorage usage` read
+    the same store offline."""
+    config = cloud.config()
+    config_path = tmp_path / "offline.yml"
+    config_path.write_text(yaml.safe_dump(config))
+    config_path.chmod(0o600)
+    with run_moorage(tmp_path, config) as server:
         client = Client(server.url)
         _, digest = client.push_image("one", "v1")
         client.push_image("two", "v1", seed="two")
+        for command in (["fsck"], ["usage", "--json"]):
+            done = subprocess.run(
+                [sys.executable, "-m", "moorage", *command[:1], str(config_path), *command[1:]],
+                capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        usage = json.loads(done.stdout)
+        assert [entry["name"] for entry in usage["repositories"]] == ["one", "two"]
+        assert usage["total"] > 0
         assert client.request("GET", "/v2/_catalog").json()["repositories"] == ["one", "two"]
         assert client.request("DELETE", "/v2/one/manifests/v1").status_code == 202
         assert client.request("GET", "/v2/one/tags/list").json()["tags"] == []
