@@ -31,7 +31,12 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceNotFoundError,
+)
 from azure.storage.blob import (
     BlobBlock,
     BlobSasPermissions,
@@ -88,9 +93,8 @@ class Options:
     container: str
     accountname: str
     accountkey: str
-    credentials: (
-        str  # SHARED_KEY, CLIENT_SECRET or DEFAULT_CREDENTIALS; "" with a connection string
-    )
+    # SHARED_KEY, CLIENT_SECRET or DEFAULT_CREDENTIALS; "" with a connection string
+    credentials: str
     clientid: str
     tenantid: str
     secret: str
@@ -143,7 +147,7 @@ class Options:
             connectionstring=connection,
             serviceurl=url,
             rootdirectory=p.text("rootdirectory").strip("/"),
-            max_retries=p.integer("max_retries", retries),
+            max_retries=p.integer("max_retries", 0) or retries,  # 0: the default, as there
             retry_delay=p.duration("retry_delay", f"{delay}s"),
             skipverify=p.boolean("skipverify", False),
         )
@@ -348,7 +352,7 @@ class AzureDriver:
         """Creates an empty append blob, unless a blob is there already."""
 
         async def create(client: Client) -> None:
-            with contextlib.suppress(HttpResponseError):  # there already: it is the file
+            with contextlib.suppress(ResourceExistsError):  # there already: it is the file
                 await self._blob(client, name).create_append_blob(
                     match_condition=MatchConditions.IfMissing
                 )

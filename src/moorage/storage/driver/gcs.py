@@ -70,7 +70,8 @@ class Options:
     bucket: str
     rootdirectory: str
     chunksize: int
-    credentials: dict[str, Any] | None  # a service account key, from keyfile or credentials
+    credentials: dict[str, Any] | None  # a credentials document, from keyfile or credentials
+    signer: tuple[str, rsa.RSAPrivateKey] | None  # a service account's email and key
     keyfile: str
     serviceurl: str  # the API root: GOOGLE or the configured endpoint
     emulator: bool  # a plain-HTTP endpoint: requests carry no credentials
@@ -100,11 +101,19 @@ class Options:
         if url and urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"{p.path('serviceurl')}: expected an http:// or https:// URL")
         concurrency = p.integer("maxconcurrency", DEFAULT_CONCURRENCY)
+        signer = None
+        if credentials and credentials["type"] == "service_account":
+            key = serialization.load_pem_private_key(
+                credentials["private_key"].encode(), password=None
+            )
+            assert isinstance(key, rsa.RSAPrivateKey)  # checked by _service_account
+            signer = (credentials["client_email"], key)
         return cls(
             bucket=p.text("bucket", required=True),
             rootdirectory=p.text("rootdirectory").strip("/"),
             chunksize=chunk,
             credentials=credentials,
+            signer=signer,
             keyfile=keyfile,
             serviceurl=url or GOOGLE,
             emulator=url.startswith("http://"),
@@ -126,9 +135,13 @@ def _service_account(text: str, key: str) -> dict[str, Any]:
             if not document.get(field):
                 raise ValueError(f"{key}: a service account key without {field}")
         try:
-            serialization.load_pem_private_key(document["private_key"].encode(), password=None)
+            private = serialization.load_pem_private_key(
+                document["private_key"].encode(), password=None
+            )
         except (ValueError, TypeError):
             raise ValueError(f"{key}: the private_key is not a PEM private key") from None
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise ValueError(f"{key}: the private_key is not an RSA key")
     return document
 
 
@@ -154,7 +167,11 @@ class Client:
     async def headers(self) -> dict[str, str]:
         if self.token is None:
             return {}
-        return {"Authorization": f"Bearer {await self.token.get()}"}
+        try:
+            token = await self.token.get()
+        except Exception as exc:  # the library raises whatever its token source raised
+            raise StorageError(NAME, f"no access token from the credentials: {exc}") from exc
+        return {"Authorization": f"Bearer {token}"}
 
 
 @dataclass
@@ -296,6 +313,7 @@ class GcsDriver:
         client = await self.client()
         delay = 0.5
         for attempt in range(1, ATTEMPTS + 1):
+            await client.headers()  # a token for the library's requests too, or a StorageError
             try:
                 return await operation(client)
             except (TimeoutError, aiohttp.ClientError) as exc:
@@ -306,8 +324,6 @@ class GcsDriver:
                     delay *= 2
                     continue
                 raise StorageError(NAME, f"{what} {path}: {_describe(exc)}") from exc
-            except (ValueError, OSError) as exc:  # credentials the token cannot be made from
-                raise StorageError(NAME, f"{what} {path}: {exc}") from exc
         raise AssertionError("unreachable")
 
     # -- objects ------------------------------------------------------------------------------
@@ -454,11 +470,13 @@ class GcsDriver:
             raise PathNotFound(NAME, path) from None
         return await self.seal(key, meta)
 
-    async def _list(self, path: str, prefix: str, delimiter: bool) -> AsyncIterator[dict[str, Any]]:
+    async def _list(
+        self, path: str, prefix: str, delimiter: bool, page_size: int = 1000
+    ) -> AsyncIterator[dict[str, Any]]:
         """Every page of a listing below `prefix`."""
         token: str | None = None
         while True:
-            params = {"prefix": prefix, "maxResults": "1000"}
+            params = {"prefix": prefix, "maxResults": str(page_size)}
             if delimiter:
                 params["delimiter"] = "/"
             if token:
@@ -560,9 +578,10 @@ class GcsDriver:
             if meta.get("contentType") == SESSION_TYPE:
                 size += int((meta.get("metadata") or {}).get("Offset") or 0)
             return FileInfo(path, size, _time(meta), False)
-        async for page in self._list(path, key + "/", False):
-            for item in page.get("items", [])[:1]:
+        async for page in self._list(path, key + "/", False, page_size=1):
+            for item in page.get("items", []):
                 return FileInfo(path, 0, _time(item), True)
+            break
         raise PathNotFound(NAME, path)
 
     async def list(self, path: str) -> list[str]:
@@ -644,15 +663,15 @@ class GcsDriver:
     async def redirect_url(self, path: str) -> str | None:
         """A V4 signed GET URL, valid for 20 minutes, when the credentials hold a service
         account's key to sign with; None otherwise (then the registry serves the blob)."""
-        credentials = self.options.credentials
-        if not credentials or credentials.get("type") != "service_account":
+        if self.options.signer is None:
             return None
+        email, key = self.options.signer
         return sign_url(
             self.options.serviceurl,
             self.options.bucket,
             self.key(path),
-            credentials["client_email"],
-            credentials["private_key"],
+            email,
+            key,
             REDIRECT_EXPIRY,
         )
 
@@ -662,14 +681,13 @@ def sign_url(
     bucket: str,
     key: str,
     email: str,
-    private_key: str,
+    private_key: rsa.RSAPrivateKey,
     expires: int,
-    now: datetime.datetime | None = None,
 ) -> str:
     """A URL for a GET of `bucket/key` at `service`, signed by Google's V4 scheme
     (GOOG4-RSA-SHA256) with a service account's key."""
     parts = urlsplit(service)
-    now = now or datetime.datetime.now(datetime.UTC)
+    now = datetime.datetime.now(datetime.UTC)
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     scope = f"{now.strftime('%Y%m%d')}/auto/storage/goog4_request"
     resource = f"/{quote(bucket, safe='')}/{quote(key, safe='/~')}"
@@ -691,10 +709,7 @@ def sign_url(
     signed = "\n".join(
         ["GOOG4-RSA-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()]
     )
-    key_object = serialization.load_pem_private_key(private_key.encode(), password=None)
-    if not isinstance(key_object, rsa.RSAPrivateKey):
-        raise StorageError(NAME, "the service account key is not an RSA key")
-    signature = key_object.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256()).hex()
+    signature = private_key.sign(signed.encode(), padding.PKCS1v15(), hashes.SHA256()).hex()
     return f"{parts.scheme}://{parts.netloc}{resource}?{query}&X-Goog-Signature={signature}"
 
 
