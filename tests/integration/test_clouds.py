@@ -394,13 +394,15 @@ def test_azure_connection_string(azure_store: AzureServer) -> None:
 # Parameters
 
 
-def _check(tmp_path: Path, storage: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+def _check(
+    tmp_path: Path, storage: dict[str, Any], *flags: str
+) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "config.yml"
     config = {"version": "0.1", "storage": storage, "http": {"secret": "cloud-tests-secret"}}
     path.write_text(yaml.safe_dump(config))
     path.chmod(0o600)
     return subprocess.run(
-        [sys.executable, "-m", "moorage", "config", "check", str(path)],
+        [sys.executable, "-m", "moorage", "config", "check", *flags, str(path)],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
 
@@ -496,6 +498,19 @@ def test_distributions_credential_forms_accepted(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert yaml.safe_load(result.stdout)["storage"]["azure"]["credentials"]["secret"] == MASK
     assert "client-secret-value" not in result.stdout + result.stderr
+
+
+def test_gcs_keyfile_checked_like_a_secret_file(tmp_path: Path) -> None:
+    """A key file others can read is warned about, and refused with --strict-secrets."""
+    key = service_account_key(tmp_path)
+    key.chmod(0o644)
+    storage = {"gcs": {"bucket": "b", "keyfile": str(key)}}
+    warned = _check(tmp_path, storage)
+    assert warned.returncode == 0, warned.stderr
+    assert f"chmod 600 {key}" in warned.stderr
+    refused = _check(tmp_path, storage, "--strict-secrets")
+    assert refused.returncode == 1
+    assert f"chmod 600 {key}" in refused.stderr and "Traceback" not in refused.stderr
 
 
 CLIENT_SECRET = {
