@@ -62,6 +62,7 @@ REDIRECT_EXPIRY = datetime.timedelta(minutes=20)  # as distribution's
 DELEGATION_LIFETIME = datetime.timedelta(hours=48)
 DELEGATION_MARGIN = datetime.timedelta(minutes=30)
 DELETE_CONCURRENCY = 32
+TOUCHED = "moorage_touched"  # the metadata key a touch sets (a C# identifier, as Azure wants)
 REOPENED = "~reopen"  # beside a block blob being turned into an append blob; no key has `~`
 SHARED_KEY, CLIENT_SECRET, DEFAULT_CREDENTIALS = (
     "shared_key",
@@ -574,6 +575,26 @@ class AzureDriver:
                 )
         except AzureError as exc:
             raise StorageError(NAME, f"list {path}: {exc}") from exc
+
+    async def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        """One listing of everything below, as walk."""
+        prefix = path.rstrip("/") + "/"
+        async for info in self.walk(path):
+            parts = info.path[len(prefix) :].split("/")
+            if len(parts) == 2 and parts[1] == name:
+                yield info
+
+    async def touch(self, path: str) -> None:
+        """Sets the blob's metadata, which renews its Last-Modified time and leaves the
+        content as it is."""
+        name = self.blob_name(path)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+        await self._call(
+            "touch", path, lambda c: self._blob(c, name).set_blob_metadata({TOUCHED: stamp})
+        )
+
+    async def prune(self, path: str, top: str) -> None:
+        """Nothing to do: Azure Blob Storage keeps no directories."""
 
     async def move(self, source: str, dest: str) -> None:
         src, dst = self.blob_name(source), self.blob_name(dest)

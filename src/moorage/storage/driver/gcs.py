@@ -47,6 +47,7 @@ DEFAULT_CONCURRENCY = 50
 MIN_CONCURRENCY = 25
 SESSION_TYPE = "application/x-docker-upload-session"
 BLOB_TYPE = "application/octet-stream"
+TOUCHED = "moorage-touched"  # the metadata key a touch sets
 SCOPES = ["https://www.googleapis.com/auth/devstorage.full_control"]
 READ_CHUNK = 1 << 20
 REDIRECT_EXPIRY = 20 * 60  # seconds, as distribution's
@@ -605,6 +606,41 @@ class GcsDriver:
                 if item.get("contentType") == SESSION_TYPE:
                     size += int((item.get("metadata") or {}).get("Offset") or 0)
                 yield FileInfo(self._path(item["name"]), size, _time(item), False)
+
+    async def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        """One listing of everything below, as walk."""
+        prefix = path.rstrip("/") + "/"
+        async for info in self.walk(path):
+            parts = info.path[len(prefix) :].split("/")
+            if len(parts) == 2 and parts[1] == name:
+                yield info
+
+    async def touch(self, path: str) -> None:
+        """Rewrites the object onto itself with a metadata field renewed: a new generation
+        with the same content (server-side, no bytes through here) and a new `updated`, the
+        modification time the driver reports. GCS would renew `updated` for a metadata patch
+        alone; fake-gcs-server, the emulator the tests run, does not."""
+        key = self.key(path)
+        meta = await self._sealed(path)
+        fields = {**(meta.get("metadata") or {}), TOUCHED: datetime.datetime.now(datetime.UTC)}
+        resource = {
+            "Content-Type": meta.get("contentType") or BLOB_TYPE,  # the library's spelling
+            "metadata": {name: str(value) for name, value in fields.items()},
+        }
+
+        async def rewrite(client: Client) -> dict[str, Any]:
+            return await client.storage.copy(
+                self.options.bucket,
+                key,
+                self.options.bucket,
+                metadata=resource,
+                timeout=self._timeout,  # type: ignore[arg-type]
+            )
+
+        await self._call("touch", path, rewrite)
+
+    async def prune(self, path: str, top: str) -> None:
+        """Nothing to do: GCS keeps no directories."""
 
     async def move(self, source: str, dest: str) -> None:
         await self._sealed(source)
