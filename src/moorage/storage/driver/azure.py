@@ -432,7 +432,7 @@ class AzureDriver:
     async def _signature(self, client: Client, name: str) -> str | None:
         now = datetime.datetime.now(datetime.UTC)
         common: dict[str, Any] = {
-            "account_name": client.service.account_name,
+            "account_name": self.options.accountname or client.service.account_name,
             "container_name": self.options.container,
             "blob_name": name,
             "permission": BlobSasPermissions(read=True),
