@@ -20,7 +20,7 @@ from aiohttp import web
 from moorage.api.app import create_app
 from moorage.api.context import Settings, absolute_url
 from moorage.auth import controllers as auth
-from moorage.config.schema import Config
+from moorage.config.schema import CIPHER_SUITES, Config
 from moorage.config.secrets import Redactor, check_private
 from moorage.debug import create_debug_app
 from moorage.drain import InFlight
@@ -102,8 +102,17 @@ def tls_context(config: Config, strict_secrets: bool) -> ssl.SSLContext | None:
     if minimum not in TLS_VERSIONS:
         raise StartupError(f"http.tls.minimumtls: expected one of {', '.join(TLS_VERSIONS)}")
     context.minimum_version = TLS_VERSIONS[minimum]
+    suites = [CIPHER_SUITES[name] for name in tls.ciphersuites if CIPHER_SUITES[name]]
+    if suites:
+        try:
+            context.set_ciphers(":".join(suites))
+        except ssl.SSLError:
+            raise StartupError(
+                "http.tls.ciphersuites: none of these suites is available in this OpenSSL"
+            ) from None
     if tls.clientcas:
-        context.verify_mode = ssl.CERT_REQUIRED
+        optional = tls.clientauth == "verify-client-cert-if-given"
+        context.verify_mode = ssl.CERT_OPTIONAL if optional else ssl.CERT_REQUIRED
     return context
 
 

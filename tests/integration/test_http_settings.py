@@ -177,6 +177,42 @@ def test_a_bad_minimumtls_fails_at_start(tmp_path: Path, ca: CA) -> None:
         pass
 
 
+def test_ciphersuites_limit_what_a_tls12_client_may_use(tmp_path: Path, ca: CA) -> None:
+    """distribution's Go names of suites (the server key is ECDSA); TLS 1.3's own suites stay
+    on, as in Go."""
+    settings, port = tls_http(ca, ciphersuites=["TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384"])
+    with moorage(tmp_path / "server", config(tmp_path / "data", settings)):
+        other = ssl.create_default_context(cafile=str(ca.cert))
+        other.maximum_version = ssl.TLSVersion.TLSv1_2
+        other.set_ciphers("ECDHE-ECDSA-AES128-GCM-SHA256")
+        with pytest.raises(ssl.SSLError):
+            handshake(port, other)
+        listed = ssl.create_default_context(cafile=str(ca.cert))
+        listed.maximum_version = ssl.TLSVersion.TLSv1_2
+        listed.set_ciphers("ECDHE-ECDSA-AES256-GCM-SHA384")
+        assert handshake(port, listed) == "TLSv1.2"
+        assert handshake(port, ssl.create_default_context(cafile=str(ca.cert))) == "TLSv1.3"
+
+
+def test_clientauth_verify_if_given_admits_clients_without_a_certificate(
+    tmp_path: Path, ca: CA
+) -> None:
+    clients = make_ca(tmp_path / "clients", "clients")
+    stranger = make_ca(tmp_path / "stranger", "stranger")
+    good = clients.issue(tmp_path / "clients", "alice", server=False)
+    bad = stranger.issue(tmp_path / "stranger", "mallory", server=False)
+    settings, port = tls_http(
+        ca, clientcas=[str(clients.cert)], clientauth="verify-client-cert-if-given"
+    )
+    with moorage(tmp_path / "server", config(tmp_path / "data", settings)):
+        url = f"https://127.0.0.1:{port}/v2/"
+        assert requests.get(url, verify=str(ca.cert), timeout=10).status_code == 200
+        mine = (str(good[0]), str(good[1]))
+        assert requests.get(url, verify=str(ca.cert), cert=mine, timeout=10).status_code == 200
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(url, verify=str(ca.cert), cert=(str(bad[0]), str(bad[1])), timeout=10)
+
+
 def test_clientcas_require_a_client_certificate_from_those_cas(tmp_path: Path, ca: CA) -> None:
     clients = make_ca(tmp_path / "clients", "clients")
     stranger = make_ca(tmp_path / "stranger", "stranger")

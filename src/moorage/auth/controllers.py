@@ -246,6 +246,23 @@ class Builtin(Token):
         return [name for name in repositories if acl.deciding(grant.user, name, "pull")]
 
 
+# The options each controller reads; any other key is refused with its path.
+OPTIONS = {
+    "silly": ("realm", "service"),
+    "htpasswd": ("realm", "path"),
+    "token": (
+        "realm",
+        "service",
+        "issuer",
+        "rootcertbundle",
+        "jwks",
+        "autoredirect",
+        "autoredirectpath",
+        "signingalgorithms",
+    ),
+    "builtin": ("service", "issuer", "expiration", "signingkey", "certificate", "users", "acl"),
+}
+
 FACTORIES: dict[str, Callable[[dict[str, Any], UrlFor], AccessController]] = {
     "silly": Silly,
     "htpasswd": Htpasswd,
@@ -270,6 +287,9 @@ def create(
         raise ValueError(
             f"auth.{name}: unknown access controller; expected one of {sorted(FACTORIES)}"
         )
+    unknown = sorted(str(key) for key in (options or {}) if key not in OPTIONS[name])
+    if unknown:
+        raise ValueError("; ".join(f"auth.{name}.{key}: unknown key" for key in unknown))
     if name == "builtin" and not create_files:
         _check_builtin(options or {})
         return None

@@ -19,7 +19,7 @@ import yaml
 from pydantic import ValidationError
 
 from moorage.config import secrets
-from moorage.config.schema import STORAGE_SETTINGS, Config
+from moorage.config.schema import STORAGE_SETTINGS, Config, without_effect
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ def load(
     with secrets read from their files and the environment's overrides applied. Raises
     ConfigError. With `strict_secrets`, secret files (or a config file holding secrets inline)
     that others can read or write are refused instead of warned about. Without `serving` (a
-    command that serves nothing: fsck, user, acl), a missing http.secret is not warned about."""
+    command that serves nothing: fsck, user, acl), a missing http.secret and the keys that have
+    no effect are not warned about."""
     tree = read_file(path) if path else embedded_default()
     environ = os.environ if environ is None else environ
     try:
@@ -137,6 +138,9 @@ def load(
         # Some messages quote the value they refuse, which may be a secret put in the wrong key.
         redactor = secrets.Redactor(list(secrets.values(tree)))
         raise ConfigError([redactor.redact(_describe(e)) for e in exc.errors()]) from None
+    if serving:
+        for line in without_effect(config):
+            log.warning("%s", line)
     if not config.http.secret:
         config.http.secret = random.token_urlsafe(32)
         if serving:

@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     TypeAdapter,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -70,11 +71,45 @@ class AccessLog(Section):
     disabled: bool = False
 
 
+class SMTP(Section):
+    addr: str = ""
+    username: str = ""
+    password: str = ""
+    insecure: bool = False
+
+
+class MailOptions(Section):
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    smtp: SMTP = Field(default_factory=SMTP)
+    sender: str = Field(default="", alias="from")
+    to: list[str] = Field(default_factory=list)
+
+
+class LogHook(Section):
+    """distribution's log hook: a mail for log entries of `levels`. moorage sends no mail, so
+    only a disabled hook is accepted."""
+
+    type: str = ""
+    disabled: bool = False
+    levels: list[str] = Field(default_factory=list)
+    options: MailOptions = Field(default_factory=MailOptions)
+
+    @model_validator(mode="after")
+    def _refused_unless_disabled(self) -> LogHook:
+        if not self.disabled:
+            raise ValueError(
+                f"moorage sends no mail from its log (a {self.type or 'mail'} hook); alert on "
+                "its log lines instead (log.formatter: json), or set disabled: true"
+            )
+        return self
+
+
 class Log(Section):
     level: LogLevel = "info"
     formatter: Literal["text", "json", "logstash"] = "text"
     fields: dict[str, Any] = Field(default_factory=dict)
-    hooks: list[dict[str, Any]] = Field(default_factory=list)
+    hooks: list[LogHook] = Field(default_factory=list)
     accesslog: AccessLog = Field(default_factory=AccessLog)
     reportcaller: bool = False
 
@@ -242,14 +277,85 @@ class Storage(Section):
         return driver
 
 
+# Go's names of the cipher suites distribution takes, to OpenSSL's; TLS 1.3's are always on
+# (neither Go nor OpenSSL through Python lets them be chosen), so they map to nothing.
+CIPHER_SUITES = {
+    "TLS_RSA_WITH_RC4_128_SHA": "RC4-SHA",
+    "TLS_RSA_WITH_3DES_EDE_CBC_SHA": "DES-CBC3-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA": "AES128-SHA",
+    "TLS_RSA_WITH_AES_256_CBC_SHA": "AES256-SHA",
+    "TLS_RSA_WITH_AES_128_CBC_SHA256": "AES128-SHA256",
+    "TLS_RSA_WITH_AES_128_GCM_SHA256": "AES128-GCM-SHA256",
+    "TLS_RSA_WITH_AES_256_GCM_SHA384": "AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_RC4_128_SHA": "ECDHE-ECDSA-RC4-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA": "ECDHE-ECDSA-AES128-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA": "ECDHE-ECDSA-AES256-SHA",
+    "TLS_ECDHE_RSA_WITH_RC4_128_SHA": "ECDHE-RSA-RC4-SHA",
+    "TLS_ECDHE_RSA_WITH_3DES_EDE_CBC_SHA": "ECDHE-RSA-DES-CBC3-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA": "ECDHE-RSA-AES128-SHA",
+    "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA": "ECDHE-RSA-AES256-SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA256": "ECDHE-ECDSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA256": "ECDHE-RSA-AES128-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256": "ECDHE-RSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256": "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384": "ECDHE-RSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-RSA-CHACHA20-POLY1305",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256": "ECDHE-ECDSA-CHACHA20-POLY1305",
+    "TLS_AES_128_GCM_SHA256": "",
+    "TLS_AES_256_GCM_SHA384": "",
+    "TLS_CHACHA20_POLY1305_SHA256": "",
+}
+
+
+class LetsEncrypt(Section):
+    cachefile: str = ""
+    email: str = ""
+    hosts: list[str] = Field(default_factory=list)
+    directoryurl: str = ""
+
+
 class TLS(Section):
     certificate: str = ""
     key: str = ""
     clientcas: list[str] = Field(default_factory=list)
-    clientauth: str = ""
+    # How client certificates are asked for (with clientcas): Python's TLS verifies every
+    # certificate it asks for, so the two modes that accept unverified ones are refused.
+    clientauth: Literal[
+        "", "require-and-verify-client-cert", "verify-client-cert-if-given"
+    ] = ""
     minimumtls: str = ""
     ciphersuites: list[str] = Field(default_factory=list)
-    letsencrypt: dict[str, Any] = Field(default_factory=dict)
+    letsencrypt: LetsEncrypt = Field(default_factory=LetsEncrypt)
+
+    @field_validator("clientauth", mode="before")
+    @classmethod
+    def _unverified_modes(cls, mode: Any) -> Any:
+        if mode in ("request-client-cert", "require-any-client-cert"):
+            raise ValueError(
+                f"{mode} takes client certificates without verifying them, which moorage does "
+                "not do; use verify-client-cert-if-given or require-and-verify-client-cert"
+            )
+        return mode
+
+    @field_validator("ciphersuites")
+    @classmethod
+    def _known_suites(cls, suites: list[str]) -> list[str]:
+        unknown = [suite for suite in suites if suite not in CIPHER_SUITES]
+        if unknown:
+            raise ValueError(f"unknown cipher suite {', '.join(unknown)}")
+        return suites
+
+    @field_validator("letsencrypt")
+    @classmethod
+    def _no_acme(cls, letsencrypt: LetsEncrypt, info: ValidationInfo) -> LetsEncrypt:
+        # distribution asks Let's Encrypt only when no certificate is given.
+        if letsencrypt != LetsEncrypt() and not info.data.get("certificate"):
+            raise ValueError(
+                "moorage does not obtain certificates (ACME); give http.tls.certificate and "
+                "key, kept renewed by certbot or by a proxy in front"
+            )
+        return letsencrypt
 
 
 class Prometheus(Section):
@@ -268,6 +374,16 @@ class HTTP2(Section):
 
 class H2C(Section):
     enabled: bool = False
+
+    @field_validator("enabled")
+    @classmethod
+    def _http1_only(cls, enabled: bool) -> bool:
+        if enabled:
+            raise ValueError(
+                "moorage serves HTTP/1.1 only: a proxy that speaks HTTP/2 cleartext (h2c) to "
+                "the registry cannot reach it; let the proxy speak HTTP/1.1"
+            )
+        return enabled
 
 
 class HTTP(Section):
@@ -364,6 +480,26 @@ class Redis(Section):
     routebylatency: bool = False
     routerandomly: bool = False
 
+    @field_validator("addrs")
+    @classmethod
+    def _one_server(cls, addrs: list[str]) -> list[str]:
+        if len(addrs) > 1:
+            raise ValueError(
+                "several addresses make distribution a Redis Cluster client; moorage talks to "
+                "one Redis server: give its one address"
+            )
+        return addrs
+
+    @field_validator("mastername")
+    @classmethod
+    def _no_sentinel(cls, name: str) -> str:
+        if name:
+            raise ValueError(
+                "Redis Sentinel is not supported: give the address of the Redis server (or of "
+                "a proxy that follows the master)"
+            )
+        return name
+
 
 EVENT_ACTIONS = ("pull", "push", "mount", "delete")
 
@@ -436,15 +572,63 @@ class Notifications(Section):
 
 class StorageDriverHealth(Section):
     enabled: bool = False
-    interval: Duration = "10s"
-    threshold: int = 0
+    interval: CheckedDuration = "10s"
+    threshold: int = Field(default=0, ge=0)
+
+
+class FileCheck(Section):
+    """Unhealthy while `file` exists (an operator's switch to take a replica out)."""
+
+    file: str = Field(min_length=1)
+    interval: CheckedDuration = "10s"
+    threshold: int = Field(default=0, ge=0)
+
+
+class HTTPCheck(Section):
+    """Unhealthy when a HEAD of `uri` does not answer `statuscode`."""
+
+    uri: str
+    headers: dict[str, list[str]] = Field(default_factory=dict)
+    statuscode: int = Field(default=200, ge=100, le=599)
+    timeout: CheckedDuration = "1s"
+    interval: CheckedDuration = "10s"
+    threshold: int = Field(default=0, ge=0)
+
+    @field_validator("uri")
+    @classmethod
+    def _http_url(cls, uri: str) -> str:
+        parts = urlsplit(uri)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        return uri
+
+
+class TCPCheck(Section):
+    """Unhealthy when no TCP connection to `addr` opens within `timeout`."""
+
+    addr: str = Field(min_length=1)
+    timeout: CheckedDuration = "1s"
+    interval: CheckedDuration = "10s"
+    threshold: int = Field(default=0, ge=0)
+
+    @field_validator("addr")
+    @classmethod
+    def _host_port(cls, addr: str) -> str:
+        host, sep, port = addr.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"expected host:port, got {addr!r}")
+        return addr
 
 
 class Health(Section):
     storagedriver: StorageDriverHealth = Field(default_factory=StorageDriverHealth)
-    file: list[dict[str, Any]] = Field(default_factory=list)
-    http: list[dict[str, Any]] = Field(default_factory=list)
-    tcp: list[dict[str, Any]] = Field(default_factory=list)
+    file: list[FileCheck] = Field(default_factory=list)
+    http: list[HTTPCheck] = Field(default_factory=list)
+    tcp: list[TCPCheck] = Field(default_factory=list)
+
+    @property
+    def any(self) -> bool:
+        return self.storagedriver.enabled or bool(self.file or self.http or self.tcp)
 
 
 class Proxy(Section):
@@ -460,21 +644,194 @@ class Catalog(Section):
     maxentries: int = Field(default=1000, gt=0)
 
 
+STORAGE_MIDDLEWARE = ("redirect", "rewrite")
+
+
+class MiddlewareEntry(Section):
+    name: str = Field(min_length=1)
+    disabled: bool = False
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+def _redirect_options(options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - {"baseurl"})
+    if unknown:
+        raise ValueError(f"options.{unknown[0]}: unknown key")
+    base = options.get("baseurl")
+    if not isinstance(base, str) or not base:
+        raise ValueError("options.baseurl: required, the URL blobs are redirected under")
+    parts = urlsplit(base)
+    if not parts.scheme or not parts.netloc:
+        raise ValueError("options.baseurl: expected a URL with a scheme and a host")
+
+
+def _rewrite_options(options: dict[str, Any]) -> None:
+    for key, value in options.items():
+        if key not in ("scheme", "host", "trimpathprefix"):
+            raise ValueError(f"options.{key}: unknown key")
+        if not isinstance(value, str):
+            raise ValueError(f"options.{key}: expected a string")
+
+
+class Middleware(Section):
+    """distribution's named middleware. moorage has the storage middleware that changes
+    where blob GETs redirect to (moorage/storage/middleware.py); the others are refused."""
+
+    registry: list[MiddlewareEntry] = Field(default_factory=list)
+    repository: list[MiddlewareEntry] = Field(default_factory=list)
+    storage: list[MiddlewareEntry] = Field(default_factory=list)
+
+    @field_validator("registry", "repository")
+    @classmethod
+    def _none_here(cls, entries: list[MiddlewareEntry]) -> list[MiddlewareEntry]:
+        for index, entry in enumerate(entries):
+            if not entry.disabled:
+                raise ValueError(
+                    f"[{index}] {entry.name}: moorage has no registry or repository "
+                    "middleware (Go plug-ins built into distribution); remove the entry or "
+                    "set disabled: true"
+                )
+        return entries
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, entries: list[MiddlewareEntry]) -> list[MiddlewareEntry]:
+        for index, entry in enumerate(entries):
+            if entry.disabled:
+                continue
+            where = f"[{index}] {entry.name}"
+            if entry.name == "cloudfront":
+                raise ValueError(
+                    f"{where}: moorage does not sign CloudFront URLs; point a redirect "
+                    "middleware (baseurl) at a CDN that needs no signature, or remove it"
+                )
+            if entry.name not in STORAGE_MIDDLEWARE:
+                raise ValueError(
+                    f"{where}: unknown storage middleware; expected one of "
+                    f"{', '.join(STORAGE_MIDDLEWARE)}"
+                )
+            check = _redirect_options if entry.name == "redirect" else _rewrite_options
+            try:
+                check(entry.options)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+        return entries
+
+    @property
+    def active_storage(self) -> list[MiddlewareEntry]:
+        return [entry for entry in self.storage if not entry.disabled]
+
+
+class Bugsnag(Section):
+    apikey: str = ""
+    releasestage: str = ""
+    endpoint: str = ""
+
+
+class NewRelic(Section):
+    licensekey: str = ""
+    name: str = ""
+    verbose: bool = False
+
+
+class Reporting(Section):
+    """Accepted so that a config moves over; moorage reports nowhere (see `without_effect`)."""
+
+    bugsnag: Bugsnag = Field(default_factory=Bugsnag)
+    newrelic: NewRelic = Field(default_factory=NewRelic)
+
+
+class ManifestURLs(Section):
+    allow: list[Annotated[str, AfterValidator(_pattern)]] = Field(default_factory=list)
+    deny: list[Annotated[str, AfterValidator(_pattern)]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _not_filtered(self) -> ManifestURLs:
+        if self.allow or self.deny:
+            raise ValueError(
+                "moorage does not filter the URLs of foreign layers: it accepts manifests "
+                "whose layers name any URL, as distribution with validation disabled; remove "
+                "allow and deny (or keep such manifests out at a proxy)"
+            )
+        return self
+
+
+class Platform(Section):
+    architecture: str
+    os: str
+
+
+class IndexValidation(Section):
+    platforms: Annotated[
+        Literal["all", "list", "none", ""],
+        BeforeValidator(lambda value: value.lower() if isinstance(value, str) else value),
+    ] = ""
+    platformlist: list[Platform] = Field(default_factory=list)
+
+
+class ManifestValidation(Section):
+    urls: ManifestURLs = Field(default_factory=ManifestURLs)
+    indexes: IndexValidation = Field(default_factory=IndexValidation)
+
+
+class Validation(Section):
+    enabled: bool = False  # distribution 2's switch; `disabled` is distribution 3's
+    disabled: bool = False
+    manifests: ManifestValidation = Field(default_factory=ManifestValidation)
+
+
+class Schema1(Section):
+    enabled: bool = False
+    signingkeyfile: str = ""
+
+    @model_validator(mode="after")
+    def _no_schema1(self) -> Schema1:
+        if self.enabled or self.signingkeyfile:
+            raise ValueError(
+                "Docker image manifest schema 1 is not supported: moorage refuses schema 1 "
+                "manifests (push schema 2 or OCI); remove compatibility.schema1"
+            )
+        return self
+
+
+class Compatibility(Section):
+    schema1: Schema1 = Field(default_factory=Schema1)
+
+
+class RepositoryPolicy(Section):
+    classes: list[str] = Field(default_factory=list)
+
+    @field_validator("classes")
+    @classmethod
+    def _no_classes(cls, classes: list[str]) -> list[str]:
+        if classes:
+            raise ValueError(
+                "repository classes are not enforced by moorage (distribution 2's token "
+                "auth feature); remove policy.repository.classes"
+            )
+        return classes
+
+
+class Policy(Section):
+    repository: RepositoryPolicy = Field(default_factory=RepositoryPolicy)
+
+
 class Config(Section):
     version: Literal["0.1"]
     log: Log = Field(default_factory=Log)
     loglevel: LogLevel | None = None  # old name of log.level
     storage: Storage
     auth: dict[str, dict[str, Any] | None] = Field(default_factory=dict)
-    middleware: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
-    reporting: dict[str, Any] = Field(default_factory=dict)
+    middleware: Middleware = Field(default_factory=Middleware)
+    reporting: Reporting = Field(default_factory=Reporting)
     http: HTTP = Field(default_factory=HTTP)
     notifications: Notifications = Field(default_factory=Notifications)
     redis: Redis = Field(default_factory=Redis)
     health: Health = Field(default_factory=Health)
     proxy: Proxy = Field(default_factory=Proxy)
-    validation: dict[str, Any] = Field(default_factory=dict)
-    compatibility: dict[str, Any] = Field(default_factory=dict)
+    validation: Validation = Field(default_factory=Validation)
+    compatibility: Compatibility = Field(default_factory=Compatibility)
+    policy: Policy = Field(default_factory=Policy)
     catalog: Catalog = Field(default_factory=Catalog)
 
     @field_validator("version", mode="before")
@@ -494,3 +851,78 @@ class Config(Section):
             self.log.level = self.loglevel
         return self
 
+
+
+# go-redis tuning distribution 3 passes through that moorage's client has no equivalent of
+# (its pool opens connections as needed, keeps them, and retries nothing).
+REDIS_WITHOUT_EFFECT = (
+    "writetimeout",
+    "protocol",
+    "maxretries",
+    "minidleconns",
+    "maxidleconns",
+    "minretrybackoff",
+    "maxretrybackoff",
+    "contexttimeoutenabled",
+    "poolfifo",
+    "pooltimeout",
+    "maxactiveconns",
+    "connmaxidletime",
+    "connmaxlifetime",
+    "maxredirects",
+    "readonly",
+    "routebylatency",
+    "routerandomly",
+    "sentinelusername",
+    "sentinelpassword",
+)
+REDIS_POOL_WITHOUT_EFFECT = ("maxidle", "idletimeout", "size", "maxlifetime")
+
+
+def without_effect(config: Config) -> list[str]:
+    """The keys given that moorage accepts, so that a distribution config moves over, but
+    does nothing with: one line each, with why, for a start-up warning."""
+    lines = []
+    storage = config.storage
+    if storage.driver == "filesystem" and "maxthreads" in storage.parameters:
+        lines.append(
+            "storage.filesystem.maxthreads: no effect; moorage's file calls run in a pool of "
+            "its own"
+        )
+    if storage.driver == "s3":
+        if "loglevel" in storage.parameters:
+            lines.append("storage.s3.loglevel: no effect; moorage logs S3 errors at log.level")
+        if str(storage.parameters.get("v4auth", True)).lower() == "false":
+            lines.append("storage.s3.v4auth: false has no effect; moorage always signs with v4")
+    reporting = config.reporting
+    for name, section in (("bugsnag", reporting.bugsnag), ("newrelic", reporting.newrelic)):
+        if section.model_fields_set:
+            lines.append(
+                f"reporting.{name}: moorage reports no errors to {name}; its errors are in "
+                "its log (log.formatter: json) and its metrics (http.debug)"
+            )
+    redis = config.redis
+    for key in REDIS_WITHOUT_EFFECT:
+        if key in redis.model_fields_set:
+            lines.append(f"redis.{key}: no effect in moorage's Redis client")
+    for key in REDIS_POOL_WITHOUT_EFFECT:
+        if key in redis.pool.model_fields_set:
+            lines.append(f"redis.pool.{key}: no effect in moorage's Redis client")
+    validation = config.validation
+    if validation.disabled:
+        lines.append(
+            "validation.disabled: moorage always checks that a manifest's blobs and "
+            "manifests are in the repository"
+        )
+    if validation.manifests.indexes.platforms in ("none", "list"):
+        lines.append(
+            f"validation.manifests.indexes.platforms: {validation.manifests.indexes.platforms}:"
+            " moorage requires every manifest an index names, as with `all`"
+        )
+    tls = config.http.tls
+    if tls.certificate and tls.letsencrypt != LetsEncrypt():
+        lines.append(
+            "http.tls.letsencrypt: not used when http.tls.certificate is given (as in "
+            "distribution)"
+        )
+    return lines

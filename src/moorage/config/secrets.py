@@ -35,6 +35,7 @@ SECRET_PATHS = (
     "http.secret",
     "storage.s3.accesskey",
     "storage.s3.secretkey",
+    "storage.s3.sessiontoken",
     "storage.gcs.credentials",  # the JSON document, as given by credentialsfile
     "storage.gcs.credentials.private_key",
     "storage.gcs.credentials.private_key_id",
@@ -48,6 +49,9 @@ SECRET_PATHS = (
     "proxy.password",
     "notifications.endpoints.*.headers.*",
     "auth.token.jwks.*",
+    "reporting.bugsnag.apikey",
+    "reporting.newrelic.licensekey",
+    "log.hooks.*.options.smtp.password",
 )
 # Dotted key paths of URLs whose password (`scheme://user:password@host`) is a secret.
 URL_PATHS = ("notifications.endpoints.*.url", "proxy.remoteurl")

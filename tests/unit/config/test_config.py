@@ -297,12 +297,34 @@ def test_embedded_default_takes_overrides() -> None:
     assert config.http.addr == "0.0.0.0:5001"
 
 
+def test_full_example_refuses_what_moorage_does_not_do_one_line_each(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, DISTRIBUTION), environ={})
+    keys = [problem.split(":")[0] for problem in caught.value.problems]
+    assert keys == [
+        "middleware.registry",
+        "middleware.repository",
+        "middleware.storage",
+        "validation.manifests.urls",
+    ]
+    assert "cloudfront" in caught.value.problems[2]
+
+
+def without_refused(text: str) -> str:
+    """The full example less what moorage refuses (registry, repository and cloudfront
+    middleware, URL filters)."""
+    tree = yaml.safe_load(text)
+    tree["middleware"] = {"storage": [tree["middleware"]["storage"][1]]}
+    del tree["validation"]["manifests"]["urls"]
+    return yaml.safe_dump(tree)
+
+
 def test_every_documented_section_parses(tmp_path: Path) -> None:
-    config = load(write(tmp_path, DISTRIBUTION), environ={})
+    config = load(write(tmp_path, without_refused(DISTRIBUTION)), environ={})
     assert config.log.level == "debug"
     assert config.log.accesslog.disabled is True
     assert config.log.fields == {"service": "registry", "environment": "staging"}
-    assert config.log.hooks[0]["type"] == "mail"
+    assert config.log.hooks[0].type == "mail"
     assert config.storage.driver == "filesystem"
     assert config.storage.parameters == {"rootdirectory": "/var/lib/registry", "maxthreads": 100}
     assert config.storage.delete.enabled is True
@@ -314,14 +336,14 @@ def test_every_documented_section_parses(tmp_path: Path) -> None:
     assert config.storage.redirect.disable is False
     assert set(config.auth) == {"silly", "token", "htpasswd"}
     assert config.auth["htpasswd"] == {"realm": "basic-realm", "path": "/path/to/htpasswd"}
-    assert [m["name"] for m in config.middleware["storage"]] == ["cloudfront", "redirect"]
+    assert [m.name for m in config.middleware.storage] == ["redirect"]
     assert config.http.addr == "localhost:5000"
     assert config.http.prefix == "/my/nested/registry/"
     assert config.http.host == "https://myregistryaddress.org:5000"
     assert config.http.draintimeout == "60s"
     assert config.http.tls.certificate == "/path/to/x509/public"
     assert config.http.tls.clientcas == ["/path/to/ca.pem", "/path/to/another/ca.pem"]
-    assert config.http.tls.letsencrypt["hosts"] == ["myregistryaddress.org"]
+    assert config.http.tls.letsencrypt.hosts == ["myregistryaddress.org"]
     assert config.http.debug.addr == "localhost:5001"
     assert config.http.debug.prometheus.enabled is True
     assert config.http.headers == {"X-Content-Type-Options": ["nosniff"]}
@@ -339,12 +361,14 @@ def test_every_documented_section_parses(tmp_path: Path) -> None:
     assert config.redis.tls.certificate == "/path/to/cert.crt"
     assert config.health.storagedriver.enabled is True
     assert config.health.storagedriver.threshold == 3
-    assert config.health.http[0]["statuscode"] == 200
+    assert config.health.http[0].statuscode == 200
+    assert config.health.tcp[0].addr == "redis-server.domain.com:6379"
+    assert config.health.file[0].file == "/path/to/checked/file"
     assert config.proxy.remoteurl == "https://registry-1.docker.io"
     assert config.proxy.ttl == "168h"
     assert config.proxy.exec == {"command": "docker-credential-helper", "lifetime": "1h"}
     assert config.proxy.remotenamespace == "namespace"
-    assert config.validation["manifests"]["indexes"]["platforms"] == "List"
+    assert config.validation.manifests.indexes.platforms == "list"
     assert config.catalog.maxentries == 500
 
 
@@ -594,10 +618,10 @@ def test_env_applied_in_lexical_order(tmp_path: Path) -> None:
 
 
 def test_env_matches_keys_case_insensitively(tmp_path: Path) -> None:
-    text = MINIMAL + "http:\n  tls:\n    letsencrypt:\n      cacheFile: /a\n"
-    environ = {"REGISTRY_HTTP_TLS_LETSENCRYPT_CACHEFILE": "/b"}
+    text = MINIMAL + "log:\n  fields:\n    myField: a\n"
+    environ = {"REGISTRY_LOG_FIELDS_MYFIELD": "b"}
     config = load(write(tmp_path, text), environ=environ)
-    assert config.http.tls.letsencrypt == {"cacheFile": "/b"}
+    assert config.log.fields == {"myField": "b"}
 
 
 def test_env_unknown_top_level_ignored_with_warning(

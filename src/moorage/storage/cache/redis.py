@@ -35,8 +35,9 @@ def _key(scope: str | None, digest: Digest) -> str:
 
 
 def connect(settings: RedisSettings) -> aioredis.Redis:
-    """A client for the `redis` section, in distribution's v2 shape (`addr`, `pool`) or v3 shape
-    (`addrs`, `username`). Several `addrs` name one server's alternatives: the first is used."""
+    """A client for the `redis` section, in distribution's v2 shape (`addr`, `pool`, TLS when
+    `tls.enabled`) or v3 shape (one of `addrs`, `username`, TLS when a client certificate is
+    given)."""
     addresses = settings.addrs or ([settings.addr] if settings.addr else [])
     if not addresses:
         raise ValueError("redis.addr: required when a redis cache is configured")
@@ -53,7 +54,7 @@ def connect(settings: RedisSettings) -> aioredis.Redis:
         "max_connections": settings.pool.maxactive or settings.poolsize or None,
         "client_name": settings.clientname or None,
     }
-    if settings.tls.enabled:
+    if settings.tls.enabled or settings.tls.certificate or settings.tls.key:
         kwargs["ssl"] = True
         kwargs["ssl_certfile"] = settings.tls.certificate or None
         kwargs["ssl_keyfile"] = settings.tls.key or None

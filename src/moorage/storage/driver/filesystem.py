@@ -26,6 +26,7 @@ from moorage.storage.driver.base import (
     StorageFull,
     register,
 )
+from moorage.storage.driver.params import Parameters
 
 NAME = "filesystem"
 DEFAULT_ROOT = "/var/lib/registry"
@@ -284,6 +285,8 @@ def _unlink_quietly(path: str) -> None:
 
 
 def create(parameters: dict[str, Any]) -> FilesystemDriver:
+    # maxthreads bounds distribution's blocking file calls; moorage's run in a pool of its own.
+    Parameters(NAME, parameters, ("rootdirectory", "maxthreads"))
     root = parameters.get("rootdirectory", DEFAULT_ROOT)
     if not isinstance(root, str) or not root:
         raise ValueError("storage.filesystem.rootdirectory: expected a directory path")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from moorage.storage.driver.base import FileInfo, PathNotFound, register
+from moorage.storage.driver.params import Parameters
 
 NAME = "inmemory"
 READ_CHUNK = 1 << 20
@@ -132,6 +133,7 @@ class InMemoryDriver:
 
 
 def create(parameters: dict[str, Any]) -> InMemoryDriver:
+    Parameters(NAME, parameters, ())
     return InMemoryDriver()
 
 

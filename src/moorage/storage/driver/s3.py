@@ -43,6 +43,35 @@ _MISSING = ("NoSuchKey", "404", "NotFound", "NoSuchUpload")
 Parts = list[tuple[int, str, int]]  # (number, etag, size) of multipart upload parts
 
 
+# distribution's s3 driver parameters. v4auth is always on and loglevel is the log's own
+# (log.level), so those two are accepted and have nothing to change.
+PARAMETERS = (
+    "accesskey",
+    "secretkey",
+    "sessiontoken",
+    "region",
+    "regionendpoint",
+    "forcepathstyle",
+    "bucket",
+    "encrypt",
+    "keyid",
+    "secure",
+    "skipverify",
+    "v4auth",
+    "chunksize",
+    "multipartcopychunksize",
+    "multipartcopymaxconcurrency",
+    "multipartcopythresholdsize",
+    "rootdirectory",
+    "storageclass",
+    "objectacl",
+    "useragent",
+    "usedualstack",
+    "accelerate",
+    "loglevel",
+)
+
+
 @dataclass
 class Options:
     bucket: str
@@ -50,6 +79,7 @@ class Options:
     endpoint: str | None
     accesskey: str | None
     secretkey: str | None
+    sessiontoken: str | None
     rootdirectory: str
     chunksize: int
     forcepathstyle: bool
@@ -65,6 +95,16 @@ class Options:
 
     @classmethod
     def parse(cls, p: dict[str, Any]) -> Options:
+        unknown = sorted(str(key) for key in p if key not in PARAMETERS)
+        if unknown:
+            raise ValueError("; ".join(f"storage.s3.{key}: unknown key" for key in unknown))
+        if str(p.get("objectacl") or "private") != "private":
+            raise ValueError(
+                "storage.s3.objectacl: moorage writes objects private (the bucket's policy "
+                "decides who else reads them); remove the key or set private"
+            )
+        if _bool(p.get("accelerate", False)):
+            raise ValueError("storage.s3.accelerate: S3 Transfer Acceleration is not supported")
         for key in ("bucket", "region"):
             if not p.get(key):
                 raise ValueError(f"storage.s3.{key}: required")
@@ -81,6 +121,7 @@ class Options:
             endpoint=endpoint,
             accesskey=p.get("accesskey") or None,
             secretkey=p.get("secretkey") or None,
+            sessiontoken=p.get("sessiontoken") or None,
             rootdirectory=str(p.get("rootdirectory") or "").strip("/"),
             chunksize=chunk,
             forcepathstyle=_bool(p.get("forcepathstyle", False)),
@@ -243,6 +284,7 @@ class S3Driver:
                 endpoint_url=o.endpoint,
                 aws_access_key_id=o.accesskey,
                 aws_secret_access_key=o.secretkey,
+                aws_session_token=o.sessiontoken,
                 verify=False if plain or o.skipverify else None,
                 config=config,
             )

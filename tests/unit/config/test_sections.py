@@ -1,0 +1,256 @@
+"""Every key of distribution's schema is honoured, refused with its key path and why, or
+accepted with a warning that it has no effect: `moorage config check` as a user runs it."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+
+from moorage.cli.main import main
+
+
+def check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`moorage config check` of the config; its exit code and what it wrote on stderr."""
+    path = tmp_path / "config.yml"
+    path.write_text(textwrap.dedent(text))
+    path.chmod(0o600)
+    try:
+        code = main(["config", "check", str(path)])
+    except SystemExit as exc:  # the config does not load: `main` exits with its lines
+        code = int(exc.code or 0)
+    return code, capsys.readouterr().err
+
+
+BASE = """
+version: 0.1
+http:
+  secret: a-shared-secret
+storage:
+  inmemory:
+"""
+
+
+def refused(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    code, err = check(tmp_path, text, capsys)
+    assert code == 1
+    return [line for line in err.splitlines() if line]
+
+
+@pytest.mark.parametrize(
+    ("storage", "line"),
+    [
+        ("filesystem:\n    rootdirectory: /tmp/r\n    bogus: 1", "storage.filesystem.bogus"),
+        ("inmemory:\n    rootdirectory: /tmp/r", "storage.inmemory.rootdirectory"),
+        (
+            "s3:\n    bucket: b\n    region: r\n    secretky: x",
+            "storage.s3.secretky",
+        ),
+    ],
+)
+def test_unknown_driver_parameters_are_key_path_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, line: str
+) -> None:
+    text = f"version: 0.1\nhttp:\n  secret: s\nstorage:\n  {storage}\n"
+    (problem,) = refused(tmp_path, text, capsys)
+    assert problem == f"moorage: config: {line}: unknown key"
+
+
+def test_s3_settings_moorage_cannot_honour_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "version: 0.1\nhttp:\n  secret: s\nstorage:\n  s3:\n    bucket: b\n    region: r\n"
+    text += "    objectacl: public-read\n"
+    (problem,) = refused(tmp_path, text, capsys)
+    assert problem.startswith("moorage: config: storage.s3.objectacl: moorage writes objects")
+
+
+@pytest.mark.parametrize(
+    ("auth", "line"),
+    [
+        ("htpasswd:\n    realm: r\n    path: /p\n    pth: /q", "auth.htpasswd.pth"),
+        ("silly:\n    realm: r\n    services: s", "auth.silly.services"),
+        (
+            "token:\n    realm: r\n    service: s\n    issuer: i\n    rootcertbundel: /b",
+            "auth.token.rootcertbundel",
+        ),
+    ],
+)
+def test_unknown_auth_options_are_key_path_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], auth: str, line: str
+) -> None:
+    (problem,) = refused(tmp_path, BASE + f"auth:\n  {auth}\n", capsys)
+    assert problem == f"moorage: config: {line}: unknown key"
+
+
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [
+        ("redis:\n  addr: localhost:6379\n  adr: x", "redis.adr: unknown key"),
+        ("redis:\n  pool:\n    maxactiv: 3", "redis.pool.maxactiv: unknown key"),
+        (
+            "notifications:\n  endpoints:\n    - name: a\n      url: http://h/\n      timout: 1s",
+            "notifications.endpoints.0.timout: unknown key",
+        ),
+        ("proxy:\n  remoteurl: https://r\n  usename: u", "proxy.usename: unknown key"),
+        (
+            "health:\n  tcp:\n    - addr: h:1\n      treshold: 2",
+            "health.tcp.0.treshold: unknown key",
+        ),
+        ("reporting:\n  bugsnag:\n    apikeys: k", "reporting.bugsnag.apikeys: unknown key"),
+        (
+            "middleware:\n  storage:\n    - name: redirect\n      options:\n        baseurl: h://x/\n"
+            "        base: y",
+            "middleware.storage: [0] redirect: options.base: unknown key",
+        ),
+    ],
+)
+def test_unknown_keys_in_sections_are_key_path_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, line: str
+) -> None:
+    (problem,) = refused(tmp_path, BASE + section + "\n", capsys)
+    assert problem == f"moorage: config: {line}"
+
+
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [
+        (
+            "middleware:\n  registry:\n    - name: openshift",
+            "middleware.registry: [0] openshift: moorage has no registry or repository middleware",
+        ),
+        (
+            "middleware:\n  repository:\n    - name: openshift",
+            "middleware.repository: [0] openshift: moorage has no registry or repository",
+        ),
+        (
+            "middleware:\n  storage:\n    - name: cloudfront\n      options:\n"
+            "        baseurl: https://d.cloudfront.net/\n        privatekey: /k.pem\n"
+            "        keypairid: K",
+            "middleware.storage: [0] cloudfront: moorage does not sign CloudFront URLs",
+        ),
+        (
+            "middleware:\n  storage:\n    - name: redirect\n      options: {}",
+            "middleware.storage: [0] redirect: options.baseurl: required",
+        ),
+        (
+            "compatibility:\n  schema1:\n    signingkeyfile: /etc/registry/key.json",
+            "compatibility.schema1: Docker image manifest schema 1 is not supported",
+        ),
+        (
+            "compatibility:\n  schema1:\n    enabled: true",
+            "compatibility.schema1: Docker image manifest schema 1 is not supported",
+        ),
+        (
+            "validation:\n  manifests:\n    urls:\n      allow: ['^https://x/']",
+            "validation.manifests.urls: moorage does not filter the URLs of foreign layers",
+        ),
+        (
+            "policy:\n  repository:\n    classes: [image]",
+            "policy.repository.classes: repository classes are not enforced",
+        ),
+        (
+            "log:\n  hooks:\n    - type: mail\n      levels: [panic]",
+            "log.hooks.0: moorage sends no mail from its log",
+        ),
+        ("http:\n  h2c:\n    enabled: true", "http.h2c.enabled: moorage serves HTTP/1.1 only"),
+        (
+            "http:\n  tls:\n    letsencrypt:\n      cachefile: /c\n      email: a@b",
+            "http.tls.letsencrypt: moorage does not obtain certificates (ACME)",
+        ),
+        (
+            "http:\n  tls:\n    clientauth: request-client-cert",
+            "http.tls.clientauth: request-client-cert takes client certificates without",
+        ),
+        ("redis:\n  addrs: [a:1, b:2]", "redis.addrs: several addresses make distribution"),
+        ("redis:\n  mastername: m\n  addrs: [a:1]", "redis.mastername: Redis Sentinel is not"),
+    ],
+)
+def test_what_moorage_does_not_do_is_refused_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, line: str
+) -> None:
+    text = BASE.replace("http:\n  secret: a-shared-secret\n", "") + section + "\n"
+    (problem,) = refused(tmp_path, text, capsys)
+    assert problem.startswith(f"moorage: config: {line}"), problem
+
+
+def test_disabled_middleware_and_hooks_are_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = BASE + textwrap.dedent(
+        """\
+        middleware:
+          registry:
+            - name: openshift
+              disabled: true
+          storage:
+            - name: cloudfront
+              disabled: true
+        log:
+          hooks:
+            - type: mail
+              disabled: true
+        """
+    )
+    code, err = check(tmp_path, text, capsys)
+    assert (code, err) == (0, "")
+
+
+@pytest.mark.parametrize(
+    ("section", "warning"),
+    [
+        (
+            "reporting:\n  bugsnag:\n    apikey: k\n    releasestage: production",
+            "reporting.bugsnag: moorage reports no errors to bugsnag",
+        ),
+        (
+            "reporting:\n  newrelic:\n    licensekey: k\n    name: registry",
+            "reporting.newrelic: moorage reports no errors to newrelic",
+        ),
+        ("redis:\n  addr: a:1\n  maxretries: 3", "redis.maxretries: no effect"),
+        ("redis:\n  addr: a:1\n  pool:\n    maxidle: 16", "redis.pool.maxidle: no effect"),
+        ("validation:\n  disabled: true", "validation.disabled: moorage always checks"),
+        (
+            "validation:\n  manifests:\n    indexes:\n      platforms: none",
+            "validation.manifests.indexes.platforms: none: moorage requires every manifest",
+        ),
+    ],
+)
+def test_keys_without_effect_are_accepted_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], section: str, warning: str
+) -> None:
+    code, err = check(tmp_path, BASE + section + "\n", capsys)
+    assert code == 0
+    assert warning in err
+
+
+def test_filesystem_maxthreads_is_accepted_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "version: 0.1\nhttp:\n  secret: s\nstorage:\n  filesystem:\n"
+    text += f"    rootdirectory: {tmp_path}\n    maxthreads: 100\n"
+    code, err = check(tmp_path, text, capsys)
+    assert code == 0
+    assert "storage.filesystem.maxthreads: no effect" in err
+
+
+def test_health_checks_are_typed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = BASE + "health:\n  http:\n    - uri: ftp://x/\n  tcp:\n    - addr: nohostport\n"
+    assert refused(tmp_path, text, capsys) == [
+        "moorage: config: health.http.0.uri: expected an http:// or https:// URL",
+        "moorage: config: health.tcp.0.addr: expected host:port, got 'nohostport'",
+    ]
+
+
+def test_check_prints_the_typed_sections(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = BASE + "health:\n  file:\n    - file: /srv/out\n"
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    path.chmod(0o600)
+    assert main(["config", "check", str(path)]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["health"]["file"] == [{"file": "/srv/out", "interval": "10s", "threshold": 0}]
