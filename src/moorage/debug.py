@@ -17,11 +17,10 @@ def create_debug_app(
     config: Config, redactor: Redactor, metrics: Metrics, health: Health
 ) -> web.Application:
     async def health_view(request: web.Request) -> web.Response:
-        # With periodic checks, their state is the answer: probing here too would count extra
-        # failures against `threshold`. Without them, the storage is probed now.
-        if not config.health.storagedriver.enabled:
-            await health.check()
-        return web.json_response(health.errors, status=200 if health.ok else 503)
+        # Periodic checks answer with their state: probing here too would count extra failures
+        # against `threshold`. A storage check that is not periodic is probed now.
+        errors = await health.report()
+        return web.json_response(errors, status=503 if errors else 200)
 
     async def metrics_view(request: web.Request) -> web.Response:
         body = generate_latest(metrics.registry)

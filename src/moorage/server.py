@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from moorage import health
 from moorage.api.app import create_app
 from moorage.api.context import Settings, absolute_url
 from moorage.auth import controllers as auth
@@ -25,7 +26,7 @@ from moorage.config.secrets import Redactor, check_private
 from moorage.debug import create_debug_app
 from moorage.drain import InFlight
 from moorage.durations import seconds
-from moorage.health import Health
+from moorage.health import Check, Health
 from moorage.lifecycle.maintenance import Maintenance
 from moorage.lifecycle.usage import UsageCollector
 from moorage.logs import access_logger
@@ -192,9 +193,7 @@ class Server:
         )
         if self.maintenance.usage is not None:
             self.metrics.register(UsageCollector(self.maintenance.usage, self.maintenance.quotas))
-        check = config.health.storagedriver
-        self.health = Health(driver, check.threshold)
-        self.health_interval = seconds(check.interval) if check.enabled else None
+        self.health = health_checks(config, driver)
         self.tls = tls_context(config, strict_secrets)
         http = config.http
         prefix = "/" + http.prefix.strip("/") if http.prefix.strip("/") else ""
@@ -218,7 +217,7 @@ class Server:
             self.registry,
             self.settings,
             metrics=self.metrics,
-            health=self.health if check.enabled else None,
+            health=self.health if self.health.checks else None,
             access=self.access,
             usage=self.maintenance.usage,
             quotas=self.maintenance.quotas,
@@ -320,8 +319,8 @@ class Server:
                 else:
                     debug_host, debug_port = split_addr(http.debug.addr)
                     await web.TCPSite(debug, debug_host, debug_port, reuse_address=True).start()
-            if self.health_interval is not None:
-                tasks.append(asyncio.create_task(self.health.run(self.health_interval)))
+            if self.health.checks:
+                tasks.append(asyncio.create_task(self.health.run()))
             tasks.append(asyncio.create_task(self._warm_catalog()))
             purging = self.config.storage.maintenance.uploadpurging
             if purging.enabled and not self.settings.readonly and self.first:
@@ -363,6 +362,28 @@ class Server:
             await self.registry.driver.close()
             if self.registry.blobs.cache is not None:
                 await self.registry.blobs.cache.close()
+
+
+def health_checks(config: Config, driver: drivers.StorageDriver) -> Health:
+    """The `health` section's checks. The storage check, when not periodic, is probed on each
+    `/debug/health` request instead (and then does not hold the API at 503)."""
+    section = config.health
+    storage = Check(f"storagedriver_{driver.name}", health.storage_probe(driver))
+    periodic: list[Check] = []
+    if section.storagedriver.enabled:
+        storage.interval = seconds(section.storagedriver.interval) or 10.0
+        storage.threshold = max(section.storagedriver.threshold, 1)
+        periodic.append(storage)
+    for file in section.file:
+        probe = health.file_probe(file.file)
+        periodic.append(Check(file.file, probe, seconds(file.interval) or 10.0, file.threshold))
+    for http in section.http:
+        probe = health.http_probe(http.uri, http.statuscode, seconds(http.timeout), http.headers)
+        periodic.append(Check(http.uri, probe, seconds(http.interval) or 10.0, http.threshold))
+    for tcp in section.tcp:
+        probe = health.tcp_probe(tcp.addr, seconds(tcp.timeout))
+        periodic.append(Check(tcp.addr, probe, seconds(tcp.interval) or 10.0, tcp.threshold))
+    return Health(periodic, [] if section.storagedriver.enabled else [storage])
 
 
 def notifications(config: Config, create_files: bool) -> Notifications | None:
