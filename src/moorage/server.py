@@ -36,6 +36,7 @@ from moorage.registry.catalog import FileNames, SharedNames
 from moorage.registry.repository import Registry
 from moorage.storage import cache as caches
 from moorage.storage import driver as drivers
+from moorage.storage import middleware
 from moorage.storage.cache import BlobDescriptorCache, MeasuredCache
 from moorage.storage.cache.generation import Generation, GenerationalCache
 from moorage.storage.cache.inmemory import InMemoryCache
@@ -190,6 +191,10 @@ class Server:
             shared_names=shared,
             admission=self.maintenance.admission,
             pull_log=self.maintenance.pull_log,
+            redirector=middleware.chain(
+                driver.redirect_url,
+                [(entry.name, entry.options) for entry in config.middleware.active_storage],
+            ),
         )
         if self.maintenance.usage is not None:
             self.metrics.register(UsageCollector(self.maintenance.usage, self.maintenance.quotas))

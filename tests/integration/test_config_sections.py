@@ -1,19 +1,25 @@
 """distribution's config sections beyond storage and http, on a real server: the health checks
-(file, HTTP, TCP) holding the API at 503 and showing in /debug/health."""
+(file, HTTP, TCP) holding the API at 503 and showing in /debug/health; the `redirect` storage
+middleware sending blob GETs where distribution 2.8 sends them, to a real web server over the
+same files."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import requests
 
-from tests.servers import free_port, moorage_config, run_moorage
+from tests.api import Client
+from tests.servers import free_port, moorage_config, run_moorage, run_reference_registry, stop
 
 
 class Downstream:
@@ -134,3 +140,65 @@ def test_an_http_check_below_its_threshold_keeps_the_api_up(tmp_path: Path) -> N
             assert requests.get(f"{server.url}/v2/", timeout=5).status_code == 200
     finally:
         downstream.close()
+
+
+@contextlib.contextmanager
+def file_server(directory: Path) -> Iterator[str]:
+    """Python's own static web server over `directory`: the CDN in front of the files."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "-d", directory],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _answers(base), "the file server answering")
+        yield base
+    finally:
+        stop(process)
+
+
+def _answers(base: str) -> bool:
+    try:
+        requests.get(base, timeout=1)
+    except requests.RequestException:
+        return False
+    return True
+
+
+def test_redirect_middleware_sends_blobs_under_baseurl_as_distribution_does(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "data"
+    data = b"served by the web server in front" * 100
+    with file_server(root) as base:
+        middleware = {"storage": [{"name": "redirect", "options": {"baseurl": f"{base}/"}}]}
+        config = moorage_config(root, free_port(), middleware=middleware)
+        with run_moorage(tmp_path / "moorage", config) as server:
+            client = Client(server.url)
+            digest = client.push_blob("library/cdn", data)
+            ours = client.request("GET", f"/v2/library/cdn/blobs/{digest}")
+            with run_reference_registry(
+                tmp_path / "distribution", root, middleware=middleware
+            ) as reference:
+                theirs = Client(reference.url).request("GET", f"/v2/library/cdn/blobs/{digest}")
+        assert (ours.status_code, theirs.status_code) == (307, 307)
+        assert ours.headers["Location"] == theirs.headers["Location"]
+        hexdigest = digest.removeprefix("sha256:")
+        assert ours.headers["Location"] == (
+            f"{base}/docker/registry/v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"
+        )
+        assert requests.get(ours.headers["Location"], timeout=10).content == data
+
+
+def test_redirect_middleware_yields_to_storage_redirect_disable(tmp_path: Path) -> None:
+    middleware = {"storage": [{"name": "redirect", "options": {"baseurl": "http://cdn.test/"}}]}
+    root = tmp_path / "data"
+    config = moorage_config(root, free_port(), middleware=middleware)
+    config["storage"]["redirect"] = {"disable": True}
+    with run_moorage(tmp_path, config) as server:
+        client = Client(server.url)
+        digest = client.push_blob("library/direct", b"straight from moorage")
+        response = client.request("GET", f"/v2/library/direct/blobs/{digest}")
+        assert (response.status_code, response.content) == (200, b"straight from moorage")

@@ -21,6 +21,7 @@ from moorage.registry.space import needs_space
 from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache, CachedBlob, CacheUnavailable
 from moorage.storage.driver import PathNotFound, StorageDriver
+from moorage.storage.middleware import Redirector
 
 SMALL_CONTENT_CACHE = 32 * 1024 * 1024  # bytes of manifests kept in memory
 
@@ -86,9 +87,15 @@ async def content_hex(
 class BlobStore:
     """Content by digest, for the whole registry."""
 
-    def __init__(self, driver: StorageDriver, cache: BlobDescriptorCache | None = None) -> None:
+    def __init__(
+        self,
+        driver: StorageDriver,
+        cache: BlobDescriptorCache | None = None,
+        redirector: Redirector | None = None,
+    ) -> None:
         self.driver = driver
         self.cache = cache
+        self.redirector = redirector or driver.redirect_url
         self._small: OrderedDict[Digest, bytes] = OrderedDict()
         self._small_bytes = 0
 
@@ -169,7 +176,7 @@ class BlobStore:
         return self.driver.local_file(paths.blob_data(digest))
 
     async def redirect_url(self, digest: Digest) -> str | None:
-        return await self.driver.redirect_url(paths.blob_data(digest))
+        return await self.redirector(paths.blob_data(digest))
 
 
 class RepositoryBlobs:

@@ -19,6 +19,7 @@ from moorage.registry.uploads import HashStates, Uploads
 from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache
 from moorage.storage.driver import PathNotFound, StorageDriver
+from moorage.storage.middleware import Redirector
 
 MAX_VIEWS = 10_000  # Repository objects kept for reuse
 
@@ -153,12 +154,13 @@ class Registry:
         shared_names: SharedNames | None = None,
         admission: Admission | None = None,
         pull_log: PullLog | None = None,
+        redirector: Redirector | None = None,
     ) -> None:
         self.driver = driver
         self.deletes = deletes
         self.admission = admission
         self.pull_log = pull_log
-        self.blobs = BlobStore(driver, cache)
+        self.blobs = BlobStore(driver, cache, redirector)
         self.tag_listings: dict[str, tuple[float, list[str]]] = {}  # see Tags.all
         self.tag_links: dict[str, tuple[str, Digest]] = {}  # see Tags.get
         self.catalog = Catalog(self._walk_repositories, shared=shared_names)
