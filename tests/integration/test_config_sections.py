@@ -192,6 +192,39 @@ def test_redirect_middleware_sends_blobs_under_baseurl_as_distribution_does(
         assert requests.get(ours.headers["Location"], timeout=10).content == data
 
 
+def test_rewrite_middleware_changes_scheme_host_and_prefix_of_the_url_before_it(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "data"
+    data = b"rewritten to the web server" * 10
+    with file_server(root) as base:
+        middleware = {
+            "storage": [
+                {"name": "redirect", "options": {"baseurl": "https://cdn.invalid/prefix/"}},
+                {
+                    "name": "rewrite",
+                    "options": {
+                        "scheme": "http",
+                        "host": base.removeprefix("http://"),
+                        "trimpathprefix": "/prefix",
+                    },
+                },
+            ]
+        }
+        with run_moorage(tmp_path, moorage_config(root, free_port(), middleware=middleware)) as (
+            server
+        ):
+            client = Client(server.url)
+            digest = client.push_blob("library/rewritten", data)
+            response = client.request("GET", f"/v2/library/rewritten/blobs/{digest}")
+        hexdigest = digest.removeprefix("sha256:")
+        assert response.status_code == 307
+        location = response.headers["Location"]
+        blob = f"/docker/registry/v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}/data"
+        assert location == base + blob
+        assert requests.get(location, timeout=10).content == data
+
+
 def test_redirect_middleware_yields_to_storage_redirect_disable(tmp_path: Path) -> None:
     middleware = {"storage": [{"name": "redirect", "options": {"baseurl": "http://cdn.test/"}}]}
     root = tmp_path / "data"
