@@ -9,6 +9,7 @@ import ctypes
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import ssl
@@ -33,6 +34,7 @@ from moorage.logs import access_logger
 from moorage.metrics import Metrics
 from moorage.registry import purge
 from moorage.registry.catalog import FileNames, SharedNames
+from moorage.registry.manifest_store import LayerURLs
 from moorage.registry.repository import Registry
 from moorage.storage import cache as caches
 from moorage.storage import driver as drivers
@@ -191,6 +193,7 @@ class Server:
             shared_names=shared,
             admission=self.maintenance.admission,
             pull_log=self.maintenance.pull_log,
+            layer_urls=layer_urls(config),
             redirector=middleware.chain(
                 driver.redirect_url,
                 [(entry.name, entry.options) for entry in config.middleware.active_storage],
@@ -367,6 +370,23 @@ class Server:
             await self.registry.driver.close()
             if self.registry.blobs.cache is not None:
                 await self.registry.blobs.cache.close()
+
+
+def layer_urls(config: Config) -> LayerURLs:
+    """distribution's URL rules for layers: filtered unless `validation.disabled` (and not
+    `validation.enabled`, its older switch), and then with neither an allow nor a deny list no
+    URL passes: as in distribution, a layer naming a URL is refused by default."""
+    validation = config.validation
+    urls = validation.manifests.urls
+    if validation.disabled and not validation.enabled:
+        return LayerURLs()
+
+    def either(patterns: list[str]) -> re.Pattern[str] | None:
+        return re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
+
+    if not urls.allow and not urls.deny:
+        return LayerURLs(allow=re.compile("^$"))
+    return LayerURLs(allow=either(urls.allow), deny=either(urls.deny))
 
 
 def health_checks(config: Config, driver: drivers.StorageDriver) -> Health:

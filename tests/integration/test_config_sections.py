@@ -1,11 +1,12 @@
 """distribution's config sections beyond storage and http, on a real server: the health checks
 (file, HTTP, TCP) holding the API at 503 and showing in /debug/health; the `redirect` storage
 middleware sending blob GETs where distribution 2.8 sends them, to a real web server over the
-same files."""
+same files; the URLs layers may name (`validation.manifests.urls`), decided as 2.8 decides."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from typing import Any
 
 import requests
 
-from tests.api import Client
+from tests.api import Client, error_codes
 from tests.servers import free_port, moorage_config, run_moorage, run_reference_registry, stop
 
 
@@ -235,3 +236,71 @@ def test_redirect_middleware_yields_to_storage_redirect_disable(tmp_path: Path) 
         digest = client.push_blob("library/direct", b"straight from moorage")
         response = client.request("GET", f"/v2/library/direct/blobs/{digest}")
         assert (response.status_code, response.content) == (200, b"straight from moorage")
+
+
+FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
+
+
+def foreign_manifest(client: Client, name: str, url: str) -> bytes:
+    """A schema 2 manifest whose one layer is a foreign layer at `url` (not in the registry)."""
+    config = b'{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}'
+    digest = client.push_blob(name, config)
+    layer = {"mediaType": FOREIGN, "size": 10, "digest": "sha256:" + "a" * 64, "urls": [url]}
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": SCHEMA2,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": len(config),
+                "digest": digest,
+            },
+            "layers": [layer],
+        }
+    ).encode()
+
+
+LAYER_URLS = [
+    "https://mcr.example.com/layer",
+    "https://mcr.example.com/blocked/layer",
+    "https://elsewhere.example.org/layer",
+    "ftp://mcr.example.com/layer",
+    "https://mcr.example.com/layer#part",
+]
+
+
+def accepted(base: str, *, monolithic: bool = True) -> list[bool]:
+    """For each of LAYER_URLS, whether a manifest with a foreign layer there is taken."""
+    client = Client(base, monolithic=monolithic)
+    verdicts = []
+    for index, url in enumerate(LAYER_URLS):
+        payload = foreign_manifest(client, "foreign/app", url)
+        response = client.put_manifest("foreign/app", f"v{index}", payload, SCHEMA2)
+        if response.status_code != 201:
+            assert "MANIFEST_BLOB_UNKNOWN" in error_codes(response), response.text
+        verdicts.append(response.status_code == 201)
+    return verdicts
+
+
+def test_layer_urls_are_filtered_as_distribution_filters_them(tmp_path: Path) -> None:
+    """distribution 2.8 takes the same decision for each URL; where it refuses it answers 500
+    with UNKNOWN beside MANIFEST_BLOB_UNKNOWN, moorage 400 with MANIFEST_BLOB_UNKNOWN."""
+    urls = {"allow": [r"^https://mcr\.example\.com/"], "deny": [r"/blocked/"]}
+    nothing = [False] * 5
+    http_only = [True, True, True, False, False]
+    for validation, expected in (
+        ({}, nothing),  # the default: no URL passes
+        ({"manifests": {"urls": urls}}, [True, False, False, False, False]),
+        ({"disabled": True, "manifests": {"urls": urls}}, http_only),
+        ({"enabled": True, "disabled": True}, nothing),  # the older switch wins
+    ):
+        work = tmp_path / str(len(list(tmp_path.iterdir())))
+        config = moorage_config(work / "ours", free_port(), validation=validation)
+        with run_moorage(work, config) as server:
+            ours = accepted(server.url)
+        with run_reference_registry(
+            work / "theirs", work / "theirs-data", validation=validation
+        ) as reference:
+            theirs = accepted(reference.url, monolithic=False)
+        assert ours == theirs == expected, validation

@@ -745,16 +745,6 @@ class ManifestURLs(Section):
     allow: list[Annotated[str, AfterValidator(_pattern)]] = Field(default_factory=list)
     deny: list[Annotated[str, AfterValidator(_pattern)]] = Field(default_factory=list)
 
-    @model_validator(mode="after")
-    def _not_filtered(self) -> ManifestURLs:
-        if self.allow or self.deny:
-            raise ValueError(
-                "moorage does not filter the URLs of foreign layers: it accepts manifests "
-                "whose layers name any URL, as distribution with validation disabled; remove "
-                "allow and deny (or keep such manifests out at a proxy)"
-            )
-        return self
-
 
 class Platform(Section):
     architecture: str

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from moorage.registry import manifests as schema
 from moorage.registry.blobs import (
@@ -160,6 +162,28 @@ class Referrers:
         return await digests_below(self.driver, paths.referrer_subjects(self.name))
 
 
+@dataclass(frozen=True)
+class LayerURLs:
+    """The URLs a manifest's layers may name for clients to fetch them from (distribution's
+    `validation.manifests.urls`): http or https without a fragment, found by `allow` when it is
+    set and not by `deny`."""
+
+    allow: re.Pattern[str] | None = None
+    deny: re.Pattern[str] | None = None
+
+    def permits(self, url: str) -> bool:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return False
+        return (
+            parts.scheme in ("http", "https")
+            and not parts.fragment
+            and (self.allow is None or self.allow.search(url) is not None)
+            and (self.deny is None or self.deny.search(url) is None)
+        )
+
+
 class Manifests:
     def __init__(
         self,
@@ -171,12 +195,14 @@ class Manifests:
         deletes: bool,
         tag_listings: dict[str, tuple[float, list[str]]] | None = None,
         tag_links: dict[str, tuple[str, Digest]] | None = None,
+        layer_urls: LayerURLs | None = None,
     ) -> None:
         self.driver = driver
         self.store = store
         self.blobs = blobs
         self.name = name
         self.deletes = deletes
+        self.layer_urls = layer_urls or LayerURLs()
         self.tags = Tags(driver, name, tag_listings, tag_links)
         self.referrers = Referrers(driver, name)
 
@@ -241,6 +267,10 @@ class Manifests:
 
     async def _check_references(self, manifest: schema.Manifest) -> None:
         for blob in manifest.blobs:
+            if not all(self.layer_urls.permits(url) for url in blob.urls):
+                raise ManifestBlobUnknown(
+                    f"invalid URL on layer {blob.digest}", detail={"digest": str(blob.digest)}
+                )
             # Foreign layers (with `urls`) live outside the registry.
             if not blob.urls and not await self.blobs.is_linked(blob.digest):
                 raise ManifestBlobUnknown(

@@ -13,7 +13,13 @@ from moorage.registry.admission import Admission
 from moorage.registry.blobs import BlobInfo, BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.digest import Digest
-from moorage.registry.manifest_store import Manifests, PutResult, StoredManifest, Tags
+from moorage.registry.manifest_store import (
+    LayerURLs,
+    Manifests,
+    PutResult,
+    StoredManifest,
+    Tags,
+)
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
 from moorage.storage import paths
@@ -130,6 +136,7 @@ class Repository:
             deletes=registry.deletes,
             tag_listings=registry.tag_listings,
             tag_links=registry.tag_links,
+            layer_urls=registry.layer_urls,
         )
         self.tags = self.manifests.tags
         self._driver = driver
@@ -155,8 +162,10 @@ class Registry:
         admission: Admission | None = None,
         pull_log: PullLog | None = None,
         redirector: Redirector | None = None,
+        layer_urls: LayerURLs | None = None,
     ) -> None:
         self.driver = driver
+        self.layer_urls = layer_urls
         self.deletes = deletes
         self.admission = admission
         self.pull_log = pull_log

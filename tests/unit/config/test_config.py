@@ -305,17 +305,15 @@ def test_full_example_refuses_what_moorage_does_not_do_one_line_each(tmp_path: P
         "middleware.registry",
         "middleware.repository",
         "middleware.storage",
-        "validation.manifests.urls",
     ]
     assert "cloudfront" in caught.value.problems[2]
 
 
 def without_refused(text: str) -> str:
     """The full example less what moorage refuses (registry, repository and cloudfront
-    middleware, URL filters)."""
+    middleware)."""
     tree = yaml.safe_load(text)
     tree["middleware"] = {"storage": [tree["middleware"]["storage"][1]]}
-    del tree["validation"]["manifests"]["urls"]
     return yaml.safe_dump(tree)
 
 
@@ -369,6 +367,7 @@ def test_every_documented_section_parses(tmp_path: Path) -> None:
     assert config.proxy.exec == {"command": "docker-credential-helper", "lifetime": "1h"}
     assert config.proxy.remotenamespace == "namespace"
     assert config.validation.manifests.indexes.platforms == "list"
+    assert config.validation.manifests.urls.deny == [r"^https?://www\.example\.com/"]
     assert config.catalog.maxentries == 500
 
 

@@ -144,8 +144,8 @@ def test_unknown_keys_in_sections_are_key_path_errors(
             "compatibility.schema1: Docker image manifest schema 1 is not supported",
         ),
         (
-            "validation:\n  manifests:\n    urls:\n      allow: ['^https://x/']",
-            "validation.manifests.urls: moorage does not filter the URLs of foreign layers",
+            "validation:\n  manifests:\n    urls:\n      allow: ['(unclosed']",
+            "validation.manifests.urls.allow.0: not a regular expression",
         ),
         (
             "policy:\n  repository:\n    classes: [image]",
