@@ -873,7 +873,14 @@ def without_effect(config: Config) -> list[str]:
     """The keys given that moorage accepts, so that a distribution config moves over, but
     does nothing with: one line each, with why, for a start-up warning."""
     lines = []
+    if config.log.reportcaller:
+        lines.append("log.reportcaller: no effect; moorage's lines name their logger instead")
     storage = config.storage
+    if storage.tag.concurrencylimit:
+        lines.append(
+            "storage.tag.concurrencylimit: no effect in moorage (distribution's bound on the "
+            "tag lookups in parallel when a manifest is deleted)"
+        )
     if storage.driver == "filesystem" and "maxthreads" in storage.parameters:
         lines.append(
             "storage.filesystem.maxthreads: no effect; moorage's file calls run in a pool of "

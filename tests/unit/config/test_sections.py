@@ -212,6 +212,7 @@ def test_disabled_middleware_and_hooks_are_accepted(
         ("redis:\n  addr: a:1\n  maxretries: 3", "redis.maxretries: no effect"),
         ("redis:\n  addr: a:1\n  pool:\n    maxidle: 16", "redis.pool.maxidle: no effect"),
         ("validation:\n  disabled: true", "validation.disabled: moorage always checks"),
+        ("log:\n  reportcaller: true", "log.reportcaller: no effect"),
         (
             "validation:\n  manifests:\n    indexes:\n      platforms: none",
             "validation.manifests.indexes.platforms: none: moorage requires every manifest",
@@ -224,6 +225,15 @@ def test_keys_without_effect_are_accepted_with_a_warning(
     code, err = check(tmp_path, BASE + section + "\n", capsys)
     assert code == 0
     assert warning in err
+
+
+def test_tag_concurrencylimit_is_accepted_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = BASE + "  tag:\n    concurrencylimit: 8\n"
+    code, err = check(tmp_path, text, capsys)
+    assert code == 0
+    assert "storage.tag.concurrencylimit: no effect" in err
 
 
 def test_filesystem_maxthreads_is_accepted_with_a_warning(
