@@ -1,9 +1,10 @@
 """The configuration tree: distribution's `config.yml` (version 0.1), typed and validated.
 
-Every section of distribution's schema parses here, so an existing config moves over unchanged;
-the sections a feature has not given meaning to yet are accepted and kept. Old key names are
-accepted beside the new (`storage.cache.layerinfo` for `blobdescriptor`, top-level `loglevel` for
-`log.level`). Keys no section knows are errors, so a typo fails at start-up, with its path.
+Every section of distribution's schema parses here, so an existing config moves over unchanged.
+What moorage cannot honour is refused by the validators, saying why; what it accepts without
+effect is listed by `without_effect`, for a warning. Old key names are accepted beside the new
+(`storage.cache.layerinfo` for `blobdescriptor`, top-level `loglevel` for `log.level`). Keys no
+section knows are errors, so a typo fails at start-up, with its path.
 """
 
 from __future__ import annotations
