@@ -268,6 +268,9 @@ class S3Driver:
                 "payload_signing_enabled": False,
             },
             response_checksum_validation="when_required",
+            # Presigned URLs too (botocore signs them with v2 in us-east-1 otherwise, which
+            # buckets made since 2020 refuse): `v4auth` is always on.
+            signature_version="s3v4",
             user_agent_extra=o.useragent or None,
             use_dualstack_endpoint=o.usedualstack or None,
             retries={"max_attempts": 3, "mode": "standard"},
