@@ -35,7 +35,6 @@ SECRET_PATHS = (
     "http.secret",
     "storage.s3.accesskey",
     "storage.s3.secretkey",
-    "storage.s3.sessiontoken",
     "storage.gcs.credentials",  # the JSON document, as given by credentialsfile
     "storage.gcs.credentials.private_key",
     "storage.gcs.credentials.private_key_id",

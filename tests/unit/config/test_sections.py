@@ -288,3 +288,9 @@ def test_s3_presigned_urls_are_signed_with_v4_in_us_east_1() -> None:
     """v4auth is always on, for presigned URLs too (S3 refuses v2 ones for newer buckets)."""
     assert "X-Amz-Algorithm=AWS4-HMAC-SHA256" in s3_signed()
     assert "Signature=" not in s3_signed().replace("X-Amz-Signature=", "")
+
+
+def test_s3_usefipsendpoint_signs_for_the_fips_endpoint() -> None:
+    """distribution 3's key: the presigned URLs name S3's FIPS host."""
+    assert s3_signed(usefipsendpoint=True).split("/")[2] == "s3-fips.us-east-1.amazonaws.com"
+    assert s3_signed(usefipsendpoint=False).split("/")[2] == "s3.amazonaws.com"

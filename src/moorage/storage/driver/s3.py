@@ -48,7 +48,6 @@ Parts = list[tuple[int, str, int]]  # (number, etag, size) of multipart upload p
 PARAMETERS = (
     "accesskey",
     "secretkey",
-    "sessiontoken",
     "region",
     "regionendpoint",
     "forcepathstyle",
@@ -67,6 +66,7 @@ PARAMETERS = (
     "objectacl",
     "useragent",
     "usedualstack",
+    "usefipsendpoint",
     "accelerate",
     "loglevel",
 )
@@ -79,7 +79,6 @@ class Options:
     endpoint: str | None
     accesskey: str | None
     secretkey: str | None
-    sessiontoken: str | None
     rootdirectory: str
     chunksize: int
     forcepathstyle: bool
@@ -89,6 +88,7 @@ class Options:
     storageclass: str
     useragent: str
     usedualstack: bool
+    usefipsendpoint: bool
     copy_chunk: int
     copy_concurrency: int
     copy_threshold: int
@@ -121,7 +121,6 @@ class Options:
             endpoint=endpoint,
             accesskey=p.get("accesskey") or None,
             secretkey=p.get("secretkey") or None,
-            sessiontoken=p.get("sessiontoken") or None,
             rootdirectory=str(p.get("rootdirectory") or "").strip("/"),
             chunksize=chunk,
             forcepathstyle=_bool(p.get("forcepathstyle", False)),
@@ -131,6 +130,7 @@ class Options:
             storageclass=str(p.get("storageclass") or "STANDARD"),
             useragent=str(p.get("useragent") or ""),
             usedualstack=_bool(p.get("usedualstack", False)),
+            usefipsendpoint=_bool(p.get("usefipsendpoint", False)),
             copy_chunk=int(p.get("multipartcopychunksize") or DEFAULT_COPY_CHUNK),
             copy_concurrency=int(p.get("multipartcopymaxconcurrency") or DEFAULT_COPY_CONCURRENCY),
             copy_threshold=int(p.get("multipartcopythresholdsize") or DEFAULT_COPY_THRESHOLD),
@@ -273,6 +273,7 @@ class S3Driver:
             signature_version="s3v4",
             user_agent_extra=o.useragent or None,
             use_dualstack_endpoint=o.usedualstack or None,
+            use_fips_endpoint=o.usefipsendpoint or None,
             retries={"max_attempts": 3, "mode": "standard"},
             max_pool_connections=max(50, o.copy_concurrency),
         )
@@ -287,7 +288,6 @@ class S3Driver:
                 endpoint_url=o.endpoint,
                 aws_access_key_id=o.accesskey,
                 aws_secret_access_key=o.secretkey,
-                aws_session_token=o.sessiontoken,
                 verify=False if plain or o.skipverify else None,
                 config=config,
             )
