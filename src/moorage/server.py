@@ -34,7 +34,7 @@ from moorage.logs import access_logger
 from moorage.metrics import Metrics
 from moorage.registry import purge
 from moorage.registry.catalog import FileNames, SharedNames
-from moorage.registry.manifest_store import LayerURLs
+from moorage.registry.manifest_store import IndexChildren, LayerURLs
 from moorage.registry.repository import Registry
 from moorage.storage import cache as caches
 from moorage.storage import driver as drivers
@@ -194,6 +194,7 @@ class Server:
             admission=self.maintenance.admission,
             pull_log=self.maintenance.pull_log,
             layer_urls=layer_urls(config),
+            index_children=index_children(config),
             redirector=middleware.chain(
                 driver.redirect_url,
                 [(entry.name, entry.options) for entry in config.middleware.active_storage],
@@ -387,6 +388,19 @@ def layer_urls(config: Config) -> LayerURLs:
     if not urls.allow and not urls.deny:
         return LayerURLs(allow=re.compile("^$"))
     return LayerURLs(allow=either(urls.allow), deny=either(urls.deny))
+
+
+def index_children(config: Config) -> IndexChildren:
+    """distribution's `validation.manifests.indexes.platforms`: `all` (the default) the
+    manifests an index names must be in the repository, `none` none, `list` those of the
+    platforms in `platformlist`."""
+    indexes = config.validation.manifests.indexes
+    if indexes.platforms == "none":
+        return IndexChildren(required=False)
+    if indexes.platforms == "list":
+        listed = frozenset((p.architecture, p.os) for p in indexes.platformlist)
+        return IndexChildren(platforms=listed)
+    return IndexChildren()
 
 
 def health_checks(config: Config, driver: drivers.StorageDriver) -> Health:

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from tests.api import Client, error_codes
+from tests.api import Client, error_codes, sha256
 from tests.servers import free_port, moorage_config, run_moorage, run_reference_registry, stop
 
 
@@ -304,3 +304,54 @@ def test_layer_urls_are_filtered_as_distribution_filters_them(tmp_path: Path) ->
         ) as reference:
             theirs = accepted(reference.url, monolithic=False)
         assert ours == theirs == expected, validation
+
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def test_index_children_required_as_validation_manifests_indexes_says(tmp_path: Path) -> None:
+    """`all` (the default): every manifest an index names must be in the repository; `none`:
+    none need be; `list`: those of the listed platforms."""
+    amd = {"architecture": "amd64", "os": "linux"}
+    arm = {"architecture": "arm64", "os": "linux"}
+    cases = [
+        ({}, [False, False]),
+        ({"platforms": "all"}, [False, False]),
+        ({"platforms": "none"}, [True, True]),
+        ({"platforms": "list", "platformlist": [amd]}, [True, False]),
+    ]
+    for indexes, expected in cases:
+        validation = {"manifests": {"indexes": indexes}} if indexes else {}
+        work = tmp_path / str(len(list(tmp_path.iterdir())))
+        config = moorage_config(work / "data", free_port(), validation=validation)
+        with run_moorage(work, config) as server:
+            client = Client(server.url)
+            pushed = client.manifest("multi/app", b'{"a":1}', [b"amd64 layer"])
+            assert client.put_manifest("multi/app", "amd", pushed).status_code == 201
+            missing = client.manifest("multi/app", b'{"a":2}', [b"arm64 layer"])  # never put
+
+            def index(*children: tuple[bytes, dict[str, str]]) -> bytes:
+                return json.dumps(
+                    {
+                        "schemaVersion": 2,
+                        "mediaType": OCI_INDEX,
+                        "manifests": [
+                            {
+                                "mediaType": OCI_MANIFEST,
+                                "digest": sha256(payload),
+                                "size": len(payload),
+                                "platform": platform,
+                            }
+                            for payload, platform in children
+                        ],
+                    }
+                ).encode()
+
+            arm_missing = index((pushed, amd), (missing, arm))
+            amd_missing = index((missing, amd), (pushed, arm))
+            taken = [
+                client.put_manifest("multi/app", tag, body, OCI_INDEX).status_code == 201
+                for tag, body in (("arm-missing", arm_missing), ("amd-missing", amd_missing))
+            ]
+        assert taken == expected, indexes

@@ -909,13 +909,8 @@ def without_effect(config: Config) -> list[str]:
     validation = config.validation
     if validation.disabled:
         lines.append(
-            "validation.disabled: moorage always checks that a manifest's blobs and "
-            "manifests are in the repository"
-        )
-    if validation.manifests.indexes.platforms in ("none", "list"):
-        lines.append(
-            f"validation.manifests.indexes.platforms: {validation.manifests.indexes.platforms}:"
-            " moorage requires every manifest an index names, as with `all`"
+            "validation.disabled: moorage still checks that the blobs a manifest names are in "
+            "the repository (and an index's manifests, as validation.manifests.indexes says)"
         )
     tls = config.http.tls
     if tls.certificate and tls.letsencrypt != LetsEncrypt():

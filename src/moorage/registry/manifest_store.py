@@ -184,6 +184,21 @@ class LayerURLs:
         )
 
 
+@dataclass(frozen=True)
+class IndexChildren:
+    """Which manifests an index names must be in the repository when it is pushed
+    (distribution's `validation.manifests.indexes`): all of them, none, or those of the listed
+    (architecture, os) platforms."""
+
+    required: bool = True
+    platforms: frozenset[tuple[str, str]] = frozenset()
+
+    def must_exist(self, child: schema.Descriptor) -> bool:
+        if not self.required:
+            return False
+        return not self.platforms or child.platform in self.platforms
+
+
 class Manifests:
     def __init__(
         self,
@@ -196,6 +211,7 @@ class Manifests:
         tag_listings: dict[str, tuple[float, list[str]]] | None = None,
         tag_links: dict[str, tuple[str, Digest]] | None = None,
         layer_urls: LayerURLs | None = None,
+        index_children: IndexChildren | None = None,
     ) -> None:
         self.driver = driver
         self.store = store
@@ -203,6 +219,7 @@ class Manifests:
         self.name = name
         self.deletes = deletes
         self.layer_urls = layer_urls or LayerURLs()
+        self.index_children = index_children or IndexChildren()
         self.tags = Tags(driver, name, tag_listings, tag_links)
         self.referrers = Referrers(driver, name)
 
@@ -278,7 +295,7 @@ class Manifests:
                     detail={"digest": str(blob.digest)},
                 )
         for child in manifest.children:
-            if not await self.exists(child.digest):
+            if self.index_children.must_exist(child) and not await self.exists(child.digest):
                 raise ManifestUnknown(
                     f"manifest {child.digest} is not in repository {self.name}",
                     detail={"digest": str(child.digest)},

@@ -67,6 +67,7 @@ class Descriptor:
     artifact_type: str | None = None
     annotations: dict[str, str] | None = None
     urls: tuple[str, ...] = ()
+    platform: tuple[str, str] | None = None  # (architecture, os), where the descriptor names one
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -222,7 +223,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         urls = []
     if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
         raise ManifestInvalid(f"{where}.urls must be a list of strings")
-    _check_platform(value.get("platform"), f"{where}.platform")
+    platform = value.get("platform")
+    _check_platform(platform, f"{where}.platform")
     data = value.get("data")
     if data is not None and not (isinstance(data, str) and _is_base64(data)):
         raise ManifestInvalid(f"{where}.data must be base64 text")
@@ -233,6 +235,7 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         artifact_type=_optional_str(value, "artifactType"),
         annotations=_annotations(value.get("annotations"), f"{where}.annotations"),
         urls=tuple(urls),
+        platform=(platform["architecture"], platform["os"]) if platform else None,
     )
 
 

@@ -14,6 +14,7 @@ from moorage.registry.blobs import BlobInfo, BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.digest import Digest
 from moorage.registry.manifest_store import (
+    IndexChildren,
     LayerURLs,
     Manifests,
     PutResult,
@@ -137,6 +138,7 @@ class Repository:
             tag_listings=registry.tag_listings,
             tag_links=registry.tag_links,
             layer_urls=registry.layer_urls,
+            index_children=registry.index_children,
         )
         self.tags = self.manifests.tags
         self._driver = driver
@@ -163,9 +165,11 @@ class Registry:
         pull_log: PullLog | None = None,
         redirector: Redirector | None = None,
         layer_urls: LayerURLs | None = None,
+        index_children: IndexChildren | None = None,
     ) -> None:
         self.driver = driver
         self.layer_urls = layer_urls
+        self.index_children = index_children
         self.deletes = deletes
         self.admission = admission
         self.pull_log = pull_log
