@@ -1,7 +1,8 @@
 """distribution's config sections beyond storage and http, on a real server: the health checks
-(file, HTTP, TCP) holding the API at 503 and showing in /debug/health; the `redirect` storage
-middleware sending blob GETs where distribution 2.8 sends them, to a real web server over the
-same files; the URLs layers may name (`validation.manifests.urls`), decided as 2.8 decides."""
+(file, HTTP, TCP) holding the API at 503 and showing in /debug/health; the `redirect` and
+`rewrite` storage middleware sending blob GETs where distribution 2.8 sends them, to a real web
+server over the same files; the URLs layers may name (`validation.manifests.urls`), decided as
+2.8 decides; the manifests an index must find (`validation.manifests.indexes`)."""
 
 from __future__ import annotations
 
