@@ -119,7 +119,7 @@ class NotifyingRepository:
     """One request's view of a repository: its services with events around them, and the
     events the request makes in it."""
 
-    __slots__ = ("_facts", "_manifests", "_repository", "context", "recorder", "repository")
+    __slots__ = ("_facts", "_repository", "context", "recorder", "repository")
 
     def __init__(
         self, repository: Repository, recorder: Recorder, context: Callable[[], RequestContext]
@@ -129,7 +129,6 @@ class NotifyingRepository:
         self.context = context  # made on first use: a request may record nothing
         self.repository = repository.name
         self._facts = ""
-        self._manifests: NotifyingManifests | None = None
 
     def line(
         self,
@@ -221,9 +220,9 @@ class NotifyingRepository:
 
     @property
     def manifests(self) -> ManifestService:
-        if self._manifests is None:  # a pull asks twice: resolve, then get
-            self._manifests = NotifyingManifests(self._repository.manifests, self)
-        return self._manifests
+        # made at each use, not kept: kept, it would make a reference cycle that holds the
+        # request until the garbage collector runs (which then ran often, a fifth of a GET)
+        return NotifyingManifests(self._repository.manifests, self)
 
     def exists(self) -> Awaitable[bool]:
         return self._repository.exists()
