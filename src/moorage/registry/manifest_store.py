@@ -90,6 +90,38 @@ class Tags:
             self.links[link] = (info.version, digest)
         return digest
 
+    async def pushed(self, tag: str) -> tuple[Digest, float]:
+        """What the tag points at and when it was pushed (its current link's modification
+        time: every push rewrites it), as `get` finds the digest. ManifestUnknown when there
+        is no such tag."""
+        link = paths.tag_current_link(self.name, tag)
+        try:
+            info = await self.driver.stat(link)
+        except PathNotFound:
+            raise ManifestUnknown(detail={"tag": tag}) from None
+        known = self.links.get(link)
+        if known is not None and info.version is not None and known[0] == info.version:
+            return known[1], info.modified
+        return await self.get(tag), info.modified
+
+    async def push_times(self) -> dict[str, float]:
+        """Every tag's push time: a stat per tag on a local filesystem, else one walk of the
+        tags (an object store lists a thousand keys a request)."""
+        directory = paths.tags(self.name)
+        found: dict[str, float] = {}
+        if self.driver.local_file(directory) is not None:
+            for tag in await self.all():
+                with contextlib.suppress(PathNotFound):  # untagged meanwhile
+                    info = await self.driver.stat(paths.tag_current_link(self.name, tag))
+                    found[tag] = info.modified
+            return found
+        base = directory + "/"
+        async for info in self.driver.walk(directory):
+            tag, _, rest = info.path[len(base) :].partition("/")
+            if rest == "current/link":
+                found[tag] = info.modified
+        return found
+
     async def tag(self, tag: str, digest: Digest) -> None:
         # The current link first: a tag is listed as soon as its directory exists, so a write
         # that fails (a full disk, a crash) after a first index link would leave a new tag listed
