@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -104,22 +106,24 @@ class Tags:
             return known[1], info.modified
         return await self.get(tag), info.modified
 
-    async def push_times(self) -> dict[str, float]:
-        """Every tag's push time: a stat per tag on a local filesystem, else one walk of the
-        tags (an object store lists a thousand keys a request)."""
+    async def push_times(self, tags: list[str] | None = None) -> dict[str, float]:
+        """The push time of every tag, or of `tags` (a tag that is gone is left out): on a
+        local filesystem the link files are stat'ed directly, in a thread; elsewhere the tags
+        are walked (an object store lists a thousand keys a request)."""
         directory = paths.tags(self.name)
-        found: dict[str, float] = {}
         if self.driver.local_file(directory) is not None:
-            for tag in await self.all():
-                with contextlib.suppress(PathNotFound):  # untagged meanwhile
-                    info = await self.driver.stat(paths.tag_current_link(self.name, tag))
-                    found[tag] = info.modified
-            return found
+            wanted = await self.all() if tags is None else tags
+            link = paths.tag_current_link
+            files = {tag: self.driver.local_file(link(self.name, tag)) for tag in wanted}
+            return await asyncio.to_thread(_modified, files)
+        found: dict[str, float] = {}
         base = directory + "/"
         async for info in self.driver.walk(directory):
             tag, _, rest = info.path[len(base) :].partition("/")
             if rest == "current/link":
                 found[tag] = info.modified
+        if tags is not None:
+            found = {tag: found[tag] for tag in tags if tag in found}
         return found
 
     async def tag(self, tag: str, digest: Digest) -> None:
@@ -166,6 +170,15 @@ class Tags:
             if await read_link(self.driver, paths.tag_current_link(self.name, tag)) == digest:
                 found.append(tag)
         return found
+
+
+def _modified(files: dict[str, str | None]) -> dict[str, float]:
+    found = {}
+    for key, path in files.items():
+        if path is not None:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                found[key] = os.stat(path).st_mtime
+    return found
 
 
 class Referrers:

@@ -25,6 +25,7 @@ import math
 import re
 import time
 import urllib.parse
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -54,6 +55,7 @@ log = logging.getLogger("moorage.ui")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CATALOG_PAGE = 50  # repositories a page
 TAGS_PAGE = 100  # tags a page
+VERSIONS_KEPT = 256  # repositories whose tags are kept in version order
 STATIC = {"ui.css": "text/css", "ui.js": "text/javascript", "icon.svg": "image/svg+xml"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -123,6 +125,8 @@ class Pages:
         self.usage = usage
         self.quotas = quotas
         self.summaries = model.Summaries(registry.driver)
+        # repository -> (a tag listing, the same tags in version order)
+        self._versions: OrderedDict[str, tuple[list[str], list[str]]] = OrderedDict()
         files = resources.files("moorage.ui")
         self.static = {
             name: (files.joinpath("static", name).read_bytes(), kind)
@@ -212,7 +216,7 @@ class Pages:
                 request, "error.html", {"message": "something went wrong; see the log"}, 500
             )
         session = request["ui_session"]
-        if session.fresh and response.content_type == "text/html":
+        if session.fresh and request.match_info.route.name != "ui.static":
             self.sessions.save(request, response, session)
         for name, value in SECURITY_HEADERS.items():
             response.headers[name] = value
@@ -298,6 +302,18 @@ class Pages:
             return self.render(request, "catalog_results.html", context)
         return self.render(request, "catalog.html", context)
 
+    def _by_version(self, name: str, tags: list[str]) -> list[str]:
+        """The tags in version order, kept while the repository's listing is the same list
+        (Tags.all keeps one while the tags directory is unchanged)."""
+        kept = self._versions.get(name)
+        if kept is not None and kept[0] is tags:
+            return kept[1]
+        ordered = sorted(tags, key=version_key)
+        self._versions[name] = (tags, ordered)
+        if len(self._versions) > VERSIONS_KEPT:
+            self._versions.popitem(last=False)
+        return ordered
+
     def _readable(self, request: web.Request) -> tuple[str | None, Repository]:
         """The visitor and the repository of the path, which they may pull; else NameUnknown
         (a repository one may not see is as one that does not exist)."""
@@ -342,9 +358,11 @@ class Pages:
         if order not in ("asc", "desc"):
             order = default_order
         if sort == "name":
-            ordered = sorted(tags, key=version_key, reverse=order == "desc")
+            ordered = self._by_version(repo.name, tags)
+            if order == "desc":
+                ordered = ordered[::-1]
         else:
-            times = await repo.tags.push_times()
+            times = await repo.tags.push_times(tags)
             ordered = sorted(
                 tags, key=lambda tag: (times.get(tag, 0.0), tag), reverse=order == "desc"
             )
@@ -469,6 +487,7 @@ class Pages:
             "next": self._next(request.query.get("next")),
             "failed": False,
             "unavailable": self.gate.unavailable,
+            "username": "",
         }
         return self.render(request, "login.html", context)
 
@@ -487,7 +506,12 @@ class Pages:
             request["user"] = user
             log.info("web UI: %s signed in", user)
             return self._redirect(target)
-        context = {"next": target, "failed": True, "unavailable": self.gate.unavailable}
+        context = {
+            "next": target,
+            "failed": True,
+            "unavailable": self.gate.unavailable,
+            "username": user if isinstance(user, str) else "",
+        }
         return self.render(request, "login.html", context, 401)
 
     async def logout(self, request: web.Request) -> web.Response:
