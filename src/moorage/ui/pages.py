@@ -19,6 +19,7 @@ which the script swaps in as a search is typed.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import math
@@ -55,7 +56,8 @@ log = logging.getLogger("moorage.ui")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 CATALOG_PAGE = 50  # repositories a page
 TAGS_PAGE = 100  # tags a page
-VERSIONS_KEPT = 256  # repositories whose tags are kept in version order
+VERSIONS_KEPT = 256  # repositories whose tags are kept in version order, and push times
+PUSH_TIMES_FRESH = 2.0  # seconds after which a repository's push times are read again
 STATIC = {"ui.css": "text/css", "ui.js": "text/javascript", "icon.svg": "image/svg+xml"}
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -127,6 +129,9 @@ class Pages:
         self.summaries = model.Summaries(registry.driver)
         # repository -> (a tag listing, the same tags in version order)
         self._versions: OrderedDict[str, tuple[list[str], list[str]]] = OrderedDict()
+        # repository -> (when read, its tags' push times), and the re-reads under way
+        self._times: OrderedDict[str, tuple[float, dict[str, float]]] = OrderedDict()
+        self._rereads: dict[str, asyncio.Task[None]] = {}
         files = resources.files("moorage.ui")
         self.static = {
             name: (files.joinpath("static", name).read_bytes(), kind)
@@ -314,6 +319,36 @@ class Pages:
             self._versions.popitem(last=False)
         return ordered
 
+    async def _push_times(self, repo: Repository, every: list[str]) -> dict[str, float]:
+        """The push times of `every` tag the repository has. Reading them costs a stat per tag
+        (a walk on object stores), which paging and re-sorting a large repository would
+        otherwise pay on every click: they are kept, and once PUSH_TIMES_FRESH seconds old
+        read again in the background while the kept ones answer (as the catalog does). A tag
+        added since is read at once; a tag pushed again moves once the re-read is done."""
+        kept = self._times.get(repo.name)
+        if kept is None:
+            times = await repo.tags.push_times(every)
+            self._times[repo.name] = (time.monotonic(), times)
+        else:
+            read_at, times = kept
+            missing = [tag for tag in every if tag not in times]
+            if missing:
+                times.update(await repo.tags.push_times(missing))
+            if time.monotonic() - read_at > PUSH_TIMES_FRESH and repo.name not in self._rereads:
+                self._rereads[repo.name] = asyncio.create_task(self._reread(repo))
+        self._times.move_to_end(repo.name)
+        if len(self._times) > VERSIONS_KEPT:
+            self._times.popitem(last=False)
+        return times
+
+    async def _reread(self, repo: Repository) -> None:
+        try:
+            self._times[repo.name] = (time.monotonic(), await repo.tags.push_times())
+        except Exception:
+            log.exception("web UI: reading the push times of %s failed", repo.name)
+        finally:
+            del self._rereads[repo.name]
+
     def _readable(self, request: web.Request) -> tuple[str | None, Repository]:
         """The visitor and the repository of the path, which they may pull; else NameUnknown
         (a repository one may not see is as one that does not exist)."""
@@ -362,7 +397,7 @@ class Pages:
             if order == "desc":
                 ordered = ordered[::-1]
         else:
-            times = await repo.tags.push_times(tags)
+            times = await self._push_times(repo, every)
             ordered = sorted(
                 tags, key=lambda tag: (times.get(tag, 0.0), tag), reverse=order == "desc"
             )
@@ -468,9 +503,11 @@ class Pages:
                 context = {"name": repo.name, "kind": kind, "reference": "", "mismatch": True}
                 return self.render(request, "delete.html", context, 400)
             await repo.delete()
+            self._times.pop(repo.name, None)
             log.info("web UI: %s deleted repository %s", request["user"], repo.name)
             return self._redirect(self._url(deleted=repo.name))
         await repo.manifests.delete(reference)
+        self._times.pop(repo.name, None)
         log.info("web UI: %s deleted %s %s of %s", request["user"], kind, reference, repo.name)
         return self._redirect(self._url("r", repo.name, deleted=f"{kind} {reference}"))
 
