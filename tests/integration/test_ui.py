@@ -396,9 +396,15 @@ def test_sessions_are_signed_httponly_and_the_pages_allow_no_inline_code(
     assert not re.search(r"\sstyle=|<style|\son[a-z]+=", page.text)  # nor style nor handler
     csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
     assert csrf is not None
+    # after signing in, back to a page of the UI, never elsewhere
     signed_in = http.post(f"{url}/ui/login", allow_redirects=False, timeout=30,
-                          data={"csrf": csrf[1], "username": "alice", "password": "alice-pw"})
-    assert signed_in.status_code == 303  # fmt: skip
+                          data={"csrf": csrf[1], "username": "alice", "password": "alice-pw",
+                                "next": "/ui//evil.example/"})  # fmt: skip
+    assert signed_in.status_code == 303 and signed_in.headers["Location"] == "/ui/"
+    assert "Secure" not in signed_in.headers["Set-Cookie"]  # plain HTTP here
+    # the UI's path without its slash leads to it
+    bare = requests.get(f"{url}/ui", allow_redirects=False, timeout=30)
+    assert bare.status_code == 303 and bare.headers["Location"] == "/ui/"
     # a cookie altered by the client is not a session: signed out
     session = http.cookies["moorage_ui"]
     http.cookies.set("moorage_ui", session[:-2] + ("AA" if session[-2:] != "AA" else "BB"),

@@ -111,11 +111,12 @@ class Tags:
         local filesystem the link files are stat'ed directly, in a thread; elsewhere the tags
         are walked (an object store lists a thousand keys a request)."""
         directory = paths.tags(self.name)
-        if self.driver.local_file(directory) is not None:
+        local = self.driver.local_file(directory)
+        if local is not None:
             wanted = await self.all() if tags is None else tags
-            link = paths.tag_current_link
-            files = {tag: self.driver.local_file(link(self.name, tag)) for tag in wanted}
-            return await asyncio.to_thread(_modified, files)
+            start = len(directory) + 1
+            links = {tag: paths.tag_current_link(self.name, tag)[start:] for tag in wanted}
+            return await asyncio.to_thread(_modified, local, links)
         found: dict[str, float] = {}
         base = directory + "/"
         async for info in self.driver.walk(directory):
@@ -172,12 +173,20 @@ class Tags:
         return found
 
 
-def _modified(files: dict[str, str | None]) -> dict[str, float]:
-    found = {}
-    for key, path in files.items():
-        if path is not None:
+def _modified(directory: str, links: dict[str, str]) -> dict[str, float]:
+    """The modification times of files below a local directory, by key (`links`: key -> path
+    relative to the directory, a shorter lookup per file); a missing file is left out."""
+    found: dict[str, float] = {}
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    try:
+        for key, path in links.items():
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                found[key] = os.stat(path).st_mtime
+                found[key] = os.stat(path, dir_fd=fd).st_mtime
+    finally:
+        os.close(fd)
     return found
 
 

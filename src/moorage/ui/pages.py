@@ -165,6 +165,7 @@ class Pages:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])
         router = app.router
+        router.add_get("", self.to_catalog, name="ui.root")  # the path without its slash
         router.add_get("/", self.catalog, name="ui.catalog")
         router.add_get("/login", self.login_form, name="ui.login")
         router.add_post("/login", self.login, name="ui.login_post")
@@ -194,7 +195,7 @@ class Pages:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request["ui_https"] = absolute_url(request, "/").startswith("https:")
+        request["ui_https"] = _https(request)
         session = self.sessions.load(request)
         if session.user is not None and not self.gate.signed_in(session.user):
             session = self.sessions.new(None)  # the user was removed: signed out
@@ -516,7 +517,12 @@ class Pages:
     def _next(self, value: Any) -> str:
         """Where to go after signing in: a page of the UI, never elsewhere."""
         text = value if isinstance(value, str) else ""
-        inside = text.startswith(self.options.base + "/") and "//" not in text and "\\" not in text
+        inside = (
+            text.startswith(self.options.base + "/")
+            and _VISIBLE.fullmatch(text) is not None
+            and "//" not in text
+            and "\\" not in text
+        )
         return text if inside else self._url()
 
     async def login_form(self, request: web.Request) -> web.Response:
@@ -568,6 +574,9 @@ class Pages:
             headers={"Cache-Control": "public, max-age=31536000, immutable"},
         )
 
+    async def to_catalog(self, request: web.Request) -> web.Response:
+        return self._redirect(self._url())
+
     async def not_found(self, request: web.Request) -> web.Response:
         return self.render(request, "error.html", {"message": "no such page"}, 404)
 
@@ -583,6 +592,17 @@ class _Unknown(NameUnknown):
 
 class _SignInFirst(Exception):
     """An anonymous visitor where only signed-in users see anything."""
+
+
+_VISIBLE = re.compile(r"[\x21-\x7e]*")  # visible ASCII: what a Location header may carry
+
+
+def _https(request: web.Request) -> bool:
+    """Whether the browser reached the page over HTTPS, itself or through a proxy that says
+    so (the session cookie is then Secure)."""
+    proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+    forwarded = str(request.forwarded[0].get("proto", "")).lower() if request.forwarded else ""
+    return request.secure or "https" in (proto, forwarded)
 
 
 _NOTE = re.compile(r"(?:(?:tag|digest) )?[A-Za-z0-9._:/-]{1,300}")
