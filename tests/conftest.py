@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import Phase, settings
@@ -81,14 +80,6 @@ def redis_server() -> Iterator[RedisServer]:
     """One Redis for the whole run; tests keep apart by database or key."""
     with run_redis() as server:
         yield server
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    """One headless chromium (Debian's, driven by Playwright) for the whole run."""
-    from tests.integration.browser_support import launch
-
-    yield from launch()
 
 
 @pytest.fixture(scope="session")

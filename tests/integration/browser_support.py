@@ -23,7 +23,9 @@ ARGS = [
 
 
 def launch() -> Iterator[Any]:
-    """One headless chromium for the whole run (the session fixture in conftest.py)."""
+    """A headless chromium, for a module's tests. Playwright's sync API keeps an asyncio loop
+    running in the main thread while it is open, so `asyncio.run` in any other test would fail
+    meanwhile: the browser lives as long as the module using it, not the whole run."""
     if not Path(CHROMIUM).exists() and shutil.which("chromium") is None:
         pytest.fail("the web UI's tests need a browser: apt-get install -y chromium")
     try:

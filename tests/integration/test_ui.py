@@ -29,7 +29,7 @@ from playwright.sync_api import expect
 
 from tests.api import OCI_INDEX, OCI_MANIFEST, Client, sha256
 from tests.integration.auth_support import SERVICE, builtin_section, htpasswd_file
-from tests.integration.browser_support import accessibility_violations
+from tests.integration.browser_support import accessibility_violations, launch
 from tests.integration.replicas_support import run_nginx
 from tests.pki import certificate
 from tests.servers import Server, free_port, moorage_config, run_moorage
@@ -49,6 +49,12 @@ DAY = 86400.0
 SIGNATURE = "application/vnd.dev.cosign.artifact.sig.v1+json"
 SBOM = "application/spdx+json"
 WAIT = 20.0  # seconds for what the server does on its own (a pull time written)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless chromium for every test here (see launch: not one for the whole run)."""
+    yield from launch()
 
 
 @dataclass
