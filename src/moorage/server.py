@@ -263,7 +263,8 @@ class Server:
             return MeasuredCache(GenerationalCache(cache, generation), self.metrics.observe_cache)
         return MeasuredCache(cache, self.metrics.observe_cache)
 
-    def describe(self) -> str:
+    def describe(self, workers: int | None = None) -> str:
+        """The start-up line; the web UI's address last, to be opened from it."""
         root = self.config.storage.parameters.get("rootdirectory")
         storage = self.config.storage.driver + (f" at {root}" if root else "")
         http = self.config.http
@@ -277,8 +278,9 @@ class Server:
             where = f"{scheme}://{host or '*'}:{port}{self.settings.prefix}"
             pages_at = f"{scheme}://{host or 'localhost'}:{port}"
         debug = f", debug on {http.debug.addr}" if http.debug.addr else ""
+        processes = f", {workers} workers" if workers is not None else ""
         pages = f", web UI at {pages_at}{self.ui.path}/" if self.ui is not None else ""
-        return f"moorage listening on {where}, storage {storage}{debug}{pages}"
+        return f"moorage listening on {where}, storage {storage}{debug}{processes}{pages}"
 
     async def _warm_catalog(self) -> None:
         """Builds the catalog index in the background at start, so that the first catalog
