@@ -363,6 +363,19 @@ def test_deleting_as_an_allowed_user_and_failing_to_as_another(
     column_is(alice, 1, ["v1.2", "v1.10"])
     assert api.request("GET", "/v2/team/app/tags/list").json()["tags"] == ["v1.10", "v1.2"]
 
+    # a manifest by digest, from its page: its tag goes with it
+    alice.goto(f"{url}/ui/r/team/app/-/manifest/v1.10")
+    digest = alice.locator("dl.facts code").first.inner_text()
+    alice.get_by_role("link", name="Delete the manifest and its tags…").click()
+    expect(alice.get_by_role("heading", name="Delete a manifest?")).to_be_visible()
+    alice.get_by_role("button", name="Delete").click()
+    alice.wait_for_url(re.compile(r"/ui/r/team/app\?deleted="))
+    assert alice.get_by_role("status").first.inner_text() == f"Deleted digest {digest}."
+    column_is(alice, 1, ["v1.2"])
+    assert api.request("GET", "/v2/team/app/tags/list").json()["tags"] == ["v1.2"]
+    gone = api.request("GET", f"/v2/team/app/manifests/{digest}", headers={"Accept": OCI_MANIFEST})
+    assert gone.status_code == 404
+
     # and the whole repository, once its name is typed
     alice.get_by_role("link", name="Delete the repository team/app…").click()
     alice.get_by_label("Type the repository's name to confirm").fill("team/ap")
@@ -475,19 +488,52 @@ def test_sign_in_with_htpasswd_under_a_prefix_behind_nginx(
             page.context.close()
 
 
-def test_read_only_mode_shows_no_delete(browser: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("setting", ["readonly", "deletes disabled"])
+def test_read_only_mode_and_disabled_deletes_show_no_delete(
+    browser: Any, tmp_path: Path, setting: str
+) -> None:
     root = tmp_path / "data"
     with run_moorage(tmp_path / "writable", moorage_config(root, 0)) as server:
         Client(server.url).push_image("team/app", "1.0")
     config = moorage_config(root, 0)
-    config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
-    with run_moorage(tmp_path / "readonly", config) as server:
+    if setting == "readonly":
+        config["storage"]["maintenance"] = {"readonly": {"enabled": True}}
+    else:
+        config["storage"]["delete"] = {"enabled": False}
+    with run_moorage(tmp_path / "served", config) as server:
         page = new_page(browser)
         for path in ("/ui/r/team/app", "/ui/r/team/app/-/manifest/1.0"):
             page.goto(server.url + path)
             assert page.get_by_text("Delete").count() == 0, path
         assert page.goto(f"{server.url}/ui/r/team/app/-/delete?tag=1.0").status == 405
         assert not page.get_by_role("link", name="Sign in").count()  # no auth: no sign-in
+        page.context.close()
+
+
+def test_the_catalog_in_pages(browser: Any, tmp_path: Path) -> None:
+    """More repositories than a page holds: the pager walks them; a search narrows them."""
+    with run_moorage(tmp_path, moorage_config(tmp_path / "data", 0)) as server:
+        api = Client(server.url)
+        names = [f"app-{number:02d}" for number in range(53)]
+        for name in names:
+            api.push_image(name, "1", seed=name)
+        page = new_page(browser)
+        page.goto(f"{server.url}/ui/")
+        assert cell_texts(page, 1) == names[:50]
+        pager = page.get_by_role("navigation", name="Repository pages")
+        assert "Page 1 of 2" in pager.inner_text()
+        pager.get_by_role("link", name="Next").click()
+        column_is(page, 1, names[50:])
+        assert page.url.endswith("/ui/?page=2")
+        accessible(page)
+        page.get_by_role("navigation", name="Repository pages").get_by_role(
+            "link", name="Previous"
+        ).click()
+        column_is(page, 1, names[:50])
+        page.get_by_label("Search repositories").press_sequentially("app-5", delay=30)
+        column_is(page, 1, ["app-50", "app-51", "app-52"])
+        assert page.get_by_role("navigation", name="Repository pages").count() == 0
+        assert page.problems == [], page.problems
         page.context.close()
 
 
