@@ -1,8 +1,9 @@
 """The web UI in a real browser (Debian's chromium, driven by Playwright) against real
 servers: signing in with the built-in token server's users and ACL and with htpasswd,
-browsing, searching as one types, sorting tags by version and by date, a multi-arch image with
-its configuration and its referrers, deleting as an allowed user and failing to as another,
-read-only mode, an external token issuer, http.prefix behind nginx, CORS from another origin,
+browsing, searching as one types, paging, sorting tags by version and by date, usage per
+repository and in total, a multi-arch image with its configuration and its referrers, deleting
+(a tag, a manifest, a repository) as an allowed user and failing to as another, read-only mode
+and disabled deletes, an external token issuer, http.prefix behind nginx, CORS from another origin,
 the keyboard, a phone's width, light and dark, and axe-core's accessibility rules on every
 page. Screenshots go to the test's directory, kept when a test fails, or to the directory
 MOORAGE_UI_SCREENSHOTS names."""
@@ -27,6 +28,7 @@ import requests
 import yaml
 from playwright.sync_api import expect
 
+from moorage.lifecycle.usage import human
 from tests.api import OCI_INDEX, OCI_MANIFEST, Client, sha256
 from tests.integration.auth_support import SERVICE, builtin_section, htpasswd_file
 from tests.integration.browser_support import accessibility_violations, launch
@@ -306,6 +308,32 @@ def test_last_pull_times_appear_once_recorded(browser: Any, acl_registry: Regist
     assert last_pulled[0].startswith(time.strftime("%Y-%m-%d", time.gmtime()))
     assert last_pulled[1:] == ["never", "never"]
     page.context.close()
+
+
+def test_usage_per_repository_and_in_total(browser: Any, acl_registry: Registry) -> None:
+    """The catalog's sizes are the usage route's; the registry's total only for a user who sees
+    every repository (it tells of the others)."""
+    url = acl_registry.url
+    bearer = token(url, "seeder", "registry:catalog:*")
+    usage = requests.get(f"{url}/v2/_moorage/usage", timeout=30,
+                         headers={"Authorization": f"Bearer {bearer}"})  # fmt: skip
+    deadline = time.monotonic() + WAIT
+    while usage.status_code == 503 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        usage = requests.get(usage.url, headers=usage.request.headers, timeout=30)
+    assert usage.status_code == 200, usage.text
+    figures = usage.json()
+    page = new_page(browser)
+    sign_in(page, url, "seeder")
+    summary = page.locator("p.summary").inner_text()
+    assert f"4 repositories · {human(figures['total'])} stored" in summary, summary
+    sizes = dict(zip(cell_texts(page, 1), cell_texts(page, 3), strict=True))
+    assert sizes == {each["name"]: human(each["total"]) for each in figures["repositories"]}
+    alice = new_page(browser)
+    sign_in(alice, url, "alice")
+    assert "stored" not in alice.locator("p.summary").inner_text()
+    page.context.close()
+    alice.context.close()
 
 
 def test_anonymous_visitors_see_what_anonymous_may_pull(
