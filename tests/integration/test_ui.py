@@ -1,12 +1,12 @@
-"""The web UI in a real browser (Debian's chromium, driven by Playwright) against real
-servers: signing in with the built-in token server's users and ACL and with htpasswd,
-browsing, searching as one types, paging, sorting tags by version and by date, usage per
-repository and in total, a multi-arch image with its configuration and its referrers, deleting
-(a tag, a manifest, a repository) as an allowed user and failing to as another, read-only mode
-and disabled deletes, an external token issuer, http.prefix behind nginx, CORS from another origin,
-the keyboard, a phone's width, light and dark, and axe-core's accessibility rules on every
-page. Screenshots go to the test's directory, kept when a test fails, or to the directory
-MOORAGE_UI_SCREENSHOTS names."""
+"""The web UI in a real browser (Debian's chromium, driven by Playwright) against real servers:
+signing in with the built-in token server's users and ACL and with htpasswd, browsing, searching
+as one types, paging, sorting tags by version and by date, usage per repository and in total, a
+multi-arch image with its configuration and its referrers, deleting (a tag, a manifest, a
+repository) as an allowed user and failing to as another, read-only mode and disabled deletes,
+the UI moved and turned off, an external token issuer, http.prefix behind nginx, CORS from
+another origin, the keyboard, a phone's width, light and dark, and axe-core's accessibility rules
+on every page. Screenshots go to the test's directory, kept when a test fails, or to the
+directory MOORAGE_UI_SCREENSHOTS names."""
 
 from __future__ import annotations
 
@@ -563,6 +563,28 @@ def test_the_catalog_in_pages(browser: Any, tmp_path: Path) -> None:
         assert page.get_by_role("navigation", name="Repository pages").count() == 0
         assert page.problems == [], page.problems
         page.context.close()
+
+
+def test_the_ui_moved_or_turned_off(tmp_path: Path) -> None:
+    """`ui.path` moves the pages (and the start-up line says where); `ui.enabled: false` leaves
+    the API alone on its listener."""
+    moved = moorage_config(tmp_path / "data", 0)
+    moved["ui"] = {"path": "/browse/registry"}
+    with run_moorage(tmp_path / "moved", moved) as server:
+        Client(server.url).push_image("team/app", "1.0")
+        assert f"web UI at {server.url}/browse/registry/" in server.logs()
+        page = requests.get(f"{server.url}/browse/registry/r/team/app", timeout=30)
+        assert page.status_code == 200 and ">1.0</a>" in page.text
+        assert requests.get(f"{server.url}/ui/", timeout=30).status_code == 404
+    off = moorage_config(tmp_path / "data", 0)
+    off["ui"] = {"enabled": False}
+    with run_moorage(tmp_path / "off", off) as server:
+        assert "web UI" not in server.logs()
+        assert requests.get(f"{server.url}/ui/", timeout=30).status_code == 404
+        assert requests.get(f"{server.url}/v2/team/app/tags/list", timeout=30).json() == {
+            "name": "team/app",
+            "tags": ["1.0"],
+        }
 
 
 def test_an_external_token_issuer_offers_no_sign_in(tmp_path: Path) -> None:
