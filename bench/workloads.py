@@ -30,8 +30,25 @@ from tests.servers import S3Server, Server, children
 
 from bench import fixtures
 from bench.fixtures import BlobFile, S3Tree, Tree
-from bench.registries import KINDS, MOORAGE, REFERENCE, PeakMemory, Root, memory, run_registry
-from bench.report import Results, Target, at_least, moorage_at_most, moorage_below
+from bench.registries import (
+    KINDS,
+    MOORAGE,
+    REFERENCE,
+    PeakMemory,
+    Root,
+    cpu_seconds,
+    memory,
+    run_registry,
+)
+from bench.report import (
+    Results,
+    Target,
+    at_least,
+    first_at_most,
+    moorage_at_most,
+    moorage_below,
+)
+from moorage.ui.pages import CATALOG_PAGE
 
 MIB = 1 << 20
 ACCEPT = ", ".join([
@@ -240,6 +257,18 @@ class Bench:
 
         return self.shared_root("read", write)
 
+    def ui_root(self) -> dict[str, Root]:
+        """What the web UI's pages are measured on: the catalog's repositories, a repository
+        with many tags and a small image to GET by tag (no blobs to pull)."""
+
+        def write(tree: Tree) -> None:
+            fixtures.write_image(tree, fixtures.catalog_names(self.scale.repos[1]), ["latest"])
+            tags = [f"v{i:05d}" for i in range(self.scale.tags)]
+            fixtures.write_image(tree, [TAGS_REPO], tags, seed="tags")
+            fixtures.write_image(tree, [MANIFEST_REPO], ["latest"])
+
+        return self.shared_root("ui", write)
+
     def catalog_root(self, count: int) -> dict[str, Root]:
         def write(tree: Tree) -> None:
             fixtures.write_image(tree, fixtures.catalog_names(count), ["latest"])
@@ -419,12 +448,20 @@ def _requests_per_second(output: str, tool: str) -> float:
 
 
 def wrk_get(url: str, connections: int, seconds: int) -> float:
+    return _wrk(url, connections, seconds)[0]
+
+
+def _wrk(url: str, connections: int, seconds: int) -> tuple[float, int]:
+    """Requests a second, and requests made."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-H", f"Accept: {ACCEPT}", url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     for problem in ("Non-2xx or 3xx responses", "Socket errors"):
         if problem in output:
             raise RuntimeError(f"wrk against {url}: {problem}:\n{output}")
-    return _requests_per_second(output, "wrk")
+    made = re.search(r"(\d+) requests in", output)
+    if made is None:
+        raise RuntimeError(f"wrk: no request count in its output:\n{output}")
+    return _requests_per_second(output, "wrk"), int(made.group(1))
 
 
 def hey_head(url: str, connections: int, seconds: int) -> float:
@@ -645,6 +682,85 @@ def catalog(bench: Bench) -> None:
             dependence.add(kind, page_small.samples[kind][-1] / page_large.samples[kind][-1])
 
 
+# -- the web UI ---------------------------------------------------------------------------
+
+UI_ON, UI_OFF = "ui enabled", "ui disabled"
+UI_PAGE, API = "ui page", "api"
+CATALOG_ROWS = CATALOG_PAGE
+PAGE_BUDGET_MS = 100.0  # a page's server time at the largest sizes: a click answered at once
+
+
+def _median_ms(bench: Bench, server: Server, path: str) -> float:
+    return 1000 / _median_rate(bench, server, path)
+
+
+def ui(bench: Bench) -> None:
+    """The web UI (moorage only): the manifest GET with the UI enabled and disabled (the pages
+    must cost the API nothing), and each page's time against the API request that lists the
+    same things: the catalog at 10,000 repositories, a repository with 5,000 tags (by push
+    time and by version), a search as it is typed, a manifest."""
+    scale = bench.scale
+    large = scale.repos[1]
+    results = bench.results
+    manifest_get = results.metric(
+        "ui", f"manifest GET by tag, {scale.connections[0]} connections", "req/s", True,
+        kinds=(UI_ON, UI_OFF))
+    # the steadier figure on a shared machine: what a request costs the server, whatever else
+    # runs beside it
+    manifest_cpu = results.metric(
+        "ui", f"server CPU per manifest GET, {scale.connections[0]} connections", "µs", False,
+        Target("ratio <= 1.05", lambda m: m.ratio() is not None and m.ratio() <= 1.05),
+        kinds=(UI_ON, UI_OFF))
+    budget = first_at_most(PAGE_BUDGET_MS, "ms", UI_PAGE)
+    pages = [
+        (f"catalog page ({CATALOG_ROWS} with sizes, tags), {large:,} repos",
+         "/ui/", f"/v2/_catalog?n={CATALOG_ROWS}"),
+        (f"catalog search as typed, {large:,} repos",
+         f"/ui/?q=repo{large // 2:05d}&fragment=1", f"/v2/_catalog?n={CATALOG_ROWS}"),
+        (f"tags page by push time, {scale.tags:,} tags", f"/ui/r/{TAGS_REPO}",
+         f"/v2/{TAGS_REPO}/tags/list"),
+        (f"tags page by version, {scale.tags:,} tags", f"/ui/r/{TAGS_REPO}?sort=name",
+         f"/v2/{TAGS_REPO}/tags/list"),
+        ("manifest page (config, layers, referrers)", f"/ui/r/{MANIFEST_REPO}/-/manifest/latest",
+         f"/v2/{MANIFEST_REPO}/manifests/latest"),
+    ]
+    page_metrics = [
+        (results.metric("ui", name, "ms", False, budget, kinds=(UI_PAGE, API)), page, api)
+        for name, page, api in pages
+    ]
+    first_view = results.metric(
+        "ui", f"tags page by push time, {scale.tags:,} tags, first view (every push time read)",
+        "ms", False, budget, kinds=(UI_PAGE, API))
+    roots = bench.ui_root()
+    for round_ in range(bench.rounds):
+        settings = (True, False) if round_ % 2 == 0 else (False, True)
+        for enabled in settings:
+            variant = None if enabled else {"ui": {"enabled": False}}
+            with bench.server(MOORAGE, roots[MOORAGE], "ui", sections=variant) as server:
+                url = f"{server.url}/v2/{MANIFEST_REPO}/manifests/latest"
+                wrk_get(url, scale.connections[0], 1)  # untimed warm-up
+                used = cpu_seconds(server.process.pid)
+                rate, made = _wrk(url, scale.connections[0], scale.load_seconds)
+                used = cpu_seconds(server.process.pid) - used
+                setup = UI_ON if enabled else UI_OFF
+                manifest_get.add(setup, rate)
+                manifest_cpu.add(setup, used / made * 1e6)
+                if not enabled:
+                    continue
+                # the repository's first view by push time reads every tag's (a stat each);
+                # later ones use what was read, read again in the background (ui/pages.py)
+                _median_rate(bench, server, pages[3][1], cold=True)  # templates, summaries
+                page, api = pages[2][1], pages[2][2]
+                first_view.add(UI_PAGE, 1000 / _median_rate(bench, server, page, cold=True))
+                first_view.add(API, _median_ms(bench, server, api))
+                for metric, page, api in page_metrics:
+                    _median_rate(bench, server, page, cold=True)  # untimed warm-up
+                    _median_rate(bench, server, api, cold=True)
+                    metric.add(UI_PAGE, _median_ms(bench, server, page))
+                    metric.add(API, _median_ms(bench, server, api))
+
+
+
 # -- memory ---------------------------------------------------------------------------------
 
 
@@ -697,6 +813,7 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "tags": tags,
     "catalog": catalog,
     "rss": rss,
+    "ui": ui,
 }
 S3_WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from moorage import ui
 from moorage.api.app import create_app
 from moorage.api.context import Settings, absolute_url
 from moorage.auth import controllers as auth
@@ -105,6 +106,16 @@ def tls_context(config: Config, strict_secrets: bool) -> ssl.SSLContext | None:
     if tls.clientcas:
         context.verify_mode = ssl.CERT_REQUIRED
     return context
+
+
+def cors_origins(config: Config) -> frozenset[str]:
+    """The origins whose pages may call the API from a browser: `ui.cors.origins`, and those
+    `http.headers` names in Access-Control-Allow-Origin (distribution's way to allow one)."""
+    origins = set(config.ui.cors.origins)
+    for name, values in config.http.headers.items():
+        if name.lower() == "access-control-allow-origin":
+            origins.update(value.strip() for value in values if value.strip())
+    return frozenset(origins)
 
 
 def _readable_file(key: str, path: str) -> None:
@@ -199,12 +210,22 @@ class Server:
             secret=http.secret.encode(),
             redirect=not config.storage.redirect.disable,
             trusted_proxies=[ipaddress.ip_network(n, strict=False) for n in http.trustedproxies],
+            cors_origins=cors_origins(config),
         )
         try:
             self.access = auth.create(config.auth, absolute_url, create_files=create_files)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         self.notifications = notifications(config, create_files)
+        self.ui = ui.from_config(
+            config,
+            self.registry,
+            self.access,
+            prefix=prefix,
+            usage=self.maintenance.usage,
+            quotas=self.maintenance.quotas,
+            records_pulls=self.maintenance.pull_log is not None,
+        )
         self.app = create_app(
             self.registry,
             self.settings,
@@ -214,6 +235,7 @@ class Server:
             usage=self.maintenance.usage,
             quotas=self.maintenance.quotas,
             wrapper=self.notifications.wrap if self.notifications else None,
+            pages=self.ui,
         )
         self.debug_app = (
             create_debug_app(config, redactor, self.metrics, self.health)
@@ -241,18 +263,24 @@ class Server:
             return MeasuredCache(GenerationalCache(cache, generation), self.metrics.observe_cache)
         return MeasuredCache(cache, self.metrics.observe_cache)
 
-    def describe(self) -> str:
+    def describe(self, workers: int | None = None) -> str:
+        """The start-up line; the web UI's address last, to be opened from it."""
         root = self.config.storage.parameters.get("rootdirectory")
         storage = self.config.storage.driver + (f" at {root}" if root else "")
         http = self.config.http
+        # a browser cannot open the wildcard address: the UI's address names the machine
+        pages_at = ""
         if http.net == "unix":
             where = f"unix:{http.addr}"
         else:
             host, port = split_addr(http.addr)
-            shown = host or "*"
-            where = f"{'https' if self.tls else 'http'}://{shown}:{port}{self.settings.prefix}"
+            scheme = "https" if self.tls else "http"
+            where = f"{scheme}://{host or '*'}:{port}{self.settings.prefix}"
+            pages_at = f"{scheme}://{host or 'localhost'}:{port}"
         debug = f", debug on {http.debug.addr}" if http.debug.addr else ""
-        return f"moorage listening on {where}, storage {storage}{debug}"
+        processes = f", {workers} workers" if workers is not None else ""
+        pages = f", web UI at {pages_at}{self.ui.path}/" if self.ui is not None else ""
+        return f"moorage listening on {where}, storage {storage}{debug}{processes}{pages}"
 
     async def _warm_catalog(self) -> None:
         """Builds the catalog index in the background at start, so that the first catalog

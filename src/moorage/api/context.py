@@ -35,6 +35,9 @@ class Settings:
     secret: bytes = b""  # signs upload session state
     redirect: bool = True  # blob GETs answer 307 to the driver's direct URL, where it has one
     trusted_proxies: list[Network] = field(default_factory=lambda: list(LOOPBACK))
+    # origins whose pages may call the API from a browser (ui.cors.origins, and those
+    # http.headers allows with Access-Control-Allow-Origin): their preflights pass unauthorized
+    cors_origins: frozenset[str] = frozenset()
 
 
 # Wraps each request's repository in what the config adds around its services (events); the

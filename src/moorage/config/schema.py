@@ -35,9 +35,7 @@ FOREIGN_DRIVERS = ("swift", "oss", "s3-aws", "cloudfront")
 Duration = int | float | str  # distribution takes "10s", "24h" or nanoseconds
 Size = int | str  # bytes, or a number and a unit: "10GiB", "500MB"
 # whole bytes, or a number (with a fraction) and a unit larger than a byte
-_SIZE_TEXT = re.compile(
-    r"\s*(?:[0-9]+\s*B?|[0-9]+(?:\.[0-9]+)?\s*[KMGTPE]i?B)\s*", re.IGNORECASE
-)
+_SIZE_TEXT = re.compile(r"\s*(?:[0-9]+\s*B?|[0-9]+(?:\.[0-9]+)?\s*[KMGTPE]i?B)\s*", re.IGNORECASE)
 
 
 def byte_size(value: Size) -> int:
@@ -460,6 +458,47 @@ class Catalog(Section):
     maxentries: int = Field(default=1000, gt=0)
 
 
+_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# A URL path of plain segments, as `ui.path` takes it.
+_UI_PATH = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*[A-Za-z0-9._~-]+/?")
+
+
+class UICors(Section):
+    """moorage's: the origins of web pages (an external registry UI) whose scripts may call the
+    API from a browser: preflights from them are answered without credentials."""
+
+    origins: list[str] = Field(default_factory=list)  # scheme://host[:port], or "*"
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: expected scheme://host[:port] (no path), or *"
+                )
+        return origins
+
+
+class UI(Section):
+    """moorage's: the built-in web UI (moorage/ui), on the API listener."""
+
+    enabled: bool = True
+    path: str = "/ui/"  # under http.prefix
+    sessionlifetime: CheckedDuration = "12h"  # how long a sign-in lasts
+    cors: UICors = Field(default_factory=UICors)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        if not _UI_PATH.fullmatch(path):
+            raise ValueError(f"{path!r} is not a URL path below / (e.g. /ui/)")
+        first = path.strip("/").split("/")[0]
+        if first in ("v2", "auth"):
+            raise ValueError(f"{path!r} is the API's: choose a path outside /v2/ and /auth/")
+        return "/" + path.strip("/") + "/"
+
+
 class Config(Section):
     version: Literal["0.1"]
     log: Log = Field(default_factory=Log)
@@ -476,6 +515,7 @@ class Config(Section):
     validation: dict[str, Any] = Field(default_factory=dict)
     compatibility: dict[str, Any] = Field(default_factory=dict)
     catalog: Catalog = Field(default_factory=Catalog)
+    ui: UI = Field(default_factory=UI)
 
     @field_validator("version", mode="before")
     @classmethod
@@ -493,4 +533,3 @@ class Config(Section):
         if self.loglevel and "level" not in self.log.model_fields_set:
             self.log.level = self.loglevel
         return self
-

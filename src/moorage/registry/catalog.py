@@ -3,8 +3,9 @@ whatever the registry's size.
 
 The list is built by one walk of storage, extended by this process's own writes as they happen,
 and re-walked in the background once it is older than `refresh` seconds when asked for, so that
-repositories made out of band appear within that time. With a shared name set (Redis, for
-replicas), names one replica adds are in the others' next answer.
+repositories made or removed out of band appear or go within that time. With a shared name set
+(Redis, for replicas), names one replica adds are in the others' next answer; a repository one
+process deletes leaves its list at once and the others' at their next walk.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class Catalog:
         self._shared_version: int | None = None
         self._names: list[str] | None = None
         self._known: set[str] = set()
+        self.changes = 0  # counts changes to the list, for those who keep what they derive of it
+        self._shared_seen: set[str] = set()  # names read from the shared set so far
+        # names added since a walk was asked for: kept whether or not the walk finds them
+        self._walking: set[str] | None = None
         self._built_at = 0.0
         self._rebuilding: asyncio.Task[None] | None = None
         self._first_build = asyncio.Lock()
@@ -60,12 +65,16 @@ class Catalog:
                 if self._names is None:
                     await self._rebuild()
         elif time.monotonic() - self._built_at > self.refresh and self._rebuilding is None:
+            self._walking = set()
             self._rebuilding = asyncio.create_task(self._rebuild_in_background())
         if self.shared is not None:
             try:
                 version = await self.shared.version()
                 if version != self._shared_version:
-                    self._merge(await self.shared.all())
+                    shared = set(await self.shared.all())
+                    # only names new to the set: one deleted here since stays deleted
+                    self._merge(sorted(shared - self._shared_seen))
+                    self._shared_seen |= shared
                     self._shared_version = version
             except Exception as exc:  # the shared set is an optimisation, never a dependency
                 log.debug("shared catalog unavailable: %s", exc)
@@ -77,8 +86,19 @@ class Catalog:
         if name in self._known or self._names is None:
             return
         self._merge([name])
+        if self._walking is not None:
+            self._walking.add(name)
         if self.shared is not None:
             asyncio.get_running_loop().create_task(self._share([name]))
+
+    def remove(self, name: str) -> None:
+        """Drops a repository this process just deleted."""
+        if name in self._known and self._names is not None:
+            self._known.discard(name)
+            self._names.remove(name)
+            self.changes += 1
+        if self._walking is not None:
+            self._walking.discard(name)
 
     def _merge(self, names: list[str]) -> None:
         assert self._names is not None
@@ -86,6 +106,7 @@ class Catalog:
             if name not in self._known:
                 self._known.add(name)
                 bisect.insort(self._names, name)
+                self.changes += 1
 
     async def _share(self, names: list[str]) -> None:
         assert self.shared is not None
@@ -96,9 +117,16 @@ class Catalog:
 
     async def _rebuild(self) -> None:
         started = time.monotonic()
-        names = await self._walk()
-        # Keep what this process added while the walk was under way.
-        merged = sorted(set(names) | (self._known if self._names is not None else set()))
+        if self._walking is None:
+            self._walking = set()
+        try:
+            names = await self._walk()
+            # Keep what this process added while the walk was under way.
+            merged = sorted(set(names) | self._walking)
+        finally:
+            self._walking = None
+        if merged != self._names:
+            self.changes += 1
         self._names, self._known, self._built_at = merged, set(merged), started
         if self.shared is not None:
             await self._share(merged)  # so replicas started later know them at once

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 
@@ -90,6 +92,41 @@ class Tags:
             self.links[link] = (info.version, digest)
         return digest
 
+    async def pushed(self, tag: str) -> tuple[Digest, float]:
+        """What the tag points at and when it was pushed (its current link's modification
+        time: every push rewrites it), as `get` finds the digest. ManifestUnknown when there
+        is no such tag."""
+        link = paths.tag_current_link(self.name, tag)
+        try:
+            info = await self.driver.stat(link)
+        except PathNotFound:
+            raise ManifestUnknown(detail={"tag": tag}) from None
+        known = self.links.get(link)
+        if known is not None and info.version is not None and known[0] == info.version:
+            return known[1], info.modified
+        return await self.get(tag), info.modified
+
+    async def push_times(self, tags: list[str] | None = None) -> dict[str, float]:
+        """The push time of every tag, or of `tags` (a tag that is gone is left out): on a
+        local filesystem the link files are stat'ed directly, in a thread; elsewhere the tags
+        are walked (an object store lists a thousand keys a request)."""
+        directory = paths.tags(self.name)
+        local = self.driver.local_file(directory)
+        if local is not None:
+            wanted = await self.all() if tags is None else tags
+            start = len(directory) + 1
+            links = {tag: paths.tag_current_link(self.name, tag)[start:] for tag in wanted}
+            return await asyncio.to_thread(_modified, local, links)
+        found: dict[str, float] = {}
+        base = directory + "/"
+        async for info in self.driver.walk(directory):
+            tag, _, rest = info.path[len(base) :].partition("/")
+            if rest == "current/link":
+                found[tag] = info.modified
+        if tags is not None:
+            found = {tag: found[tag] for tag in tags if tag in found}
+        return found
+
     async def tag(self, tag: str, digest: Digest) -> None:
         # The current link first: a tag is listed as soon as its directory exists, so a write
         # that fails (a full disk, a crash) after a first index link would leave a new tag listed
@@ -134,6 +171,23 @@ class Tags:
             if await read_link(self.driver, paths.tag_current_link(self.name, tag)) == digest:
                 found.append(tag)
         return found
+
+
+def _modified(directory: str, links: dict[str, str]) -> dict[str, float]:
+    """The modification times of files below a local directory, by key (`links`: key -> path
+    relative to the directory, a shorter lookup per file); a missing file is left out."""
+    found: dict[str, float] = {}
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    try:
+        for key, path in links.items():
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                found[key] = os.stat(path, dir_fd=fd).st_mtime
+    finally:
+        os.close(fd)
+    return found
 
 
 class Referrers:

@@ -5,6 +5,7 @@ The API layer depends on the services through the protocols below, so that what 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
@@ -13,6 +14,7 @@ from moorage.registry.admission import Admission
 from moorage.registry.blobs import BlobInfo, BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.digest import Digest
+from moorage.registry.errors import NameUnknown, Unsupported
 from moorage.registry.manifest_store import Manifests, PutResult, StoredManifest, Tags
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
@@ -132,6 +134,8 @@ class Repository:
         )
         self.tags = self.manifests.tags
         self._driver = driver
+        self._deletes = registry.deletes
+        self._catalog = registry.catalog
 
     async def exists(self) -> bool:
         try:
@@ -139,6 +143,28 @@ class Repository:
         except PathNotFound:
             return False
         return True
+
+    async def delete(self) -> None:
+        """Removes the whole repository: its manifests and tags, referrers index and pull
+        records, then its layer links, which take it out of the catalog. Blob content stays for
+        garbage collection, upload sessions for purging; a repository nested below this one
+        (`team/app/db` below `team/app`) is left whole. NameUnknown when there is none."""
+        if not self._deletes:
+            raise Unsupported("deletes are disabled on this registry")
+        if not await self.exists():
+            raise NameUnknown(detail={"name": self.name})
+        # refused before any change when a shared cache is out of reach
+        for digest in [*await self.manifests.revisions(), *await self.blobs.links()]:
+            await self.blobs.forget(digest)
+        for directory in (
+            paths.manifests(self.name),
+            paths.referrer_subjects(self.name),
+            paths.pulls(self.name),
+            paths.layers(self.name),
+        ):
+            with contextlib.suppress(PathNotFound):
+                await self._driver.delete(directory)
+        self._catalog.remove(self.name)
 
 
 class Registry:

@@ -131,3 +131,52 @@ def test_catalog_goes_on_when_the_shared_set_fails() -> None:
         assert await catalog.names() == ["a", "b"]
 
     asyncio.run(scenario())
+
+
+def test_a_removed_name_goes_at_once_and_one_gone_from_storage_at_the_next_walk() -> None:
+    storage = Storage(["a", "b", "c"])
+    catalog = Catalog(storage.walk, refresh=0.0)
+
+    async def scenario() -> None:
+        await catalog.names()
+        before = catalog.changes
+        storage.names.remove("a")
+        catalog.remove("a")  # deleted by this process
+        assert await catalog.names() == ["b", "c"]  # a refresh starts here
+        assert catalog.changes > before
+        storage.names.remove("c")  # deleted by another process or registry
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert await catalog.names() == ["b"]
+
+    asyncio.run(scenario())
+
+
+def test_a_shared_set_does_not_bring_back_a_removed_name() -> None:
+    class Shared:
+        def __init__(self) -> None:
+            self.names = ["gone", "kept"]
+            self.changes = 1
+
+        async def add(self, names: list[str]) -> None:
+            new = set(names) - set(self.names)
+            self.names += sorted(new)
+            self.changes += bool(new)
+
+        async def version(self) -> int:
+            return self.changes
+
+        async def all(self) -> list[str]:
+            return list(self.names)
+
+    storage = Storage(["gone", "kept"])
+    shared = Shared()
+    catalog = Catalog(storage.walk, shared=shared)
+
+    async def scenario() -> None:
+        assert await catalog.names() == ["gone", "kept"]
+        catalog.remove("gone")
+        await shared.add(["new-elsewhere"])  # another replica pushes
+        assert await catalog.names() == ["kept", "new-elsewhere"]
+
+    asyncio.run(scenario())
