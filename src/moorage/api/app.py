@@ -18,6 +18,7 @@ from moorage.api.access import authorize
 from moorage.api.base import version_check
 from moorage.api.context import (
     ACCESS,
+    NAMESPACE,
     QUOTAS,
     REGISTRY,
     SETTINGS,
@@ -41,7 +42,7 @@ from moorage.lifecycle.quotas import Quotas
 from moorage.lifecycle.usage import UsageTracker
 from moorage.metrics import Metrics
 from moorage.registry.errors import RegistryError, Unsupported
-from moorage.registry.repository import Registry
+from moorage.registry.repository import Namespace, Registry
 
 log = logging.getLogger("moorage.api")
 
@@ -158,7 +159,10 @@ def create_app(
     access: AccessController | None = None,
     usage: UsageTracker | None = None,
     quotas: Quotas | None = None,
+    namespace: Namespace | None = None,
 ) -> web.Application:
+    """The API over `registry`; repositories are served through `namespace` when given (a
+    pull-through cache over the registry)."""
     middlewares: list[Middleware] = [request_ids()]
     if metrics is not None:
         middlewares.append(metrics.middleware())
@@ -171,6 +175,8 @@ def create_app(
         middlewares.append(read_only(settings.readonly))
     app = web.Application(middlewares=middlewares)
     app[REGISTRY] = registry
+    served: Namespace = registry if namespace is None else namespace
+    app[NAMESPACE] = served
     app[SETTINGS] = settings
     if access is not None:
         app[ACCESS] = access

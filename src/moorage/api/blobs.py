@@ -17,7 +17,8 @@ CACHE_FOREVER = "max-age=31536000"
 async def get_blob(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     digest = Digest.parse(request.match_info["digest"])
-    info = await repo.blobs.stat(digest)
+    arriving = await repo.blobs.fetching(digest) if request.method == "GET" else None
+    info = arriving.info if arriving is not None else await repo.blobs.stat(digest)
     etag = f'"{digest}"'
     headers = {
         "Docker-Content-Digest": str(digest),
@@ -40,6 +41,8 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         headers["Content-Length"] = str(count)
         return web.Response(status=status, headers=headers)
 
+    if arriving is not None:
+        return await stream_chunks(request, arriving.chunks(first), count, status, headers)
     store = registry(request).blobs
     if settings(request).redirect and (url := await store.redirect_url(info.stored)):
         return web.Response(status=307, headers={"Location": url, **headers})

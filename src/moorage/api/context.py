@@ -13,7 +13,7 @@ from aiohttp import web
 from moorage.auth.controllers import AccessController
 from moorage.lifecycle.quotas import Quotas
 from moorage.lifecycle.usage import UsageTracker
-from moorage.registry.repository import Registry, Repository
+from moorage.registry.repository import Namespace, Registry, RepositoryService
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: list[Network] = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
@@ -35,6 +35,8 @@ class Settings:
 
 
 REGISTRY = web.AppKey("registry", Registry)
+# What repositories are served through: the registry, or a pull-through cache over it.
+NAMESPACE = web.AppKey("namespace", Namespace)
 SETTINGS = web.AppKey("settings", Settings)
 ACCESS = web.AppKey("access", AccessController)  # only when auth is configured
 USAGE = web.AppKey("usage", UsageTracker)  # only when usage is computed
@@ -50,9 +52,9 @@ def settings(request: web.Request) -> Settings:
     return request.app[SETTINGS]
 
 
-def repository(request: web.Request) -> Repository:
+def repository(request: web.Request) -> RepositoryService:
     """The repository named in the path; NameInvalid for a name outside the grammar."""
-    return registry(request).repository(request.match_info["name"])
+    return request.app[NAMESPACE].repository(request.match_info["name"])
 
 
 def api_path(request: web.Request, path: str) -> str:

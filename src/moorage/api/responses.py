@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from moorage.registry.errors import BlobRangeNotSatisfiable
+from moorage.registry.errors import BlobRangeNotSatisfiable, RegistryError
 
 FALLBACK_CHUNK = 1 << 20
 # At most 19 digits a position (int64 has 19): longer numbers are no range a blob can satisfy.
@@ -97,16 +97,24 @@ async def stream_chunks(
     status: int,
     headers: Mapping[str, str],
 ) -> web.StreamResponse:
-    """Writes `count` bytes from the chunk iterator (which starts at the first byte to send)."""
+    """Writes `count` bytes from the chunk iterator (which starts at the first byte to send).
+    When the iterator raises a RegistryError (the bytes cannot be had: a pull-through cache's
+    upstream failed), the connection is cut, since the status is sent: the client sees a body
+    shorter than announced."""
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = count
     await response.prepare(request)
     remaining = count
-    async for chunk in chunks:
-        if remaining <= 0:
-            break
-        piece = chunk[:remaining]
-        await response.write(piece)
-        remaining -= len(piece)
+    try:
+        async for chunk in chunks:
+            if remaining <= 0:
+                break
+            piece = chunk[:remaining]
+            await response.write(piece)
+            remaining -= len(piece)
+    except RegistryError:
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response

@@ -12,6 +12,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from moorage.registry.admission import Admission
 from moorage.registry.catalog import Catalog
@@ -20,7 +21,7 @@ from moorage.registry.errors import BlobUnknown, Unavailable, Unsupported
 from moorage.registry.space import needs_space
 from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache, CachedBlob, CacheUnavailable
-from moorage.storage.driver import PathNotFound, StorageDriver
+from moorage.storage.driver import FileWriter, PathNotFound, StorageDriver
 
 SMALL_CONTENT_CACHE = 32 * 1024 * 1024  # bytes of manifests kept in memory
 
@@ -30,6 +31,20 @@ class BlobInfo:
     digest: Digest
     size: int
     stored: Digest  # the digest the content is stored under (see paths: CONTENT_ALGORITHM)
+
+
+class Arriving(Protocol):
+    """A blob on its way into the store (a pull-through cache's fetch from its upstream),
+    readable while it arrives."""
+
+    @property
+    def info(self) -> BlobInfo: ...
+
+    def chunks(self, offset: int) -> AsyncIterator[bytes]:
+        """The blob's bytes from `offset` to its end, as they arrive. Raises a RegistryError
+        (Unavailable) when the blob cannot be completed: the answer must then be cut short,
+        since its status has been sent."""
+        ...
 
 
 async def read_link(driver: StorageDriver, path: str) -> Digest | None:
@@ -162,6 +177,12 @@ class BlobStore:
             return
         await self.driver.move(source, paths.blob_data(digest))
 
+    async def writer(self, digest: Digest) -> FileWriter:
+        """A writer of the content under `digest` (of CONTENT_ALGORITHM), streamed: nothing is
+        stored until `commit`, which the caller makes only once it has verified the bytes
+        against the digest, and which replaces content already there (the same bytes)."""
+        return await self.driver.writer(paths.blob_data(digest))
+
     def reader(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]:
         return self.driver.reader(paths.blob_data(digest), offset)
 
@@ -242,6 +263,12 @@ class RepositoryBlobs:
         if cache is not None:
             await cache.set(self.name, digest, CachedBlob(stored, info.size))
         return BlobInfo(digest, info.size, stored)
+
+    async def fetching(self, digest: Digest) -> Arriving | None:
+        """The blob while it arrives, for a repository that fetches content (a pull-through
+        cache); None when it is to be served from the store, as here: a blob this repository
+        links is stored whole."""
+        return None
 
     async def forget(self, digest: Digest) -> None:
         """Drops what the cache knows of this repository's link for `digest`. Raises

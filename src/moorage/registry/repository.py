@@ -1,14 +1,21 @@
-"""The registry and its repositories: the services the API layer calls."""
+"""The registry and its repositories: the services the API layer calls.
+
+The API asks a Namespace for each repository it serves and calls the few methods below on it
+(RepositoryService and its parts). The Registry is the namespace of what storage holds; a
+pull-through cache (moorage.proxy) is another, which serves some names from an upstream.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
 from moorage.registry.admission import Admission
-from moorage.registry.blobs import BlobStore, RepositoryBlobs
+from moorage.registry.blobs import Arriving, BlobInfo, BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
-from moorage.registry.digest import Digest
-from moorage.registry.manifest_store import Manifests
+from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
+from moorage.registry.manifest_store import Manifests, PutResult, StoredManifest
+from moorage.registry.manifests import Descriptor
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
 from moorage.storage import paths
@@ -25,15 +32,88 @@ class PullLog(Protocol):
     def note(self, repository: str, tag: str | None, digest: Digest) -> None: ...
 
 
+class BlobService(Protocol):
+    """A repository's blobs, as the API uses them (methods return awaitables: coroutines, or
+    what a decorator makes of them)."""
+
+    def stat(self, digest: Digest) -> Awaitable[BlobInfo]: ...
+    def fetching(self, digest: Digest) -> Awaitable[Arriving | None]: ...
+    def mount(
+        self, digest: Digest, source: RepositoryBlobs | None
+    ) -> Awaitable[BlobInfo | None]: ...
+    def delete(self, digest: Digest) -> Awaitable[None]: ...
+
+
+class UploadService(Protocol):
+    def start(self, algorithm: str = DEFAULT_ALGORITHM) -> Awaitable[str]: ...
+    def size(self, upload_id: str) -> Awaitable[int]: ...
+    def append(
+        self,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> Awaitable[int]: ...
+    def upload(self, digest: Digest, body: AsyncIterator[bytes]) -> Awaitable[BlobInfo]: ...
+    def commit(
+        self, upload_id: str, digest: Digest, body: AsyncIterator[bytes] | None = None
+    ) -> Awaitable[BlobInfo]: ...
+    def cancel(self, upload_id: str) -> Awaitable[None]: ...
+
+
+class ManifestService(Protocol):
+    def get(self, reference: str) -> Awaitable[StoredManifest]: ...
+    def put(
+        self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
+    ) -> Awaitable[PutResult]: ...
+    def delete(self, reference: str) -> Awaitable[None]: ...
+    def referrer_descriptors(
+        self, subject: Digest, artifact_type: str | None
+    ) -> Awaitable[list[Descriptor]]: ...
+
+
+class TagService(Protocol):
+    def all(self) -> Awaitable[list[str]]:
+        """Every tag, in lexical order; NameUnknown where the service itself knows the
+        repository does not exist."""
+        ...
+
+
+class RepositoryService(Protocol):
+    """What the API serves a repository through."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def blobs(self) -> BlobService: ...
+    @property
+    def uploads(self) -> UploadService: ...
+    @property
+    def manifests(self) -> ManifestService: ...
+    @property
+    def tags(self) -> TagService: ...
+    def exists(self) -> Awaitable[bool]: ...
+
+
+class Namespace(Protocol):
+    def repository(self, name: str) -> RepositoryService:
+        """Raises NameInvalid for a name outside the grammar."""
+        ...
+
+
 class Repository:
-    def __init__(self, registry: Registry, name: str) -> None:
+    def __init__(self, registry: Registry, name: str, *, deletes: bool | None = None) -> None:
+        """`deletes` overrides the registry's setting (storage.delete.enabled): the registry's
+        own housekeeping removes what clients may not."""
         self.name = name
         driver = registry.driver
+        deletes = registry.deletes if deletes is None else deletes
         self.blobs = RepositoryBlobs(
             driver,
             registry.blobs,
             name,
-            deletes=registry.deletes,
+            deletes=deletes,
             catalog=registry.catalog,
             admission=registry.admission,
         )
@@ -43,7 +123,7 @@ class Repository:
             registry.blobs,
             self.blobs,
             name,
-            deletes=registry.deletes,
+            deletes=deletes,
             tag_listings=registry.tag_listings,
             tag_links=registry.tag_links,
         )
