@@ -39,6 +39,7 @@ SECRET_PATHS = (
     "redis.password",
     "redis.sentinelpassword",
     "proxy.password",
+    "proxy.upstreams.*.password",
     "notifications.endpoints.*.headers.*",
     "auth.token.jwks.*",
 )
