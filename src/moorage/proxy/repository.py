@@ -1,0 +1,302 @@
+"""A repository of a pull-through cache: the registry's own repository of that name, read through
+to the upstream for what it does not hold yet, with every write refused.
+
+- Manifests by tag are checked upstream on every pull (a HEAD): the tag is moved when the
+  upstream moved it, and what the upstream names is fetched if the cache lacks it. When the
+  upstream cannot answer (down, refusing, or without the tag), the cached tag is served, as
+  distribution does. Manifests by digest come from the cache, else from the upstream.
+- Blobs come from the cache, else from the upstream (moorage.proxy.fetch); one the store holds
+  for another repository is linked once the upstream confirms this repository has it.
+- Tags are listed by the upstream, or from the cache when it cannot answer.
+- Pushes, mounts into the repository and deletes answer UNSUPPORTED (405).
+
+What is stored is stored as a push would store it (distribution's layout), with a record of
+when it was fetched, for expiry (moorage.proxy.expiry).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import NoReturn
+
+from moorage.proxy import expiry
+from moorage.proxy.fetch import Fetch, Fetches, Source
+from moorage.proxy.flights import Flights
+from moorage.proxy.routes import Route
+from moorage.registry import manifests as schema
+from moorage.registry.blobs import Arriving, BlobInfo, RepositoryBlobs
+from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
+from moorage.registry.errors import (
+    BlobUnknown,
+    InsufficientStorage,
+    ManifestUnknown,
+    NameUnknown,
+    RegistryError,
+    Unavailable,
+    Unsupported,
+)
+from moorage.registry.manifest_store import PutResult, StoredManifest
+from moorage.registry.names import parse_reference
+from moorage.registry.repository import Registry, Repository
+from moorage.storage import paths
+from moorage.storage.driver import StorageError
+
+log = logging.getLogger("moorage.proxy")
+
+
+class Shared:
+    """What every repository of one pull-through cache shares."""
+
+    def __init__(self, registry: Registry, *, keep: bool) -> None:
+        self.registry = registry
+        self.keep = keep  # False: serve from the upstream without storing (read-only mode)
+        self.fetches = Fetches()
+        self.manifest_fetches: Flights[StoredManifest] = Flights()
+
+
+class ProxyRepository:
+    """moorage.registry.repository.RepositoryService for a name `route` covers."""
+
+    def __init__(self, local: Repository, route: Route, shared: Shared) -> None:
+        self.local = local
+        self.route = route
+        self.shared = shared
+        self.remote = route.remote(local.name)
+        self.blobs = ProxyBlobs(self)
+        self.manifests = ProxyManifests(self)
+        self.tags = ProxyTags(self)
+        self.uploads = RefusedUploads(self)
+
+    @property
+    def name(self) -> str:
+        return self.local.name
+
+    async def exists(self) -> bool:
+        """Always: whether the repository exists is the upstream's to say, which its tags list
+        tells (ProxyTags.all)."""
+        return True
+
+    def refuse(self) -> NoReturn:
+        raise Unsupported(
+            f"{self.name} is a pull-through cache of {self.route.upstream.shown}/{self.remote}: "
+            "pushes and deletes are refused",
+            detail={"name": self.name},
+        )
+
+    async def record(self, digest: Digest) -> None:
+        await expiry.record(self.shared.registry.driver, self.name, digest)
+
+
+class ProxyBlobs:
+    def __init__(self, repository: ProxyRepository) -> None:
+        self.repository = repository
+        self.local = repository.local.blobs
+        self.upstream = repository.route.upstream
+
+    async def stat(self, digest: Digest) -> BlobInfo:
+        try:
+            return await self.local.stat(digest)
+        except BlobUnknown:
+            pass
+        running = self.repository.shared.fetches.running((self.repository.name, digest))
+        if running is not None:
+            return running.info
+        size = await self.upstream.blob_size(self.repository.remote, digest, BlobUnknown)
+        return BlobInfo(digest, size, digest)
+
+    async def fetching(self, digest: Digest) -> Arriving | None:
+        try:
+            await self.local.stat(digest)
+            return None
+        except BlobUnknown:
+            pass
+        shared = self.repository.shared
+        if shared.keep and await self._relink(digest):
+            return None
+        fetch: Fetch = await shared.fetches.join(
+            (self.repository.name, digest),
+            digest,
+            lambda: self._open(digest),
+            shared.registry.blobs if shared.keep else None,
+            lambda: self._stored(digest),
+        )
+        return fetch
+
+    async def _open(self, digest: Digest) -> Source:
+        response, size = await self.upstream.open_blob(self.repository.remote, digest, BlobUnknown)
+        return Source(response, size, self.upstream.shown)
+
+    async def _relink(self, digest: Digest) -> bool:
+        """Links content the store already holds (fetched for another repository, or pushed),
+        once the upstream confirms this repository has it: no byte is fetched again."""
+        if digest.algorithm != paths.CONTENT_ALGORITHM:
+            return False
+        try:
+            held = await self.repository.shared.registry.blobs.stat(digest)
+        except BlobUnknown:
+            return False
+        size = await self.upstream.blob_size(self.repository.remote, digest, BlobUnknown)
+        if size != held.size:
+            return False
+        try:
+            await self._stored(digest)
+        except StorageError as exc:
+            log.warning("linking %s into %s failed: %s", digest, self.repository.name, exc)
+            return False
+        return True
+
+    async def _stored(self, digest: Digest) -> None:
+        await self.local.link(digest)
+        await self.repository.record(digest)
+
+    async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
+        self.repository.refuse()
+
+    async def delete(self, digest: Digest) -> None:
+        self.repository.refuse()
+
+
+class ProxyManifests:
+    def __init__(self, repository: ProxyRepository) -> None:
+        self.repository = repository
+        self.local = repository.local.manifests
+        self.upstream = repository.route.upstream
+
+    async def get(self, reference: str) -> StoredManifest:
+        parsed = parse_reference(reference)
+        if isinstance(parsed, str):
+            return await self._by_tag(parsed)
+        if await self.local.exists(parsed):
+            return await self.local.get(reference)
+        return await self._fetch(parsed, None)
+
+    async def _by_tag(self, tag: str) -> StoredManifest:
+        try:
+            digest = await self.upstream.manifest_digest(
+                self.repository.remote, tag, ManifestUnknown
+            )
+        except RegistryError as upstream_error:
+            try:
+                return await self.local.get(tag)
+            except ManifestUnknown:
+                raise upstream_error from None
+        if digest is not None and await self.local.exists(digest):
+            if self.repository.shared.keep:
+                await self._point(tag, digest)
+            return await self.local.get(str(digest))
+        return await self._fetch(digest, tag)
+
+    async def _point(self, tag: str, digest: Digest) -> None:
+        """Moves the cached tag where the upstream's points, if it moved."""
+        tags = self.repository.local.tags
+        try:
+            current: Digest | None = await tags.get(tag)
+        except ManifestUnknown:
+            current = None
+        if current != digest:
+            try:
+                await tags.tag(tag, digest)
+            except StorageError as exc:
+                log.warning("moving cached tag %s:%s failed: %s", self.repository.name, tag, exc)
+
+    async def _fetch(self, digest: Digest | None, tag: str | None) -> StoredManifest:
+        """The manifest from the upstream (by digest when known, else by tag), verified, and
+        stored with the tag pointed at it. Fetched once for every request asking at once."""
+        reference = str(digest) if digest is not None else str(tag)
+        return await self.repository.shared.manifest_fetches.run(
+            (self.repository.name, reference), lambda: self._fetch_once(digest, tag)
+        )
+
+    async def _fetch_once(self, digest: Digest | None, tag: str | None) -> StoredManifest:
+        remote, shown = self.repository.remote, self.upstream.shown
+        reference = str(digest) if digest is not None else str(tag)
+        payload, content_type, named = await self.upstream.manifest(
+            remote, reference, ManifestUnknown
+        )
+        if digest is None:
+            usable = named is not None and Digest.of(payload, named.algorithm) == named
+            digest = named if usable and named is not None else Digest.of(payload)
+        elif Digest.of(payload, digest.algorithm) != digest:
+            raise Unavailable(
+                f"the upstream ({shown}) sent a manifest for {remote}@{digest} that does not "
+                "match that digest"
+            )
+        schema.parse(payload, content_type)  # ManifestInvalid: nothing stored or served
+        fetched = StoredManifest(digest, payload, schema.stored_media_type(digest, payload))
+        if not self.repository.shared.keep:
+            return fetched
+        try:
+            await self.local.put(
+                str(digest),
+                payload,
+                content_type,
+                [tag] if tag is not None else [],
+                check_references=False,
+            )
+            await self.repository.record(digest)
+        except (StorageError, InsufficientStorage) as exc:
+            log.warning("keeping manifest %s of %s failed: %s", digest, self.repository.name, exc)
+        return fetched
+
+    async def put(
+        self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
+    ) -> PutResult:
+        self.repository.refuse()
+
+    async def delete(self, reference: str) -> None:
+        self.repository.refuse()
+
+    async def referrer_descriptors(
+        self, subject: Digest, artifact_type: str | None
+    ) -> list[schema.Descriptor]:
+        """The referrers the cache holds."""
+        return await self.local.referrer_descriptors(subject, artifact_type)
+
+
+class ProxyTags:
+    def __init__(self, repository: ProxyRepository) -> None:
+        self.repository = repository
+
+    async def all(self) -> list[str]:
+        local = self.repository.local
+        try:
+            return await self.repository.route.upstream.tags(self.repository.remote, NameUnknown)
+        except RegistryError as upstream_error:
+            if await local.exists():
+                return await local.tags.all()
+            raise upstream_error from None
+
+
+class RefusedUploads:
+    """Uploads into a cached repository: every one refused."""
+
+    def __init__(self, repository: ProxyRepository) -> None:
+        self.repository = repository
+
+    async def start(self, algorithm: str = DEFAULT_ALGORITHM) -> str:
+        self.repository.refuse()
+
+    async def size(self, upload_id: str) -> int:
+        self.repository.refuse()
+
+    async def append(
+        self,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> int:
+        self.repository.refuse()
+
+    async def upload(self, digest: Digest, body: AsyncIterator[bytes]) -> BlobInfo:
+        self.repository.refuse()
+
+    async def commit(
+        self, upload_id: str, digest: Digest, body: AsyncIterator[bytes] | None = None
+    ) -> BlobInfo:
+        self.repository.refuse()
+
+    async def cancel(self, upload_id: str) -> None:
+        self.repository.refuse()
