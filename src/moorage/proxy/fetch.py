@@ -6,9 +6,11 @@ temporary directory, `$TMPDIR`), so that every client reads from any offset at i
 slow or departed client holds back neither the others nor the store. Bytes go to the store
 through the driver's writer as they arrive, and the digest is computed as they do; the writer
 commits only when the whole blob matches its digest. A client gets every byte but the last one
-as soon as it is spooled, and the last once the blob is verified: no client ever receives a
-whole body that does not match its digest. When the upstream fails midway, or sends other
-bytes than the digest names, every client's answer is cut short and nothing is stored.
+as soon as it is spooled, and the last once the blob is verified and kept (linked into its
+repository): no client ever receives a whole body that does not match its digest, and a client
+that has the whole blob finds it cached on its next request, in any process. When the upstream
+fails midway, or sends other bytes than the digest names, every client's answer is cut short and
+nothing is stored.
 
 Memory stays at a few groups of GROUP bytes per fetch, whatever the blob's size. Across worker
 processes and replicas nothing is shared: at worst each process fetches a blob once.
@@ -126,10 +128,10 @@ class Fetch:
                 raise self._fail(
                     f"the upstream ({source.upstream}) sent content that does not match {digest}"
                 )
-            await self._settle(verified=True)
             if writer is not None:
                 await self._commit(writer, stored)
                 writer = None
+            await self._settle(verified=True)
         finally:
             if writer is not None:
                 with contextlib.suppress(StorageError):
