@@ -87,6 +87,10 @@ class Fetch:
                 raise Unavailable(self._failure)
             await self._moved(self._spooled)
 
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
+
     async def _moved(self, seen: int) -> None:
         """Waits until more than `seen` bytes are spooled, or the fetch ends."""
         async with self._progress:
@@ -212,10 +216,12 @@ class Fetches:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def running(self, key: Hashable) -> Fetch | None:
+        """The fetch of `key` under way, once the upstream has answered."""
         found = self._running.get(key)
         if found is None or not found.done() or found.exception() is not None:
             return None
-        return found.result()
+        fetch = found.result()
+        return None if fetch.failed else fetch
 
     async def join(
         self, key: Hashable, digest: Digest, open_: Opener, store: BlobStore | None, stored: Stored
@@ -225,6 +231,8 @@ class Fetches:
         fetch runs on its own task: it goes on to the end for the store when its clients leave.
         Blobs of another digest algorithm than the store's are streamed, not stored."""
         ready = self._running.get(key)
+        if ready is not None and ready.done() and self.running(key) is None:
+            ready = None  # failed: its end is still being told to its readers
         if ready is None:
             ready = self._running[key] = asyncio.get_running_loop().create_future()
             task = asyncio.create_task(self._run(key, ready, digest, open_, store, stored))
@@ -260,7 +268,8 @@ class Fetches:
                 await fetch.run(source, keep, stored)
             source.response.release()
         finally:
-            self._running.pop(key, None)
+            if self._running.get(key) is ready:
+                del self._running[key]
 
     async def close(self) -> None:
         """Stops the fetches still running (the server is stopping)."""

@@ -227,12 +227,14 @@ class Upstream:
                 "http: the cache's credentials are not sent there"
             )
         params = {"scope": scope, **({"service": service} if service else {})}
-        auth = aiohttp.BasicAuth(self.username, self.password) if self.username else None
+        credentials = (
+            {"Authorization": basic_header(self.username, self.password)} if self.username else {}
+        )
         try:
             async with self.session().get(
                 realm,
                 params=params,
-                auth=auth,
+                headers=credentials,
                 timeout=_small_timeout(),
             ) as response:
                 if response.status != 200:
