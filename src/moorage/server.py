@@ -199,7 +199,7 @@ class Server:
         )
         try:
             self.access = auth.create(config.auth, absolute_url, create_files=create_files)
-            self.cache: PullThrough | None = pull_through(config, self.registry)
+            self.cache: PullThrough | None = pull_through(config, self.registry, self.metrics)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         self.app = create_app(

@@ -43,6 +43,7 @@ from tests.integration.test_clients import ContainersCli, read_layout, skopeo
 from tests.servers import (
     S3Server,
     Server,
+    free_port,
     moorage_config,
     run_moorage,
     run_reference_registry,
@@ -163,8 +164,13 @@ def proxy_config(root: Path | None, *entries: dict[str, Any], **sections: Any) -
     return moorage_config(root, 0, proxy={"upstreams": list(entries)}, **sections)
 
 
+@dataclass
+class Cache(Server):
+    debug: str  # the debug listener's address, for /metrics
+
+
 @pytest.fixture(scope="module")
-def proxy(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def proxy(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cache]:
     """One cache for several tests, each on names of its own: `hub/` is distribution, `ghcr/`
     moorage's token flow with the cache's credentials, `pub/` the same anonymously; any other
     name is an ordinary repository."""
@@ -174,9 +180,10 @@ def proxy(upstreams: Upstreams, tmp_path_factory: pytest.TempPathFactory) -> Ite
         upstream_entry("hub", upstreams.distribution, upstreams),
         upstream_entry("ghcr", upstreams.token, upstreams),
         {"prefix": "pub", "remoteurl": upstreams.token.url},
+        http={"debug": {"addr": f"127.0.0.1:{free_port()}"}},
     )
     with run_moorage(workdir, config) as server:
-        yield server
+        yield Cache(**vars(server), debug=config["http"]["debug"]["addr"])
         assert "Traceback" not in server.logs()
 
 
@@ -208,7 +215,7 @@ def layout_blobs(image: Image) -> list[str]:
 
 
 def test_skopeo_pulls_through_distribution_and_rechecks_the_tag(
-    proxy: Server, upstreams: Upstreams, tmp_path: Path
+    proxy: Cache, upstreams: Upstreams, tmp_path: Path
 ) -> None:
     image, distribution = upstreams.app, upstreams.distribution
     source = f"docker://{proxy.host}/hub/library/app:v1"
@@ -239,6 +246,23 @@ def test_skopeo_pulls_through_distribution_and_rechecks_the_tag(
     assert tags == {"name": "hub/library/app", "tags": ["v1"]}
     catalog = requests.get(f"{proxy.url}/v2/_catalog", timeout=30).json()["repositories"]
     assert "hub/library/app" in catalog
+
+    metrics = requests.get(f"http://{proxy.debug}/metrics", timeout=30).text
+    upstream = distribution.url
+    for kind, result, count in (
+        ("manifest", "fetched", 1),
+        ("manifest", "cached", 1),
+        ("blob", "fetched", 3),
+        ("blob", "cached", 3),
+    ):
+        sample = (
+            f'moorage_proxy_requests_total{{kind="{kind}",result="{result}",'
+            f'upstream="{upstream}"}} {count}.0'
+        )
+        assert sample in metrics, (sample, metrics)
+    size = sum(len((image.layout / "blobs/sha256" / d.partition(":")[2]).read_bytes())
+               for d in layout_blobs(image))  # fmt: skip
+    assert f'moorage_proxy_fetched_bytes_total{{upstream="{upstream}"}} {size}.0' in metrics
 
 
 def test_podman_pulls_through_the_token_flow(

@@ -17,7 +17,7 @@ import logging
 
 from moorage.config.schema import Config, Duration, seconds
 from moorage.proxy import expiry
-from moorage.proxy.repository import ProxyRepository, Shared
+from moorage.proxy.repository import Observer, ProxyRepository, Shared
 from moorage.proxy.routes import Route, Routes
 from moorage.proxy.upstream import Upstream
 from moorage.registry.repository import Registry, RepositoryService
@@ -33,11 +33,19 @@ class PullThrough:
     """moorage.registry.repository.Namespace: the registry, with the names `routes` covers
     read through to their upstreams."""
 
-    def __init__(self, registry: Registry, routes: Routes, *, keep: bool = True) -> None:
-        """Without `keep` (read-only mode), what is fetched is served and not stored."""
+    def __init__(
+        self,
+        registry: Registry,
+        routes: Routes,
+        *,
+        keep: bool = True,
+        observer: Observer | None = None,
+    ) -> None:
+        """Without `keep` (read-only mode), what is fetched is served and not stored; the
+        answers are counted by `observer` (the server's metrics)."""
         self.registry = registry
         self.routes = routes
-        self.shared = Shared(registry, keep=keep)
+        self.shared = Shared(registry, keep=keep, observer=observer)
 
     def repository(self, name: str) -> RepositoryService:
         local = self.registry.repository(name)  # NameInvalid first
@@ -68,7 +76,9 @@ def ttl_seconds(ttl: Duration | None) -> float | None:
     return value if value > 0 else None
 
 
-def from_config(config: Config, registry: Registry) -> PullThrough | None:
+def from_config(
+    config: Config, registry: Registry, observer: Observer | None = None
+) -> PullThrough | None:
     """The cache the `proxy` section describes, or None when it names no upstream. Raises
     ValueError, naming the key, for what moorage does not support."""
     section = config.proxy
@@ -93,5 +103,8 @@ def from_config(config: Config, registry: Registry) -> PullThrough | None:
     if not routes:
         return None
     return PullThrough(
-        registry, Routes(routes), keep=not config.storage.maintenance.readonly.enabled
+        registry,
+        Routes(routes),
+        keep=not config.storage.maintenance.readonly.enabled,
+        observer=observer,
     )

@@ -150,7 +150,12 @@ class Fetch:
         """Spools and hashes a group of chunks (on a worker thread: both release the GIL), then
         stores it; returns the writer, or None once storing has failed."""
         data = b"".join(group) if len(group) > 1 else group[0]
-        await asyncio.to_thread(self._spool, data, self._spooled, hasher)
+        try:
+            await asyncio.to_thread(self._spool, data, self._spooled, hasher)
+        except OSError as exc:
+            raise self._fail(
+                f"spooling {self.info.digest} to the temporary directory failed: {exc.strerror}"
+            ) from None
         self._spooled += len(data)
         await self._settle()
         if writer is None:
@@ -252,7 +257,10 @@ class Fetches:
         try:
             try:
                 source = await open_()
-            except BaseException as exc:
+            except asyncio.CancelledError:
+                ready.cancel()
+                raise
+            except Exception as exc:
                 ready.set_exception(exc)
                 ready.exception()  # retrieved: the requests waiting on it raise it themselves
                 return

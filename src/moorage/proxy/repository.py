@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from moorage.proxy import expiry
 from moorage.proxy.fetch import Fetch, Fetches, Source
@@ -45,12 +45,34 @@ from moorage.storage.driver import StorageError
 log = logging.getLogger("moorage.proxy")
 
 
+MANIFEST, BLOB, TAGS = "manifest", "blob", "tags"
+CACHED, FETCHED, CONFIRMED, STALE, FAILED = "cached", "fetched", "confirmed", "stale", "failed"
+
+
+class Observer(Protocol):
+    """Where the cache's answers are counted (moorage.metrics.Metrics)."""
+
+    def observe_proxy(self, upstream: str, kind: str, result: str) -> None: ...
+    def observe_proxy_bytes(self, upstream: str, count: int) -> None: ...
+
+
+class Unobserved:
+    def observe_proxy(self, upstream: str, kind: str, result: str) -> None:
+        return None
+
+    def observe_proxy_bytes(self, upstream: str, count: int) -> None:
+        return None
+
+
 class Shared:
     """What every repository of one pull-through cache shares."""
 
-    def __init__(self, registry: Registry, *, keep: bool) -> None:
+    def __init__(
+        self, registry: Registry, *, keep: bool, observer: Observer | None = None
+    ) -> None:
         self.registry = registry
         self.keep = keep  # False: serve from the upstream without storing (read-only mode)
+        self.observer = observer or Unobserved()
         self.fetches = Fetches()
         self.manifest_fetches: Flights[StoredManifest] = Flights()
 
@@ -87,6 +109,9 @@ class ProxyRepository:
     async def record(self, digest: Digest) -> None:
         await expiry.record(self.shared.registry.driver, self.name, digest)
 
+    def observe(self, kind: str, result: str) -> None:
+        self.shared.observer.observe_proxy(self.route.upstream.shown, kind, result)
+
 
 class ProxyBlobs:
     def __init__(self, repository: ProxyRepository) -> None:
@@ -106,25 +131,34 @@ class ProxyBlobs:
         return BlobInfo(digest, size, digest)
 
     async def fetching(self, digest: Digest) -> Arriving | None:
+        repository = self.repository
         try:
             await self.local.stat(digest)
+            repository.observe(BLOB, CACHED)
             return None
         except BlobUnknown:
             pass
-        shared = self.repository.shared
-        if shared.keep and await self._relink(digest):
-            return None
-        fetch: Fetch = await shared.fetches.join(
-            (self.repository.name, digest),
-            digest,
-            lambda: self._open(digest),
-            shared.registry.blobs if shared.keep else None,
-            lambda: self._stored(digest),
-        )
+        shared = repository.shared
+        try:
+            if shared.keep and await self._relink(digest):
+                repository.observe(BLOB, CONFIRMED)
+                return None
+            fetch: Fetch = await shared.fetches.join(
+                (repository.name, digest),
+                digest,
+                lambda: self._open(digest),
+                shared.registry.blobs if shared.keep else None,
+                lambda: self._stored(digest),
+            )
+        except RegistryError:
+            repository.observe(BLOB, FAILED)
+            raise
+        repository.observe(BLOB, FETCHED)
         return fetch
 
     async def _open(self, digest: Digest) -> Source:
         response, size = await self.upstream.open_blob(self.repository.remote, digest, BlobUnknown)
+        self.repository.shared.observer.observe_proxy_bytes(self.upstream.shown, size)
         return Source(response, size, self.upstream.shown)
 
     async def _relink(self, digest: Digest) -> bool:
@@ -165,11 +199,16 @@ class ProxyManifests:
 
     async def get(self, reference: str) -> StoredManifest:
         parsed = parse_reference(reference)
-        if isinstance(parsed, str):
-            return await self._by_tag(parsed)
-        if await self.local.exists(parsed):
-            return await self.local.get(reference)
-        return await self._fetch(parsed, None)
+        try:
+            if isinstance(parsed, str):
+                return await self._by_tag(parsed)
+            if await self.local.exists(parsed):
+                self.repository.observe(MANIFEST, CACHED)
+                return await self.local.get(reference)
+            return await self._fetch(parsed, None)
+        except RegistryError:
+            self.repository.observe(MANIFEST, FAILED)
+            raise
 
     async def _by_tag(self, tag: str) -> StoredManifest:
         try:
@@ -178,12 +217,15 @@ class ProxyManifests:
             )
         except RegistryError as upstream_error:
             try:
-                return await self.local.get(tag)
+                cached = await self.local.get(tag)
             except ManifestUnknown:
                 raise upstream_error from None
+            self.repository.observe(MANIFEST, STALE)
+            return cached
         if digest is not None and await self.local.exists(digest):
             if self.repository.shared.keep:
                 await self._point(tag, digest)
+            self.repository.observe(MANIFEST, CACHED)
             return await self.local.get(str(digest))
         return await self._fetch(digest, tag)
 
@@ -204,9 +246,11 @@ class ProxyManifests:
         """The manifest from the upstream (by digest when known, else by tag), verified, and
         stored with the tag pointed at it. Fetched once for every request asking at once."""
         reference = str(digest) if digest is not None else str(tag)
-        return await self.repository.shared.manifest_fetches.run(
+        fetched = await self.repository.shared.manifest_fetches.run(
             (self.repository.name, reference), lambda: self._fetch_once(digest, tag)
         )
+        self.repository.observe(MANIFEST, FETCHED)
+        return fetched
 
     async def _fetch_once(self, digest: Digest | None, tag: str | None) -> StoredManifest:
         remote, shown = self.repository.remote, self.upstream.shown
@@ -259,13 +303,17 @@ class ProxyTags:
         self.repository = repository
 
     async def all(self) -> list[str]:
-        local = self.repository.local
+        repository = self.repository
         try:
-            return await self.repository.route.upstream.tags(self.repository.remote, NameUnknown)
+            tags = await repository.route.upstream.tags(repository.remote, NameUnknown)
         except RegistryError as upstream_error:
-            if await local.exists():
-                return await local.tags.all()
+            if await repository.local.exists():
+                repository.observe(TAGS, STALE)
+                return await repository.local.tags.all()
+            repository.observe(TAGS, FAILED)
             raise upstream_error from None
+        repository.observe(TAGS, FETCHED)
+        return tags
 
 
 class RefusedUploads:
