@@ -31,6 +31,9 @@ from tests.api import OCI_MANIFEST, Client, error_codes, sha256
 from tests.images import Image, make_image
 from tests.integration.auth_support import SERVICE, builtin_section, htpasswd_file
 from tests.integration.docker_support import Docker
+from tests.integration.http_support import config as http_config
+from tests.integration.http_support import make_ca
+from tests.integration.http_support import moorage as moorage_process
 from tests.integration.proxy_support import (
     Relay,
     port_of,
@@ -394,6 +397,42 @@ def test_docker_pulls_through_registry_mirrors(
             daemon.write_text("{}")
             os.kill(docker.engine.process.pid, signal.SIGHUP)
         assert requests_in_log(mirror, "HEAD", "/v2/library/app/manifests/v1") >= 1
+
+
+def test_ranges_of_a_blob_while_it_arrives(proxy: Server, upstreams: Upstreams) -> None:
+    url = f"{proxy.url}/v2/hub/library/big/blobs/{upstreams.big_digest}"
+    part = requests.get(url, headers={"Range": "bytes=1000-2000999"}, timeout=60)
+    assert part.status_code == 206, part.text
+    assert part.headers["Content-Range"] == f"bytes 1000-2000999/{BIG}"
+    assert part.content == upstreams.big[1000:2001000]
+    tail = requests.get(url, headers={"Range": "bytes=-10"}, timeout=60)
+    assert tail.content == upstreams.big[-10:]
+
+
+def test_a_blob_arriving_over_tls(upstreams: Upstreams, tmp_path: Path) -> None:
+    """Under TLS in the process, where sendfile cannot work, the bytes go in chunks."""
+    ca = make_ca(tmp_path / "ca")
+    cert, key = ca.issue(tmp_path / "ca", "server", server=True)
+    port = free_port()
+    settings = http_config(
+        tmp_path / "data",
+        {"addr": f"127.0.0.1:{port}", "tls": {"certificate": str(cert), "key": str(key)}},
+        proxy={"upstreams": [upstream_entry("hub", upstreams.distribution, upstreams)]},
+    )
+    with moorage_process(tmp_path / "proxy", settings):
+        base = f"https://127.0.0.1:{port}/v2/hub/library"
+        whole = requests.get(f"{base}/big/blobs/{upstreams.big_digest}", verify=ca.cert, timeout=60)
+        assert sha256(whole.content) == upstreams.big_digest
+        layer = upstreams.app.layer_digests[1]
+        part = requests.get(
+            f"{base}/app/blobs/{layer}", headers={"Range": "bytes=10-"}, verify=ca.cert, timeout=60
+        )
+        assert part.status_code == 206
+        assert part.content == layer_bytes(upstreams.app, layer)[10:]
+
+
+def layer_bytes(image: Image, digest: str) -> bytes:
+    return (image.layout / "blobs/sha256" / digest.partition(":")[2]).read_bytes()
 
 
 # the upstream going away

@@ -7,7 +7,7 @@ import os
 from aiohttp import web
 
 from moorage.api.context import registry, repository, settings
-from moorage.api.responses import FileResponse, parse_range, stream_chunks
+from moorage.api.responses import FileResponse, parse_range, stream_arriving, stream_chunks
 from moorage.registry.digest import Digest
 from moorage.registry.errors import BlobUnknown
 
@@ -42,7 +42,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         return web.Response(status=status, headers=headers)
 
     if arriving is not None:
-        return await stream_chunks(request, arriving.chunks(first), count, status, headers)
+        return await stream_arriving(request, arriving, first, count, status, headers)
     store = registry(request).blobs
     if settings(request).redirect and (url := await store.redirect_url(info.stored)):
         return web.Response(status=307, headers={"Location": url, **headers})

@@ -63,29 +63,37 @@ class Fetch:
         os.unlink(spool)  # anonymous: gone with the process, whatever happens to it
         self._fd = descriptor
         self._closer = weakref.finalize(self, os.close, descriptor)  # once nobody reads it
+        # For sendfile (which reads at explicit offsets, as everything here does).
+        self.file = os.fdopen(descriptor, "rb", buffering=0, closefd=False)
         self._spooled = 0
         self._verified = False
         self._failure: str | None = None
         self._progress = asyncio.Condition()
 
-    async def chunks(self, offset: int) -> AsyncIterator[bytes]:
+    async def ready(self, offset: int) -> int:
+        """Waits until `file` holds bytes from `offset` on that may be sent, and returns where
+        they end; `offset` itself only at the blob's end. Every byte but the last may be sent
+        once spooled, the last once the blob is verified and kept. Raises Unavailable when the
+        fetch fails."""
         size = self.info.size
-        position = offset
         while True:
             readable = size if self._verified else min(self._spooled, size - 1)
-            if position < readable:
-                count = min(READ, readable - position)
+            if offset < readable or self._verified:
+                return max(readable, offset)
+            if self._failure is not None:
+                raise Unavailable(self._failure)
+            await self._moved(self._spooled)
+
+    async def chunks(self, offset: int) -> AsyncIterator[bytes]:
+        position = offset
+        while (end := await self.ready(position)) > position:
+            while position < end:
+                count = min(READ, end - position)
                 data = await asyncio.to_thread(os.pread, self._fd, count, position)
                 if not data:  # the spool holds what was counted: only a defect gets here
                     raise Unavailable("the fetched blob's spool ended early")
                 position += len(data)
                 yield data
-                continue
-            if self._verified:
-                return
-            if self._failure is not None:
-                raise Unavailable(self._failure)
-            await self._moved(self._spooled)
 
     @property
     def failed(self) -> bool:

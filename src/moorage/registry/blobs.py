@@ -12,7 +12,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from moorage.registry.admission import Admission
 from moorage.registry.catalog import Catalog
@@ -35,15 +35,26 @@ class BlobInfo:
 
 class Arriving(Protocol):
     """A blob on its way into the store (a pull-through cache's fetch from its upstream),
-    readable while it arrives."""
+    readable while it arrives: from a file that fills as it does (for zero-copy sendfile), or
+    in chunks. Either raises a RegistryError (Unavailable) when the blob cannot be completed:
+    the answer must then be cut short, since its status has been sent."""
 
     @property
     def info(self) -> BlobInfo: ...
 
+    @property
+    def file(self) -> BinaryIO:
+        """The file the bytes arrive in, at their offsets; read it only at explicit offsets
+        (its position is anyone's)."""
+        ...
+
+    async def ready(self, offset: int) -> int:
+        """Waits until the file holds bytes from `offset` on, and returns where they end (the
+        blob's size once it is whole, `offset` itself at its end)."""
+        ...
+
     def chunks(self, offset: int) -> AsyncIterator[bytes]:
-        """The blob's bytes from `offset` to its end, as they arrive. Raises a RegistryError
-        (Unavailable) when the blob cannot be completed: the answer must then be cut short,
-        since its status has been sent."""
+        """The blob's bytes from `offset` to its end, as they arrive."""
         ...
 
 
