@@ -612,6 +612,38 @@ def test_expiry_unlinks_what_was_fetched_and_keeps_shared_content(
             assert requests_in_log(distribution, "GET", f"/v2/library/app/blobs/{digest}") == count
 
 
+def test_what_distributions_cache_fetched_expires_in_moorage(
+    upstreams: Upstreams, tmp_path: Path
+) -> None:
+    """A root distribution 2.8 filled as a pull-through cache moves over: moorage adopts its
+    expiry schedule, and expires what it lists."""
+    image, root = upstreams.app, tmp_path / "cache"
+    schedule = root / "scheduler-state.json"
+    # An upstream without authentication: distribution 2.8's cache, given the htpasswd
+    # upstream's credentials, answered "manifest unknown" here (its Basic challenge unmet).
+    with (
+        run_reference_registry(tmp_path / "upstream", upstreams.root) as upstream,
+        run_reference_registry(
+            tmp_path / "distribution", root, proxy={"remoteurl": upstream.url}
+        ) as cache,
+    ):
+        source = f"docker://{cache.host}/library/app:v1"
+        skopeo("copy", "--src-tls-verify=false", source, f"oci:{tmp_path / 'first'}:v1")
+        wait_until(
+            lambda: schedule.exists() and len(json.loads(schedule.read_text())) == 4,
+            "distribution to save its schedule",
+        )
+        assert links(root, "library/app", "_layers") == sorted(layout_blobs(image))
+        config = moorage_config(root, 0, proxy={"remoteurl": upstream.url, "ttl": "2s"})
+        stop(cache.process)
+        with run_moorage(tmp_path / "moorage", config) as proxy:
+            wait_until(lambda: links(root, "library/app", "_layers") == [], "expiry")
+            assert links(root, "library/app", "_manifests/revisions") == []
+            assert "4 blobs and manifests distribution fetched will expire too" in proxy.logs()
+            for digest in layout_blobs(image):
+                assert data_file(root, digest).exists()
+
+
 # distribution's own section
 
 

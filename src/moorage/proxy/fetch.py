@@ -37,7 +37,8 @@ from moorage.storage.driver import FileWriter, StorageError
 
 log = logging.getLogger("moorage.proxy")
 
-GROUP = 1 << 20  # bytes spooled, hashed and stored at a time
+GROUP = 1 << 20  # bytes spooled, hashed and stored at a time (at least)...
+GROUP_CHUNKS = 256  # ...or chunks, at most (one pwritev takes at most IOV_MAX buffers)
 READ = 1 << 20  # bytes a client reads from the spool at a time
 TRANSFER_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
@@ -121,7 +122,7 @@ class Fetch:
                     grouped += len(chunk)
                     if self._spooled + grouped > size:
                         raise ValueError(f"more bytes than the {size} announced")
-                    if grouped >= GROUP:
+                    if grouped >= GROUP or len(group) >= GROUP_CHUNKS:
                         writer = await self._take(group, hasher, writer, source)
                         group, grouped = [], 0
                 if group:
@@ -157,19 +158,19 @@ class Fetch:
     ) -> FileWriter | None:
         """Spools and hashes a group of chunks (on a worker thread: both release the GIL), then
         stores it; returns the writer, or None once storing has failed."""
-        data = b"".join(group) if len(group) > 1 else group[0]
         try:
-            await asyncio.to_thread(self._spool, data, self._spooled, hasher)
+            spooled = await asyncio.to_thread(self._spool, group, self._spooled, hasher)
         except OSError as exc:
             raise self._fail(
                 f"spooling {self.info.digest} to the temporary directory failed: {exc.strerror}"
             ) from None
-        self._spooled += len(data)
+        self._spooled += spooled
         await self._settle()
         if writer is None:
             return None
         try:
-            await writer.write(data)
+            for chunk in group:
+                await writer.write(chunk)
         except StorageError as exc:
             log.warning(
                 "storing %s from %s failed (%s): clients get it, the cache does not keep it",
@@ -180,12 +181,18 @@ class Fetch:
             return None
         return writer
 
-    def _spool(self, data: bytes, position: int, hasher: Hasher) -> None:
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(self._fd, view, position)
-            view, position = view[written:], position + written
-        hasher.update(data)
+    def _spool(self, group: list[bytes], position: int, hasher: Hasher) -> int:
+        """Writes the chunks at `position` and hashes them; returns how many bytes."""
+        size = sum(len(chunk) for chunk in group)
+        written = os.pwritev(self._fd, group, position)
+        if written < size:  # a short write (a signal): the rest, one buffer at a time
+            rest = memoryview(b"".join(group))[written:]
+            while rest:
+                done = os.pwrite(self._fd, rest, position + written)
+                rest, written = rest[done:], written + done
+        for chunk in group:
+            hasher.update(chunk)
+        return size
 
     async def _writer(self, store: BlobStore, source: Source) -> FileWriter | None:
         try:

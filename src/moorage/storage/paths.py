@@ -42,6 +42,9 @@ from __future__ import annotations
 from moorage.registry.digest import Digest
 
 ROOT = "/docker/registry/v2"
+# distribution's pull-through cache keeps its expiry schedule here, beside ROOT: a JSON object of
+# {"Key": "<name>@<digest>", "ExpiryData": <time>, "EntryType": 0 (blob) or 1 (manifest)}
+DISTRIBUTION_PROXY_SCHEDULE = "/scheduler-state.json"
 REPOSITORIES = f"{ROOT}/repositories"
 BLOBS = f"{ROOT}/blobs"
 # The child directory that makes a directory below REPOSITORIES a repository.

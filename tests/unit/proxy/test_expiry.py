@@ -87,3 +87,50 @@ def test_intervals() -> None:
     assert expiry.interval(2.0) == expiry.MIN_INTERVAL
     assert expiry.interval(60.0) == 15.0
     assert expiry.interval(168 * 3600.0) == expiry.MAX_INTERVAL
+
+
+def test_what_distributions_cache_scheduled_is_adopted() -> None:
+    async def scenario() -> None:
+        registry = Registry(drivers.create("inmemory", {}))
+        payload = manifest(LAYER)
+        await cache(registry, "hub/library/app", payload, LAYER)
+        # As distribution leaves it: the content and links, no records, its schedule file.
+        await registry.driver.delete(paths.proxy_records("hub/library/app"))
+        layer, gone = Digest.of(LAYER), Digest.of(b"unlinked")
+        entries = [
+            ("hub/library/app", Digest.of(payload), 1),
+            ("hub/library/app", layer, 0),
+            ("hub/library/app", gone, 0),  # expired by distribution meanwhile
+            ("team/app", layer, 0),  # no route
+            ("ghcr/org/app", layer, 0),  # kept for ever
+            ("Bad Name", layer, 0),
+        ]
+        schedule = {
+            f"{name}@{digest}": {
+                "Key": f"{name}@{digest}",
+                "ExpiryData": "2030-01-01T00:00:00Z",
+                "EntryType": kind,
+            }
+            for name, digest, kind in entries
+        }
+        schedule["broken"] = {"Key": 5}  # type: ignore[dict-item]
+        await registry.driver.put_content(
+            paths.DISTRIBUTION_PROXY_SCHEDULE, json.dumps(schedule).encode()
+        )
+        assert await expiry.adopt(registry, ROUTES) == 2
+        assert await expiry.adopt(registry, ROUTES) == 0  # recorded already
+        assert await expiry.expire(registry, ROUTES, time.time() + 61) == 2
+        assert await registry.repository("hub/library/app").tags.all() == []
+
+    asyncio.run(scenario())
+
+
+def test_no_schedule_or_a_broken_one_is_nothing_to_adopt() -> None:
+    async def scenario() -> None:
+        registry = Registry(drivers.create("inmemory", {}))
+        assert await expiry.adopt(registry, ROUTES) == 0
+        for content in (b"not json", b"[1, 2]", b'{"a": 1}'):
+            await registry.driver.put_content(paths.DISTRIBUTION_PROXY_SCHEDULE, content)
+            assert await expiry.adopt(registry, ROUTES) == 0
+
+    asyncio.run(scenario())
