@@ -42,7 +42,7 @@ GROUP_CHUNKS = 256  # ...or chunks, at most (one pwritev takes at most IOV_MAX b
 READ = 1 << 20  # bytes a client reads from the spool at a time
 TRANSFER_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError, OSError)
 
-Stored = Callable[[], Awaitable[None]]  # links the stored blob into its repository
+Stored = Callable[[int], Awaitable[None]]  # links the stored blob (of that size) where it goes
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class Fetch:
 
     async def run(self, source: Source, store: BlobStore | None, stored: Stored) -> None:
         """Reads the upstream's body to the end, into the spool and (with a `store`) into
-        storage; `stored()` runs once the blob is committed there."""
+        storage; `stored(size)` runs once the blob is committed there."""
         digest, size = self.info.digest, self.info.size
         hasher = new_hasher(digest.algorithm)
         writer = await self._writer(store, source) if store is not None else None
@@ -207,7 +207,7 @@ class Fetch:
     async def _commit(self, writer: FileWriter, stored: Stored) -> None:
         try:
             await writer.commit()
-            await stored()
+            await stored(self.info.size)
         except (StorageError, RegistryError) as exc:
             log.warning("keeping %s in the cache failed: %s", self.info.digest, exc)
 

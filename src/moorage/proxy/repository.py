@@ -32,6 +32,7 @@ from moorage.registry.errors import (
     InsufficientStorage,
     ManifestUnknown,
     NameUnknown,
+    QuotaExceeded,
     RegistryError,
     Unavailable,
     Unsupported,
@@ -148,7 +149,7 @@ class ProxyBlobs:
                 digest,
                 lambda: self._open(digest),
                 shared.registry.blobs if shared.keep else None,
-                lambda: self._stored(digest),
+                lambda size: self._stored(digest, size),
             )
         except RegistryError:
             repository.observe(BLOB, FAILED)
@@ -174,14 +175,17 @@ class ProxyBlobs:
         if size != held.size:
             return False
         try:
-            await self._stored(digest)
-        except StorageError as exc:
+            await self._stored(digest, size)
+        except (StorageError, QuotaExceeded) as exc:
             log.warning("linking %s into %s failed: %s", digest, self.repository.name, exc)
             return False
         return True
 
-    async def _stored(self, digest: Digest) -> None:
-        await self.local.link(digest)
+    async def _stored(self, digest: Digest, size: int) -> None:
+        """Links a blob the store holds into the repository, within its quota (storage.quotas:
+        QuotaExceeded leaves it unlinked, for the garbage collection), and records it."""
+        async with self.local.admitted(digest, size):
+            await self.local.link(digest)
         await self.repository.record(digest)
 
     async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
@@ -279,7 +283,7 @@ class ProxyManifests:
                 check_references=False,
             )
             await self.repository.record(digest)
-        except (StorageError, InsufficientStorage) as exc:
+        except (StorageError, InsufficientStorage, QuotaExceeded) as exc:
             log.warning("keeping manifest %s of %s failed: %s", digest, self.repository.name, exc)
         return fetched
 

@@ -41,7 +41,8 @@ class Harness:
             response, size = await self.upstream.open_blob("library/app", digest, BlobUnknown)
             return Source(response, size, self.upstream.shown)
 
-        async def stored() -> None:
+        async def stored(size: int) -> None:
+            assert size == len(self.peer.blobs[str(digest)])
             self.stored.append(digest)
 
         return await self.fetches.join(
