@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tests.servers import S3Server, Server
+from tests.integration.notifications_support import endpoint, run_receiver
+from tests.servers import S3Server, Server, children
 
 from bench import fixtures
 from bench.fixtures import BlobFile, S3Tree, Tree
@@ -141,6 +143,7 @@ class Bench:
         workers: int | str = "auto",
         secret: str = "",
         proxy: str | None = None,
+        sections: dict[str, Any] | None = None,
     ) -> Iterator[Server]:
         profile = None
         if self.profile is not None and kind == MOORAGE:
@@ -148,7 +151,7 @@ class Bench:
             profile = self.profile / f"profile-{workload}-{len(files)}.txt"
             files.append(profile)
         with run_registry(
-            kind, self.workdir / "logs", root, profile, redirect, workers, secret, proxy
+            kind, self.workdir / "logs", root, profile, redirect, workers, secret, proxy, sections
         ) as server:
             yield server
 
@@ -459,6 +462,81 @@ def manifest(bench: Bench) -> None:
                     metrics[(method, n)].add(kind, tool(urls[kind], n, seconds))
 
 
+def _worker_cpu(pid: int) -> float:
+    """CPU seconds the server's workers have used (its processes at nice 0: the notifier runs
+    below them). On a machine shared with other work this says more about the request path's
+    cost than req/s, which the other work's share moves."""
+    total = 0
+    for each in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[16]) == 0:  # nice
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def notifications(bench: Bench) -> None:
+    """The manifest workload on moorage with two notification endpoints (both on a local
+    receiver) against the same moorage without any: what spooling a pull event per request
+    costs the request path. Both columns are moorage: "moorage" with the endpoints, "reference"
+    without; the ratio is theirs. Delivery runs at a lower priority and may lag under the load;
+    how many events it had delivered by the end of each run is in the JSON's meta."""
+    seconds = bench.scale.load_seconds
+    runs: list[tuple[str, int, Callable[[str, int, int], float]]] = [
+        (method, n, tool)
+        for n in bench.scale.connections
+        for method, tool in (("GET", wrk_get), ("HEAD", hey_head))
+    ]
+    metrics = {
+        (method, n): bench.results.metric(
+            "notifications",
+            f"{method} by tag, {n} connections: 2 endpoints (m) / none (r)",
+            "req/s",
+            True,
+            at_least(0.9),
+        )
+        for method, n, _ in runs
+    }
+    cpu = {
+        (method, n): bench.results.metric(
+            "notifications",
+            f"{method} by tag, {n} connections: workers' CPU per request, 2 endpoints / none",
+            "us",
+            False,
+        )
+        for method, n, _ in runs
+    }
+    delivery: list[dict[str, float]] = bench.results.meta.setdefault("notifications", [])
+    root = bench.read_root()[MOORAGE]
+    with run_receiver(keep=False) as receiver:
+        for round_ in range(bench.rounds):
+            spool = bench.workdir / f"spool-{round_}"
+            shutil.rmtree(spool, ignore_errors=True)
+            sections = {"notifications": {
+                "endpoints": [endpoint("one", receiver, "/one"), endpoint("two", receiver, "/two")],
+                "spool": {"directory": str(spool)},
+            }}
+            variants = [(MOORAGE, sections), (REFERENCE, None)]
+            for kind, extra in variants if round_ % 2 == 0 else reversed(variants):
+                with bench.server(MOORAGE, root, "notifications", sections=extra) as server:
+                    url = f"{server.url}/v2/{MANIFEST_REPO}/manifests/latest"
+                    wrk_get(url, 32, 1)  # untimed warm-up
+                    before = receiver.counted
+                    made = 0
+                    for method, n, tool in runs:
+                        used = _worker_cpu(server.process.pid)
+                        rate = tool(url, n, seconds)
+                        used = _worker_cpu(server.process.pid) - used
+                        metrics[(method, n)].add(kind, rate)
+                        cpu[(method, n)].add(kind, used / (rate * seconds) * 1e6)
+                        made += int(rate * seconds) * 2
+                    if extra is not None and made:  # how far delivery kept up, at low priority
+                        delivery.append({"made": made, "delivered": receiver.counted - before})
+            shutil.rmtree(spool, ignore_errors=True)
+
+
 # -- a whole image with skopeo --------------------------------------------------------------
 
 
@@ -681,6 +759,7 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-chunked-reconnect": push_chunked_reconnect,
     "pull": pull,
     "manifest": manifest,
+    "notifications": notifications,
     "skopeo": skopeo,
     "tags": tags,
     "catalog": catalog,

@@ -13,6 +13,7 @@ import signal
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -40,6 +41,9 @@ from moorage.storage.cache.generation import Generation, GenerationalCache
 from moorage.storage.cache.inmemory import InMemoryCache
 from moorage.storage.cache.redis import RedisCache, RedisNames
 from moorage.storage.driver.instrumented import InstrumentedDriver
+
+if TYPE_CHECKING:
+    from moorage.notifications import Notifications
 
 log = logging.getLogger("moorage")
 RECEIVE_BUFFER = 1 << 20  # request bodies arrive in chunks of up to this size
@@ -202,6 +206,7 @@ class Server:
             self.cache: PullThrough | None = pull_through(config, self.registry, self.metrics)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
+        self.notifications = notifications(config, create_files)
         self.app = create_app(
             self.registry,
             self.settings,
@@ -211,6 +216,7 @@ class Server:
             usage=self.maintenance.usage,
             quotas=self.maintenance.quotas,
             namespace=self.cache,
+            wrapper=self.notifications.wrap if self.notifications else None,
         )
         self.debug_app = (
             create_debug_app(config, redactor, self.metrics, self.health)
@@ -259,6 +265,14 @@ class Server:
         except Exception:
             log.exception("building the catalog index failed; the first request will retry")
 
+    async def _notify(self, stop: asyncio.Event) -> None:
+        """Delivers the events of this (only) process until `stop` is set."""
+        assert self.notifications is not None
+        try:
+            await self.notifications.notifier(self.metrics).run(stop)
+        except Exception:
+            log.exception("notifications: delivery stopped")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serves until `stop` is set, then stops accepting and lets requests in flight finish
         for up to `http.draintimeout` (those still running then are cut)."""
@@ -285,6 +299,8 @@ class Server:
             sites = [web.TCPSite(runner, host, port, ssl_context=self.tls, reuse_address=True)]
         runners = [runner]
         tasks = []
+        notify_stop = asyncio.Event()
+        notifier: asyncio.Task[None] | None = None
         try:
             for site in sites:
                 await site.start()
@@ -317,6 +333,10 @@ class Server:
                 tasks.append(asyncio.create_task(work))
             if self.cache is not None and self.first and not self.settings.readonly:
                 tasks.append(asyncio.create_task(self.cache.run_expiry()))
+            if self.notifications is not None and self.worker is None:
+                # With several workers a process of its own delivers (moorage/workers.py).
+                notifier = asyncio.create_task(self._notify(notify_stop))
+                tasks.append(notifier)
             if self.worker is None:
                 log.info(self.describe())
                 if self.cache is not None:
@@ -327,9 +347,14 @@ class Server:
                 await site.stop()
             if not await in_flight.drain(drain):
                 log.warning("moorage stopping: cutting requests still running after %.1fs", drain)
+            notify_stop.set()  # the notifier saves where each endpoint is
+            if notifier is not None:
+                await asyncio.wait([notifier], timeout=5)
         finally:
             for task in tasks:
                 task.cancel()
+            if self.notifications is not None:
+                self.notifications.close()
             for each in reversed(runners):
                 await each.cleanup()
             await self.maintenance.close()
@@ -338,6 +363,19 @@ class Server:
             await self.registry.driver.close()
             if self.registry.blobs.cache is not None:
                 await self.registry.blobs.cache.close()
+
+
+def notifications(config: Config, create_files: bool) -> Notifications | None:
+    """The config's notifications (moorage.notifications), built only when endpoints are
+    configured: a registry without them loads none of that code."""
+    if not any(not endpoint.disabled for endpoint in config.notifications.endpoints):
+        return None
+    from moorage import notifications as room
+
+    try:
+        return room.from_config(config, create_files=create_files)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 # glibc's mallopt(3) parameters.

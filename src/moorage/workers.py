@@ -15,6 +15,9 @@ What the workers share:
 - the in-memory descriptor cache's generation (storage/cache/generation.py), so a delete in one
   worker drops what the others cached;
 - catalog names each adds (registry/catalog.py FileNames), unless Redis already shares them.
+With notification endpoints, one more process, the notifier, runs beside the workers at a lower
+priority: each worker spools the events of its requests, the notifier merges every worker's spool
+and delivers (moorage.notifications); it is started again if it dies, like a worker.
 Upload sessions need nothing: the running digest's state is saved with the session in storage
 after each chunk (registry/uploads.py), so another worker continues it, as another replica does.
 What stays per worker: the token server's rate limits (each worker allows the configured rate)
@@ -54,6 +57,8 @@ log = logging.getLogger("moorage")
 BACKLOG = 1024
 PR_SET_PDEATHSIG = 1  # prctl(2)
 STARTUP_FAILED = 3  # a worker's exit status when it could not start: the supervisor stops
+NOTIFIER = -1  # the index of the process that delivers notifications
+NOTIFIER_NICE = 19  # its priority below the workers': delivery yields to requests
 RESTART_PAUSE = 1.0  # seconds before restarting a worker that died this soon after its start
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 RUNDIR_PREFIX = "moorage-"
@@ -247,7 +252,7 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
     due: dict[int, float] = {}  # worker index -> when to try starting it again
 
     def start(index: int) -> None:
-        api, debug = listeners[index]
+        api, debug = listeners[index] if index != NOTIFIER else ([], [])
         worker = Worker(index, rundir, api, debug)
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the supervisor's code below
@@ -257,7 +262,10 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
                 # Only its own listeners stay open here, so that a worker's stop closes them.
                 for sock in {s for pair in listeners for s in pair[0] + pair[1]} - {*api, *debug}:
                     sock.close()
-                code = _run_worker(config, redactor, strict_secrets, worker)
+                if index == NOTIFIER:
+                    code = _run_notifier(config, worker)
+                else:
+                    code = _run_worker(config, redactor, strict_secrets, worker)
             finally:
                 os._exit(code)
         children[pid] = (index, time.monotonic())
@@ -290,6 +298,8 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
     try:
         for index in range(workers):
             start(index)
+        if checked.notifications is not None:
+            start(NOTIFIER)
         log.info("%s, %d workers", checked.describe(), workers)
         while children or (due and not stopping):
             received = signal.sigtimedwait(_SIGNALS, 1.0)
@@ -310,7 +320,8 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
                     stopping, status = True, 1
                     stop()
                     continue
-                log.error("moorage worker %d exited (status %d); starting it again", index, code)
+                what = "notifier" if index == NOTIFIER else f"worker {index}"
+                log.error("moorage %s exited (status %d); starting it again", what, code)
                 if time.monotonic() - started < RESTART_PAUSE:  # not in a tight loop
                     due[index] = started + RESTART_PAUSE
                 else:
@@ -393,6 +404,38 @@ def _stop_with_parent() -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != supervisor:  # it died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run_notifier(config: Config, worker: Worker) -> int:
+    """The notifier's life: it delivers the events every worker spools (moorage.notifications),
+    at a lower priority than the workers, so that delivery yields the CPU to requests; its
+    metrics join the workers' in the run directory. Its exit status."""
+    from moorage import notifications
+    from moorage.metrics import Metrics
+
+    _stop_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(NOTIFIER_NICE)
+    code = 0
+    try:
+        built = notifications.from_config(config)
+        if built is None:
+            return 0
+
+        async def deliver() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await built.notifier(Metrics(worker.path("metrics"))).run(stop)
+
+        asyncio.run(deliver())
+    except BaseException:
+        log.exception("moorage notifier failed")
+        code = 1
+    finally:
+        logging.shutdown()
+    return code
 
 
 def _run_worker(config: Config, redactor: Redactor, strict_secrets: bool, worker: Worker) -> int:

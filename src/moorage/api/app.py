@@ -22,9 +22,13 @@ from moorage.api.context import (
     QUOTAS,
     REGISTRY,
     SETTINGS,
+    TRUSTED,
     USAGE,
+    WRAPPER,
+    RepositoryWrapper,
     Settings,
     registry,
+    trusted_checker,
 )
 from moorage.api.errors import (
     EndpointNotFound,
@@ -160,9 +164,11 @@ def create_app(
     usage: UsageTracker | None = None,
     quotas: Quotas | None = None,
     namespace: Namespace | None = None,
+    wrapper: RepositoryWrapper | None = None,
 ) -> web.Application:
-    """The API over `registry`; repositories are served through `namespace` when given (a
-    pull-through cache over the registry)."""
+    """The API over `registry`. Repositories are served through `namespace` when given (a
+    pull-through cache over the registry), each request's wrapped by `wrapper` when given (the
+    events of moorage.notifications)."""
     middlewares: list[Middleware] = [request_ids()]
     if metrics is not None:
         middlewares.append(metrics.middleware())
@@ -178,12 +184,15 @@ def create_app(
     served: Namespace = registry if namespace is None else namespace
     app[NAMESPACE] = served
     app[SETTINGS] = settings
+    app[TRUSTED] = trusted_checker(settings)
     if access is not None:
         app[ACCESS] = access
     if usage is not None:
         app[USAGE] = usage
     if quotas is not None:
         app[QUOTAS] = quotas
+    if wrapper is not None:
+        app[WRAPPER] = wrapper
     app.on_response_prepare.append(_response_headers(settings.headers))
 
     # Route names say what access a request needs (moorage.api.access).

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from moorage.api.context import registry, repository, settings
 from moorage.api.responses import FileResponse, parse_range, stream_arriving, stream_chunks
+from moorage.registry.blobs import BlobInfo
 from moorage.registry.digest import Digest
 from moorage.registry.errors import BlobUnknown
 
@@ -17,9 +18,10 @@ CACHE_FOREVER = "max-age=31536000"
 async def get_blob(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     digest = Digest.parse(request.match_info["digest"])
-    arriving = await repo.blobs.fetching(digest) if request.method == "GET" else None
-    info = arriving.info if arriving is not None else await repo.blobs.stat(digest)
     etag = f'"{digest}"'
+    unchanged = etag in request.headers.get("If-None-Match", "")
+    opened = await repo.blobs.open(digest, content=request.method == "GET" and not unchanged)
+    arriving, info = (None, opened) if isinstance(opened, BlobInfo) else (opened, opened.info)
     headers = {
         "Docker-Content-Digest": str(digest),
         "ETag": etag,
@@ -27,7 +29,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         "Cache-Control": CACHE_FOREVER,
         "Content-Type": "application/octet-stream",
     }
-    if etag in request.headers.get("If-None-Match", ""):
+    if unchanged:
         return web.Response(status=304, headers=headers)
 
     selected = parse_range(request.headers.get("Range"), info.size)

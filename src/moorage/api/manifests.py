@@ -37,7 +37,13 @@ def _listed(accept_headers: tuple[str, ...]) -> frozenset[str]:
 async def get_manifest(request: web.Request) -> web.Response:
     repo = repository(request)
     reference = request.match_info["reference"]
-    stored = await repo.manifests.get(reference)
+    digest = await repo.manifests.resolve(reference)
+    etag = f'"{digest}"'
+    if etag in request.headers.get("If-None-Match", ""):  # as distribution: no pull happened
+        return web.Response(
+            status=304, headers={"Docker-Content-Digest": str(digest), "ETag": etag}
+        )
+    stored = await repo.manifests.get(reference, digest)
     if not accepts(stored.media_type, request.headers.getall("Accept", [])):
         raise ManifestUnknown(
             f"manifest is of type {stored.media_type}, which the Accept header does not allow",
@@ -49,7 +55,7 @@ async def get_manifest(request: web.Request) -> web.Response:
         pull_log.note(repo.name, named if isinstance(named, str) else None, stored.digest)
     headers = {
         "Docker-Content-Digest": str(stored.digest),
-        "ETag": f'"{stored.digest}"',
+        "ETag": etag,
         "Content-Type": stored.media_type,
     }
     if request.method == "HEAD":

@@ -14,10 +14,9 @@ import time
 from collections import Counter
 from typing import TYPE_CHECKING, TextIO
 
-from moorage.cli.storage import CannotRun, create_driver, load_config
+from moorage.cli.storage import CannotRun, create_driver, load_config, stops
 from moorage.config import secrets
 from moorage.config.schema import Config, seconds
-from moorage.storage.driver import StorageError
 
 if TYPE_CHECKING:  # the checker and the caches load when the command runs, not with the CLI
     from moorage.lifecycle.fsck import Fsck, Kind, Outcome, Report
@@ -65,7 +64,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
     from moorage.lifecycle.fsck import Fsck
 
-    try:
+    with stops("fsck", redactor):
         config = load_config(args.config, redactor)
         progress = Progress(sys.stderr) if sys.stderr.isatty() else None
         fsck = Fsck(
@@ -75,15 +74,6 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
             progress=progress,
         )
         return asyncio.run(_check(fsck, progress, args.repair, args.verify_content))
-    except CannotRun as exc:
-        print(redactor.redact(f"moorage fsck: {exc}"), file=sys.stderr)
-        return 2
-    except StorageError as exc:
-        print(redactor.redact(f"moorage fsck: storage: {exc}"), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nmoorage fsck: interrupted", file=sys.stderr)
-        return 130
 
 
 def _cache(config: Config) -> BlobDescriptorCache | None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import TYPE_CHECKING
 
-from moorage.cli.storage import CannotRun, create_driver, load_config
+from moorage.cli.storage import create_driver, load_config, stops
 from moorage.config import secrets
-from moorage.storage.driver import StorageDriver, StorageError
+from moorage.storage.driver import StorageDriver
 
 if TYPE_CHECKING:  # the lifecycle loads when the command runs, not with the CLI
     from moorage.lifecycle import retention
@@ -39,7 +38,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
     from moorage.lifecycle import retention
 
-    try:
+    with stops("retention", redactor):
         config = load_config(args.config, redactor)
         settings = config.storage.maintenance.retention
         if not settings.policies:
@@ -47,15 +46,6 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
             return 0
         policies = retention.Retention.from_config(settings)
         decisions = asyncio.run(_plan(create_driver(config), policies))
-    except CannotRun as exc:
-        print(redactor.redact(f"moorage retention: {exc}"), file=sys.stderr)
-        return 2
-    except StorageError as exc:
-        print(redactor.redact(f"moorage retention: storage: {exc}"), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nmoorage retention: interrupted", file=sys.stderr)
-        return 130
     untags = [d for d in decisions if not d.kept]
     for decision in decisions:
         if args.verbose or not decision.kept:

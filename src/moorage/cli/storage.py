@@ -1,12 +1,17 @@
 """What the commands that work on a storage root offline (fsck, usage, retention) share: the
-config `moorage serve` takes, and its storage driver built the same way."""
+config `moorage serve` takes, its storage driver built the same way, and how they stop."""
 
 from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
 
 from moorage.config import secrets
 from moorage.config.loader import ConfigError, load
 from moorage.config.schema import Config
 from moorage.storage import driver as drivers
+from moorage.storage.driver import StorageError
 
 
 class CannotRun(Exception):
@@ -32,3 +37,20 @@ def create_driver(config: Config) -> drivers.StorageDriver:
         return drivers.create(config.storage.driver, config.storage.parameters)
     except ValueError as exc:
         raise CannotRun(f"config: {exc}") from None
+
+
+@contextlib.contextmanager
+def stops(command: str, redactor: secrets.Redactor) -> Iterator[None]:
+    """Ends `moorage COMMAND` (SystemExit) on what stops it, said in one line on stderr: 2 for
+    a problem with the config or the storage, 130 when interrupted."""
+    try:
+        yield
+    except CannotRun as exc:
+        print(redactor.redact(f"moorage {command}: {exc}"), file=sys.stderr)
+        raise SystemExit(2) from None
+    except StorageError as exc:
+        print(redactor.redact(f"moorage {command}: storage: {exc}"), file=sys.stderr)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        print(f"\nmoorage {command}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None

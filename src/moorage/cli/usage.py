@@ -16,11 +16,11 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
-from moorage.cli.storage import CannotRun, create_driver, load_config
+from moorage.cli.storage import CannotRun, create_driver, load_config, stops
 from moorage.config import secrets
 from moorage.registry.errors import NameInvalid
 from moorage.registry.names import check_name
-from moorage.storage.driver import StorageDriver, StorageError
+from moorage.storage.driver import StorageDriver
 
 if TYPE_CHECKING:  # the lifecycle loads when the command runs, not with the CLI
     from moorage.lifecycle.quotas import Quotas
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
 
     arguments = list(args.arguments)
     path = arguments.pop(0) if arguments and _is_config(arguments[0]) else None
-    try:
+    with stops("usage", redactor):
         for name in arguments:
             try:
                 check_name(name)
@@ -60,15 +60,6 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
         config = load_config(path, redactor)
         driver = create_driver(config)
         usage, missing = asyncio.run(_compute(driver, arguments))
-    except CannotRun as exc:
-        print(redactor.redact(f"moorage usage: {exc}"), file=sys.stderr)
-        return 2
-    except StorageError as exc:
-        print(redactor.redact(f"moorage usage: storage: {exc}"), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nmoorage usage: interrupted", file=sys.stderr)
-        return 130
     shown = [name for name in arguments if name not in missing] if arguments else None
     if args.json:
         print(json.dumps(usage.to_json(shown)))

@@ -363,8 +363,16 @@ class Redis(Section):
     routerandomly: bool = False
 
 
+EVENT_ACTIONS = ("pull", "push", "mount", "delete")
+
+
+class Ignore(Section):
+    mediatypes: list[str] = Field(default_factory=list)
+    actions: list[Literal["pull", "push", "mount", "delete"]] = Field(default_factory=list)
+
+
 class Endpoint(Section):
-    name: str
+    name: str = Field(min_length=1)
     url: str
     disabled: bool = False
     headers: dict[str, list[str]] = Field(default_factory=dict)
@@ -372,7 +380,7 @@ class Endpoint(Section):
     threshold: int = 10
     backoff: Duration = "1s"
     ignoredmediatypes: list[str] = Field(default_factory=list)
-    ignore: dict[str, list[str]] = Field(default_factory=dict)
+    ignore: Ignore = Field(default_factory=Ignore)
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -382,10 +390,46 @@ class Endpoint(Section):
             return {k: [v] if isinstance(v, str) else v for k, v in headers.items()}
         return headers
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        return url
+
+    @field_validator("timeout", "backoff")
+    @classmethod
+    def _duration(cls, value: Duration) -> Duration:
+        seconds(value)
+        return value
+
+
+class Events(Section):
+    includereferences: bool = False
+
+
+class Spool(Section):
+    """moorage's: where events wait for their endpoints (moorage.notifications)."""
+
+    driver: Literal["filesystem", "redis"] = "filesystem"
+    directory: str = ""  # filesystem; default: beside the data (see notifications.spool_directory)
+    maxevents: int = Field(default=1_000_000, gt=0)  # per endpoint; the oldest go beyond it
+
 
 class Notifications(Section):
-    events: dict[str, Any] = Field(default_factory=dict)
+    events: Events = Field(default_factory=Events)
     endpoints: list[Endpoint] = Field(default_factory=list)
+    spool: Spool = Field(default_factory=Spool)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_names(cls, endpoints: list[Endpoint]) -> list[Endpoint]:
+        names = [endpoint.name for endpoint in endpoints]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"endpoint names must be unique: {', '.join(twice)} appear twice")
+        return endpoints
 
 
 class StorageDriverHealth(Section):

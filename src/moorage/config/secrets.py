@@ -23,6 +23,7 @@ import re
 import stat
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger("moorage.config")
 
@@ -43,6 +44,12 @@ SECRET_PATHS = (
     "notifications.endpoints.*.headers.*",
     "auth.token.jwks.*",
 )
+# Dotted key paths of URLs whose password (`scheme://user:password@host`) is a secret.
+URL_PATHS = (
+    "notifications.endpoints.*.url",
+    "proxy.remoteurl",
+    "proxy.upstreams.*.remoteurl",
+)
 # Shorter values are not masked in free text: masking every "abc" would make logs unreadable.
 MIN_REDACTED_LENGTH = 4
 # `Authorization`-style values: the credentials after the scheme are a secret on their own.
@@ -58,6 +65,17 @@ class SecretProblem(Exception):
 def is_secret(path: tuple[str | int, ...]) -> bool:
     dotted = ".".join(str(part).lower() for part in path)
     return any(fnmatch.fnmatchcase(dotted, pattern) for pattern in SECRET_PATHS)
+
+
+def url_password(path: tuple[str | int, ...], value: str) -> str | None:
+    """The password in a URL the key holds, when it is one of URL_PATHS and has one."""
+    dotted = ".".join(str(part).lower() for part in path)
+    if not any(fnmatch.fnmatchcase(dotted, pattern) for pattern in URL_PATHS):
+        return None
+    try:
+        return urlsplit(value).password or None
+    except ValueError:
+        return None
 
 
 def _exposure(path: str) -> str | None:
@@ -142,6 +160,8 @@ def values(tree: Any, path: tuple[str | int, ...] = ()) -> Iterator[str]:
         text = str(tree)
         if text:
             yield text
+    elif isinstance(tree, str) and (password := url_password(path, tree)):
+        yield password
 
 
 def masked(tree: Any, path: tuple[str | int, ...] = ()) -> Any:
@@ -152,6 +172,9 @@ def masked(tree: Any, path: tuple[str | int, ...] = ()) -> Any:
         return [masked(item, (*path, index)) for index, item in enumerate(tree)]
     if isinstance(tree, str) and tree and is_secret(path):
         return MASK
+    if isinstance(tree, str) and (password := url_password(path, tree)):
+        userinfo, _, rest = tree.partition("@")
+        return userinfo.replace(f":{password}", f":{MASK}") + "@" + rest
     return tree
 
 

@@ -79,7 +79,8 @@ class Shared:
 
 
 class ProxyRepository:
-    """moorage.registry.repository.RepositoryService for a name `route` covers."""
+    """moorage.registry.repository.RepositoryService for a name `route` covers, made for one
+    request (PullThrough.repository)."""
 
     def __init__(self, local: Repository, route: Route, shared: Shared) -> None:
         self.local = local
@@ -120,30 +121,30 @@ class ProxyBlobs:
         self.local = repository.local.blobs
         self.upstream = repository.route.upstream
 
-    async def stat(self, digest: Digest) -> BlobInfo:
-        try:
-            return await self.local.stat(digest)
-        except BlobUnknown:
-            pass
-        running = self.repository.shared.fetches.running((self.repository.name, digest))
-        if running is not None:
-            return running.info
-        size = await self.upstream.blob_size(self.repository.remote, digest, BlobUnknown)
-        return BlobInfo(digest, size, digest)
-
-    async def fetching(self, digest: Digest) -> Arriving | None:
+    async def open(self, digest: Digest, *, content: bool = True) -> BlobInfo | Arriving:
+        """From the cache; else, with `content`, the blob arriving from the upstream (or linked
+        from the store, once the upstream confirms this repository has it); without, what the
+        upstream says of it (a HEAD), nothing fetched."""
         repository = self.repository
         try:
-            await self.local.stat(digest)
-            repository.observe(BLOB, CACHED)
-            return None
+            info = await self.local.stat(digest)
         except BlobUnknown:
             pass
+        else:
+            if content:
+                repository.observe(BLOB, CACHED)
+            return info
+        if not content:
+            running = repository.shared.fetches.running((repository.name, digest))
+            if running is not None:
+                return running.info
+            size = await self.upstream.blob_size(repository.remote, digest, BlobUnknown)
+            return BlobInfo(digest, size, digest)
         shared = repository.shared
         try:
             if shared.keep and await self._relink(digest):
                 repository.observe(BLOB, CONFIRMED)
-                return None
+                return await self.local.stat(digest)
             fetch: Fetch = await shared.fetches.join(
                 (repository.name, digest),
                 digest,
@@ -196,42 +197,66 @@ class ProxyBlobs:
 
 
 class ProxyManifests:
+    """One request's manifests: what `resolve` learnt is kept for `get`."""
+
     def __init__(self, repository: ProxyRepository) -> None:
         self.repository = repository
         self.local = repository.local.manifests
         self.upstream = repository.route.upstream
+        self._held: Digest | None = None  # the cache holds it
+        self._stale: Digest | None = None  # the cached tag's, the upstream failing
+        self._fetched: StoredManifest | None = None  # fetched to learn the tag's digest
 
-    async def get(self, reference: str) -> StoredManifest:
-        parsed = parse_reference(reference)
+    async def resolve(self, reference: str) -> Digest:
+        """A tag is asked of the upstream (a HEAD), and the cached tag moved where the
+        upstream's points when the cache holds that manifest; when the upstream cannot answer,
+        the cached tag names the manifest (served stale). A digest names itself: whether the
+        upstream has it, `get` finds out."""
         try:
-            if isinstance(parsed, str):
-                return await self._by_tag(parsed)
-            if await self.local.exists(parsed):
-                self.repository.observe(MANIFEST, CACHED)
-                return await self.local.get(reference)
-            return await self._fetch(parsed, None)
+            return await self._resolve(reference)
         except RegistryError:
             self.repository.observe(MANIFEST, FAILED)
             raise
 
-    async def _by_tag(self, tag: str) -> StoredManifest:
+    async def _resolve(self, reference: str) -> Digest:
+        tag = parse_reference(reference)
+        if not isinstance(tag, str):
+            return tag
         try:
             digest = await self.upstream.manifest_digest(
                 self.repository.remote, tag, ManifestUnknown
             )
         except RegistryError as upstream_error:
             try:
-                cached = await self.local.get(tag)
+                self._stale = await self.local.resolve(tag)
             except ManifestUnknown:
                 raise upstream_error from None
-            self.repository.observe(MANIFEST, STALE)
-            return cached
-        if digest is not None and await self.local.exists(digest):
+            return self._stale
+        if digest is None:  # the upstream's HEAD did not say: the manifest itself tells
+            self._fetched = await self._fetch(None, tag)
+            return self._fetched.digest
+        if await self.local.exists(digest):
+            self._held = digest
             if self.repository.shared.keep:
                 await self._point(tag, digest)
-            self.repository.observe(MANIFEST, CACHED)
-            return await self.local.get(str(digest))
-        return await self._fetch(digest, tag)
+        return digest
+
+    async def get(self, reference: str, resolved: Digest | None = None) -> StoredManifest:
+        try:
+            digest = resolved or await self._resolve(reference)
+            if self._fetched is not None and self._fetched.digest == digest:
+                return self._fetched
+            if digest == self._stale:
+                self.repository.observe(MANIFEST, STALE)
+                return await self.local.get(reference, digest)
+            if digest == self._held or await self.local.exists(digest):
+                self.repository.observe(MANIFEST, CACHED)
+                return await self.local.get(str(digest), digest)
+            tag = parse_reference(reference)
+            return await self._fetch(digest, tag if isinstance(tag, str) else None)
+        except RegistryError:
+            self.repository.observe(MANIFEST, FAILED)
+            raise
 
     async def _point(self, tag: str, digest: Digest) -> None:
         """Moves the cached tag where the upstream's points, if it moved."""
@@ -292,7 +317,7 @@ class ProxyManifests:
     ) -> PutResult:
         self.repository.refuse()
 
-    async def delete(self, reference: str) -> None:
+    async def delete(self, reference: str) -> list[str]:
         self.repository.refuse()
 
     async def referrer_descriptors(

@@ -275,11 +275,10 @@ class RepositoryBlobs:
             await cache.set(self.name, digest, CachedBlob(stored, info.size))
         return BlobInfo(digest, info.size, stored)
 
-    async def fetching(self, digest: Digest) -> Arriving | None:
-        """The blob while it arrives, for a repository that fetches content (a pull-through
-        cache); None when it is to be served from the store, as here: a blob this repository
-        links is stored whole."""
-        return None
+    async def open(self, digest: Digest, *, content: bool = True) -> BlobInfo:
+        """The blob to serve for a GET or HEAD (a pull): what `stat` says (a blob linked here
+        is stored whole: it is never arriving)."""
+        return await self.stat(digest)
 
     async def forget(self, digest: Digest) -> None:
         """Drops what the cache knows of this repository's link for `digest`. Raises

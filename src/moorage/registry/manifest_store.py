@@ -199,8 +199,10 @@ class Manifests:
         link = paths.manifest_revision_link(self.name, digest)
         return await read_link(self.driver, link) == digest
 
-    async def get(self, reference: str) -> StoredManifest:
-        digest = await self.resolve(reference)
+    async def get(self, reference: str, resolved: Digest | None = None) -> StoredManifest:
+        """The manifest `reference` names; `resolved` is what `resolve(reference)` answered
+        already, when the caller asked first."""
+        digest = resolved or await self.resolve(reference)
         try:
             payload = await self.store.get(digest)
         except BlobUnknown:
@@ -261,14 +263,15 @@ class Manifests:
                     detail={"digest": str(child.digest)},
                 )
 
-    async def delete(self, reference: str) -> None:
+    async def delete(self, reference: str) -> list[str]:
         """Deleting a tag untags it; deleting a digest removes the manifest, every tag on it and
-        its entry in the referrers of its subject. The content stays for garbage collection."""
+        its entry in the referrers of its subject. The content stays for garbage collection.
+        Returns the tags removed, in order."""
         if not self.deletes:
             raise Unsupported("deletes are disabled on this registry")
         if isinstance(parse_reference(reference), str):
             await self.tags.untag(reference)
-            return
+            return [reference]
         digest = await self.resolve(reference)
         await self.blobs.forget(digest)  # refused before any change when the cache is out of reach
         try:
@@ -277,12 +280,15 @@ class Manifests:
             manifest = None  # content gone or unparseable: nothing more to unindex
         if manifest is not None and manifest.subject is not None:
             await self.referrers.remove(manifest.subject.digest, digest)
+        untagged = []
         for tag in await self.tags.pointing_at(digest):
             with contextlib.suppress(ManifestUnknown):  # untagged by a concurrent delete
                 await self.tags.untag(tag)
+                untagged.append(tag)
         link = paths.manifest_revision_link(self.name, digest)
         if not await self.blobs.unlink(link.rpartition("/")[0], digest):
             raise ManifestUnknown(detail={"digest": reference})
+        return untagged
 
     async def referrer_descriptors(
         self, subject: Digest, artifact_type: str | None

@@ -2,7 +2,9 @@
 
 The API asks a Namespace for each repository it serves and calls the few methods below on it
 (RepositoryService and its parts). The Registry is the namespace of what storage holds; a
-pull-through cache (moorage.proxy) is another, which serves some names from an upstream.
+pull-through cache (moorage.proxy) is another, which serves some names from an upstream. What
+wraps a repository's services (moorage.notifications emits events around them) stands in for
+them unchanged, whichever namespace the repository came from.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
+from moorage.registry import manifests as schema
 from moorage.registry.admission import Admission
 from moorage.registry.blobs import Arriving, BlobInfo, BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
 from moorage.registry.manifest_store import Manifests, PutResult, StoredManifest
-from moorage.registry.manifests import Descriptor
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
 from moorage.storage import paths
@@ -24,29 +26,32 @@ from moorage.storage.driver import PathNotFound, StorageDriver
 
 MAX_VIEWS = 10_000  # Repository objects kept for reuse
 
-
-class PullLog(Protocol):
-    """Told of each manifest pull (retention's pull times: moorage/lifecycle/pulls.py). Called
-    on the request path: it must not wait for anything."""
-
-    def note(self, repository: str, tag: str | None, digest: Digest) -> None: ...
+# The protocols' methods return Awaitable: what coroutine functions and decorated ones alike do.
 
 
 class BlobService(Protocol):
-    """A repository's blobs, as the API uses them (methods return awaitables: coroutines, or
-    what a decorator makes of them)."""
+    """A repository's blobs, as the API uses them."""
 
-    def stat(self, digest: Digest) -> Awaitable[BlobInfo]: ...
-    def fetching(self, digest: Digest) -> Awaitable[Arriving | None]: ...
+    def open(self, digest: Digest, *, content: bool = True) -> Awaitable[BlobInfo | Arriving]:
+        """The blob a pull (a GET or HEAD) serves: its BlobInfo, to be read from the store, or
+        the blob while it arrives (a pull-through cache's fetch). Without `content` its bytes
+        are not wanted (a HEAD, a 304), and nothing is fetched. Raises BlobUnknown."""
+        ...
+
+    def delete(self, digest: Digest) -> Awaitable[None]: ...
+
     def mount(
         self, digest: Digest, source: RepositoryBlobs | None
     ) -> Awaitable[BlobInfo | None]: ...
-    def delete(self, digest: Digest) -> Awaitable[None]: ...
 
 
 class UploadService(Protocol):
+    """A repository's upload sessions, as the API uses them (see registry.uploads.Uploads)."""
+
     def start(self, algorithm: str = DEFAULT_ALGORITHM) -> Awaitable[str]: ...
+
     def size(self, upload_id: str) -> Awaitable[int]: ...
+
     def append(
         self,
         upload_id: str,
@@ -55,22 +60,39 @@ class UploadService(Protocol):
         start: int | None = None,
         length: int | None = None,
     ) -> Awaitable[int]: ...
+
     def upload(self, digest: Digest, body: AsyncIterator[bytes]) -> Awaitable[BlobInfo]: ...
+
     def commit(
         self, upload_id: str, digest: Digest, body: AsyncIterator[bytes] | None = None
     ) -> Awaitable[BlobInfo]: ...
+
     def cancel(self, upload_id: str) -> Awaitable[None]: ...
 
 
 class ManifestService(Protocol):
-    def get(self, reference: str) -> Awaitable[StoredManifest]: ...
+    """A repository's manifests, as the API uses them (see registry.manifest_store)."""
+
+    def resolve(self, reference: str) -> Awaitable[Digest]:
+        """The digest a tag or digest reference names now (for a cached tag: the upstream's)."""
+        ...
+
+    def get(self, reference: str, resolved: Digest | None = None) -> Awaitable[StoredManifest]:
+        """The manifest `reference` names (a pull); `resolved` is what `resolve(reference)`
+        answered already, when the caller asked first."""
+        ...
+
     def put(
         self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
     ) -> Awaitable[PutResult]: ...
-    def delete(self, reference: str) -> Awaitable[None]: ...
+
+    def delete(self, reference: str) -> Awaitable[list[str]]:
+        """The tags the delete removed, in order."""
+        ...
+
     def referrer_descriptors(
         self, subject: Digest, artifact_type: str | None
-    ) -> Awaitable[list[Descriptor]]: ...
+    ) -> Awaitable[list[schema.Descriptor]]: ...
 
 
 class TagService(Protocol):
@@ -81,18 +103,23 @@ class TagService(Protocol):
 
 
 class RepositoryService(Protocol):
-    """What the API serves a repository through."""
+    """One repository, as the API uses it."""
 
     @property
     def name(self) -> str: ...
+
     @property
     def blobs(self) -> BlobService: ...
+
     @property
     def uploads(self) -> UploadService: ...
+
     @property
     def manifests(self) -> ManifestService: ...
+
     @property
     def tags(self) -> TagService: ...
+
     def exists(self) -> Awaitable[bool]: ...
 
 
@@ -100,6 +127,13 @@ class Namespace(Protocol):
     def repository(self, name: str) -> RepositoryService:
         """Raises NameInvalid for a name outside the grammar."""
         ...
+
+
+class PullLog(Protocol):
+    """Told of each manifest pull (retention's pull times: moorage/lifecycle/pulls.py). Called
+    on the request path: it must not wait for anything."""
+
+    def note(self, repository: str, tag: str | None, digest: Digest) -> None: ...
 
 
 class Repository:
