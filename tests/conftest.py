@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import Phase, settings
 
+from tests.emulators import AzureServer, GcsServer, run_azurite, run_fake_gcs
 from tests.integration.docker_support import (
     Built,
     Docker,
@@ -57,6 +58,20 @@ def moorage(tmp_path: Path) -> Iterator[Server]:
 def s3_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """One SeaweedFS for the whole run; tests keep apart by bucket or root directory."""
     with run_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def gcs_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsServer]:
+    """One GCS emulator for the whole run; tests keep apart by bucket or root directory."""
+    with run_fake_gcs(tmp_path_factory.mktemp("fake-gcs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def azure_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AzureServer]:
+    """One Azurite for the whole run; tests keep apart by container or root directory."""
+    with run_azurite(tmp_path_factory.mktemp("azurite")) as server:
         yield server
 
 

@@ -20,10 +20,11 @@ from aiohttp import web
 from moorage.api.app import create_app
 from moorage.api.context import Settings, absolute_url
 from moorage.auth import controllers as auth
-from moorage.config.schema import Config, seconds
+from moorage.config.schema import Config
 from moorage.config.secrets import Redactor, check_private
 from moorage.debug import create_debug_app
 from moorage.drain import InFlight
+from moorage.durations import seconds
 from moorage.health import Health
 from moorage.lifecycle.maintenance import Maintenance
 from moorage.lifecycle.usage import UsageCollector

@@ -202,7 +202,11 @@ def cli_usage(config: Path, *names: str) -> dict[str, Any]:
 
 def metric(debug: str, name: str, **labels: str) -> float | None:
     """A sample of /metrics on a debug listener; None when it is not there."""
-    text = requests.get(f"{debug}/metrics", timeout=HTTP_TIMEOUT).text
+    return sample(requests.get(f"{debug}/metrics", timeout=HTTP_TIMEOUT).text, name, **labels)
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """A sample of a Prometheus exposition; None when it is not there."""
     wanted = ",".join(f'{key}="{value}"' for key, value in sorted(labels.items()))
     pattern = "^" + re.escape(name + (f"{{{wanted}}}" if labels else "")) + r" (\S+)$"
     match = re.search(pattern, text, re.M)

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, TextIO
 
 from moorage.cli.storage import CannotRun, create_driver, load_config, stops
 from moorage.config import secrets
-from moorage.config.schema import Config, seconds
+from moorage.config.schema import Config
+from moorage.durations import seconds
 
 if TYPE_CHECKING:  # the checker and the caches load when the command runs, not with the CLI
     from moorage.lifecycle.fsck import Fsck, Kind, Outcome, Report

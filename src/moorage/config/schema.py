@@ -25,10 +25,12 @@ from pydantic import (
     model_validator,
 )
 
+from moorage.durations import seconds
+
 # Keys of the `storage` section that are settings, not the driver.
 STORAGE_SETTINGS = ("delete", "cache", "maintenance", "redirect", "tag", "quotas")
 # Drivers distribution has that moorage does not: named in the error so the user knows why.
-FOREIGN_DRIVERS = ("azure", "gcs", "swift", "oss", "s3-aws", "cloudfront")
+FOREIGN_DRIVERS = ("swift", "oss", "s3-aws", "cloudfront")
 
 Duration = int | float | str  # distribution takes "10s", "24h" or nanoseconds
 Size = int | str  # bytes, or a number and a unit: "10GiB", "500MB"
@@ -569,19 +571,4 @@ class Config(Section):
         if self.loglevel and "level" not in self.log.model_fields_set:
             self.log.level = self.loglevel
         return self
-
-
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def seconds(value: Duration) -> float:
-    """A distribution duration in seconds: Go's syntax (`1h30m`, `10s`, `250ms`), or a bare
-    number of nanoseconds as distribution's YAML takes it. Raises ValueError."""
-    if isinstance(value, int | float):
-        return float(value) / 1e9
-    text = value.strip()
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 5m, 1h30m")
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)
 

@@ -15,6 +15,7 @@ directory systemd gives a unit the files of its `LoadCredential=` lines in, for 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
@@ -34,7 +35,12 @@ SECRET_PATHS = (
     "http.secret",
     "storage.s3.accesskey",
     "storage.s3.secretkey",
+    "storage.gcs.credentials",  # the JSON document, as given by credentialsfile
+    "storage.gcs.credentials.private_key",
+    "storage.gcs.credentials.private_key_id",
     "storage.azure.accountkey",
+    "storage.azure.connectionstring",
+    "storage.azure.credentials.secret",
     "storage.swift.password",
     "storage.swift.secretkey",
     "redis.password",
@@ -50,6 +56,9 @@ URL_PATHS = (
     "proxy.remoteurl",
     "proxy.upstreams.*.remoteurl",
 )
+# Dotted key paths whose value names a file holding secrets that the component configured
+# reads itself: checked for exposure like a secret file, `${CREDENTIALS_DIRECTORY}` allowed.
+SECRET_FILE_PATHS = ("storage.gcs.keyfile",)
 # Shorter values are not masked in free text: masking every "abc" would make logs unreadable.
 MIN_REDACTED_LENGTH = 4
 # `Authorization`-style values: the credentials after the scheme are a secret on their own.
@@ -129,6 +138,12 @@ def resolve_files(
     `environ` gives `CREDENTIALS_DIRECTORY`."""
     if isinstance(tree, dict):
         for key in list(tree):
+            where = ".".join(str(p) for p in (*path, key)).lower()
+            if where in SECRET_FILE_PATHS and isinstance(tree[key], str) and tree[key]:
+                tree[key] = secret_path(tree[key], where, environ)
+                with contextlib.suppress(FileNotFoundError):  # its reader says it is missing
+                    check_private(tree[key], f"secret file for {where}", strict)
+                continue
             # A file reference's value is one path: a list (a header's values) is data.
             if (
                 isinstance(key, str)

@@ -8,7 +8,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
-from moorage.config.schema import Config, seconds
+from moorage.config.schema import Config
+from moorage.durations import seconds
 from moorage.lifecycle import retention as retention_pass
 from moorage.lifecycle.pulls import PullRecorder
 from moorage.lifecycle.quotas import QuotaGate, Quotas

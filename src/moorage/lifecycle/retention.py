@@ -31,6 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from moorage.config import schema
+from moorage.durations import seconds
 from moorage.lifecycle.pulls import pull_times
 from moorage.registry.blobs import read_link
 from moorage.registry.digest import Digest
@@ -303,7 +304,7 @@ async def run(registry: Registry, retention: Retention, interval: float) -> None
 
 
 def _seconds(value: schema.Duration | None) -> float | None:
-    return None if value is None else schema.seconds(value)
+    return None if value is None else seconds(value)
 
 
 def _when(timestamp: float) -> str:

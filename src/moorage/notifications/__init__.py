@@ -10,7 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from moorage.config.schema import Config, seconds
+from moorage.config.schema import Config
+from moorage.durations import seconds
 from moorage.notifications.events import Source
 from moorage.notifications.listener import Filter, Recorder
 from moorage.notifications.sinks import DeliveryMetrics, EndpointSettings, Log, Notifier

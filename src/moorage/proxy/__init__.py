@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 
-from moorage.config.schema import Config, Duration, seconds
+from moorage.config.schema import Config, Duration
+from moorage.durations import seconds
 from moorage.proxy import expiry
 from moorage.proxy.repository import Observer, ProxyRepository, Shared
 from moorage.proxy.routes import Route, Routes

@@ -476,8 +476,8 @@ def test_unknown_driver_refused(tmp_path: Path) -> None:
 
 
 def test_distribution_only_driver_refused(tmp_path: Path) -> None:
-    (problem,) = problems(tmp_path, "version: 0.1\nstorage:\n  azure:\n    accountname: a\n")
-    assert "'azure' is not supported by moorage" in problem
+    (problem,) = problems(tmp_path, "version: 0.1\nstorage:\n  swift:\n    username: a\n")
+    assert "'swift' is not supported by moorage" in problem
 
 
 def test_two_drivers_refused(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Storage drivers, registered by the name the config uses. Importing this package registers the
-built-in ones; s3's module (and its client library) loads when an s3 driver is created."""
+built-in ones; the modules of the object store drivers (and their client libraries) load when
+such a driver is created."""
 
 from moorage.storage.driver import filesystem, inmemory
 from moorage.storage.driver.base import (
@@ -17,6 +18,8 @@ from moorage.storage.driver.base import (
 )
 
 register_module("s3", "moorage.storage.driver.s3")
+register_module("gcs", "moorage.storage.driver.gcs")
+register_module("azure", "moorage.storage.driver.azure")
 
 __all__ = [
     "FileInfo",
