@@ -88,21 +88,24 @@ def run_registry(
     redirect: bool = True,
     workers: int | str = "auto",
     secret: str = "",
+    proxy: str | None = None,
     sections: dict[str, Any] | None = None,
 ) -> Iterator[Server]:
     """Either registry on `root`; `redirect=False` disables blob redirects (S3); `workers` is
     moorage's http.workers (default auto, one process per core, as the reference's Go runtime);
-    `secret` the http.secret (replicas share one); `ui` moorage's ui.enabled (its default);
-    with `profile` (moorage only), py-spy samples the server for its whole life and writes
-    collapsed stacks there."""
+    `secret` the http.secret (replicas share one); `proxy` makes it a pull-through cache of the
+    registry at that URL (distribution's `proxy.remoteurl`, every name); `sections` are added to
+    moorage's config (its variants: notifications, the web UI off); with `profile` (moorage
+    only), py-spy samples the server for its whole life and writes collapsed stacks there."""
+    proxied = {"proxy": {"remoteurl": proxy}} if proxy else {}
     if kind == REFERENCE:
         storage = storage_section(REFERENCE, root, redirect)
         with run_reference_registry(
-            workdir / REFERENCE, root.path, secret, storage=storage
+            workdir / REFERENCE, root.path, secret, storage=storage, **proxied
         ) as server:
             yield server
         return
-    config = moorage_config(root.path, 0)
+    config = moorage_config(root.path, 0, **proxied)
     config["storage"] = storage_section(MOORAGE, root, redirect)
     config["http"]["workers"] = workers
     if secret:

@@ -159,6 +159,7 @@ class Bench:
         redirect: bool = True,
         workers: int | str = "auto",
         secret: str = "",
+        proxy: str | None = None,
         sections: dict[str, Any] | None = None,
     ) -> Iterator[Server]:
         profile = None
@@ -167,7 +168,7 @@ class Bench:
             profile = self.profile / f"profile-{workload}-{len(files)}.txt"
             files.append(profile)
         with run_registry(
-            kind, self.workdir / "logs", root, profile, redirect, workers, secret, sections
+            kind, self.workdir / "logs", root, profile, redirect, workers, secret, proxy, sections
         ) as server:
             yield server
 
@@ -759,6 +760,70 @@ def ui(bench: Bench) -> None:
                     metric.add(UI_PAGE, _median_ms(bench, server, page))
                     metric.add(API, _median_ms(bench, server, api))
 
+# -- pull-through cache ---------------------------------------------------------------------
+
+
+def _upstream_gets(upstream: Server, digest: str) -> int:
+    """The blob GETs the upstream (the reference registry) answered, from its access log."""
+    line = re.compile(rf'"GET /v2/{BLOB_REPO}/blobs/{re.escape(digest)} HTTP/[0-9.]+" 200 ')
+    return len(line.findall(upstream.logs()))
+
+
+def proxy(bench: Bench) -> None:
+    """Both registries as pull-through caches (distribution's `proxy.remoteurl`) of one
+    upstream, the reference registry serving the read root, each cache on a fresh root per
+    round: a blob's first pull by 1 client (fetched upstream, stored and streamed at once), its
+    cached pulls by 1 and 8 clients, and the first pull of a blob by 8 clients at once (MB/s
+    summed, and how many times the upstream was asked for it); peak memory over first pulls."""
+    results = bench.results
+    scale = bench.scale
+    first = {b.label: results.metric("proxy", f"first pull {b.label}, 1 client", "MB/s")
+             for b in bench.blobs}
+    cached = {
+        (b.label, n): results.metric(
+            "proxy", f"cached pull {b.label}, {n} client{'s' if n > 1 else ''}", "MB/s")
+        for b in bench.blobs
+        for n in scale.pull_clients
+    }
+    crowd = max(scale.pull_clients)
+    together = {b.label: results.metric("proxy", f"first pull {b.label}, {crowd} clients at once",
+                                        "MB/s") for b in bench.blobs}
+    fetches = {b.label: results.metric(
+        "proxy", f"upstream GETs of {b.label} for {crowd} clients at once", "GETs", False)
+        for b in bench.blobs}
+    peak = results.metric("proxy", "peak Pss over the first pulls", "MB", False)
+    upstream_root = bench.read_root()[REFERENCE]
+    with run_registry(REFERENCE, bench.workdir / "upstream", upstream_root) as upstream:
+        for round_ in range(bench.rounds):
+            for kind in bench.order(round_):
+                root = bench.fresh_root(f"proxy-{kind}", kind)
+                with bench.server(kind, root, "proxy", proxy=upstream.url) as server:
+                    bench.client(op="pull", base=server.url, repo=BLOB_REPO,  # untimed
+                                 digest=bench.warm.digest, size=bench.warm.size, clients=1)
+                    with PeakMemory(server.process.pid) as peaked:
+                        for blob in bench.blobs:
+                            out = bench.client(op="pull", base=server.url, repo=BLOB_REPO,
+                                               digest=blob.digest, size=blob.size, clients=1)
+                            first[blob.label].add(kind, out["bytes"] / out["seconds"] / 1e6)
+                    peak.add(kind, peaked.peak)
+                    for blob in bench.blobs:
+                        for n in scale.pull_clients:
+                            out = bench.client(op="pull", base=server.url, repo=BLOB_REPO,
+                                               digest=blob.digest, size=blob.size, clients=n)
+                            cached[(blob.label, n)].add(kind, out["bytes"] / out["seconds"] / 1e6)
+                bench.drop_root(root)
+                root = bench.fresh_root(f"proxy-{kind}", kind)
+                with bench.server(kind, root, "proxy", proxy=upstream.url) as server:
+                    bench.client(op="pull", base=server.url, repo=BLOB_REPO,  # untimed
+                                 digest=bench.warm.digest, size=bench.warm.size, clients=1)
+                    for blob in bench.blobs:
+                        before = _upstream_gets(upstream, blob.digest)
+                        out = bench.client(op="pull", base=server.url, repo=BLOB_REPO,
+                                           digest=blob.digest, size=blob.size, clients=crowd)
+                        together[blob.label].add(kind, out["bytes"] / out["seconds"] / 1e6)
+                        fetches[blob.label].add(kind, _upstream_gets(upstream, blob.digest)
+                                                - before)
+                bench.drop_root(root)
 
 
 # -- memory ---------------------------------------------------------------------------------
@@ -814,6 +879,7 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "catalog": catalog,
     "rss": rss,
     "ui": ui,
+    "proxy": proxy,
 }
 S3_WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,

@@ -31,6 +31,8 @@ from moorage.lifecycle.maintenance import Maintenance
 from moorage.lifecycle.usage import UsageCollector
 from moorage.logs import access_logger
 from moorage.metrics import Metrics
+from moorage.proxy import PullThrough
+from moorage.proxy import from_config as pull_through
 from moorage.registry import purge
 from moorage.registry.catalog import FileNames, SharedNames
 from moorage.registry.repository import Registry
@@ -214,6 +216,7 @@ class Server:
         )
         try:
             self.access = auth.create(config.auth, absolute_url, create_files=create_files)
+            self.cache: PullThrough | None = pull_through(config, self.registry, self.metrics)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         self.notifications = notifications(config, create_files)
@@ -234,6 +237,7 @@ class Server:
             access=self.access,
             usage=self.maintenance.usage,
             quotas=self.maintenance.quotas,
+            namespace=self.cache,
             wrapper=self.notifications.wrap if self.notifications else None,
             pages=self.ui,
         )
@@ -356,12 +360,16 @@ class Server:
                 )
             for work in self.maintenance.background(self.registry):
                 tasks.append(asyncio.create_task(work))
+            if self.cache is not None and self.first and not self.settings.readonly:
+                tasks.append(asyncio.create_task(self.cache.run_expiry()))
             if self.notifications is not None and self.worker is None:
                 # With several workers a process of its own delivers (moorage/workers.py).
                 notifier = asyncio.create_task(self._notify(notify_stop))
                 tasks.append(notifier)
             if self.worker is None:
                 log.info(self.describe())
+                if self.cache is not None:
+                    log.info(self.cache.describe())
             await stop.wait()
             log.info("moorage stopping: draining requests for up to %.1fs", drain)
             for site in sites:
@@ -379,6 +387,8 @@ class Server:
             for each in reversed(runners):
                 await each.cleanup()
             await self.maintenance.close()
+            if self.cache is not None:
+                await self.cache.close()
             await self.registry.driver.close()
             if self.registry.blobs.cache is not None:
                 await self.registry.blobs.cache.close()

@@ -19,6 +19,7 @@ from moorage.api.access import PUBLIC_ROUTES, authorize, cors_headers, preflight
 from moorage.api.base import version_check
 from moorage.api.context import (
     ACCESS,
+    NAMESPACE,
     QUOTAS,
     REGISTRY,
     SETTINGS,
@@ -46,7 +47,7 @@ from moorage.lifecycle.quotas import Quotas
 from moorage.lifecycle.usage import UsageTracker
 from moorage.metrics import Metrics
 from moorage.registry.errors import RegistryError, Unsupported
-from moorage.registry.repository import Registry
+from moorage.registry.repository import Namespace, Registry
 
 log = logging.getLogger("moorage.api")
 
@@ -172,10 +173,13 @@ def create_app(
     access: AccessController | None = None,
     usage: UsageTracker | None = None,
     quotas: Quotas | None = None,
+    namespace: Namespace | None = None,
     wrapper: RepositoryWrapper | None = None,
     pages: Pages | None = None,
 ) -> web.Application:
-    """`wrapper` wraps each request's repository services (moorage.notifications)."""
+    """The API over `registry`. Repositories are served through `namespace` when given (a
+    pull-through cache over the registry), each request's wrapped by `wrapper` when given (the
+    events of moorage.notifications)."""
     middlewares: list[Middleware] = [request_ids()]
     if metrics is not None:
         middlewares.append(metrics.middleware())
@@ -193,6 +197,8 @@ def create_app(
         middlewares.append(read_only(settings.readonly))
     app = web.Application(middlewares=middlewares)
     app[REGISTRY] = registry
+    served: Namespace = registry if namespace is None else namespace
+    app[NAMESPACE] = served
     app[SETTINGS] = settings
     app[TRUSTED] = trusted_checker(settings)
     if access is not None:

@@ -445,13 +445,91 @@ class Health(Section):
     tcp: list[dict[str, Any]] = Field(default_factory=list)
 
 
+def _remote_url(url: str) -> str:
+    """An upstream registry's base URL: http(s), a host, no query or fragment."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(
+            f"expected an http or https URL of a registry (https://registry-1.docker.io), "
+            f"got {url!r}"
+        )
+    return url
+
+
+def _ttl(value: Duration | None) -> Duration | None:
+    if value is not None and seconds(value) < 0:
+        raise ValueError("expected a duration of 0 (keep forever) or more")
+    return value
+
+
+class Upstream(Section):
+    """moorage's: the registry the names under `prefix` are a pull-through cache of."""
+
+    prefix: str
+    remoteurl: str
+    username: str = ""
+    password: str = ""
+    ttl: Duration | None = None  # None: distribution's default, 168h; 0: kept forever
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        """One or more name components (`hub`, `mirrors/ghcr`); a trailing `/` is dropped."""
+        from moorage.registry.errors import NameInvalid
+        from moorage.registry.names import check_name
+
+        try:
+            return check_name(prefix.strip().rstrip("/"))
+        except NameInvalid as exc:
+            raise ValueError(exc.message.replace("repository name", "prefix")) from None
+
+    @field_validator("remoteurl")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _remote_url(url)
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, value: Duration | None) -> Duration | None:
+        return _ttl(value)
+
+
 class Proxy(Section):
+    """distribution's pull-through cache (`remoteurl`: every name), and moorage's `upstreams`
+    (one per name prefix). `remoteurl` with `upstreams` is the upstream of the names no
+    prefix covers."""
+
     remoteurl: str = ""
     username: str = ""
     password: str = ""
-    ttl: Duration | None = None
+    ttl: Duration | None = None  # None: 168h, as distribution; 0: kept forever
     exec: dict[str, Any] = Field(default_factory=dict)
     remotenamespace: str = ""
+    upstreams: list[Upstream] = Field(default_factory=list)
+
+    @field_validator("remoteurl")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _remote_url(url) if url else url
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, value: Duration | None) -> Duration | None:
+        return _ttl(value)
+
+    @field_validator("upstreams")
+    @classmethod
+    def _distinct(cls, upstreams: list[Upstream]) -> list[Upstream]:
+        """No prefix may hold another: each name has one upstream at most."""
+        for index, upstream in enumerate(upstreams):
+            for other in upstreams[:index]:
+                a, b = upstream.prefix + "/", other.prefix + "/"
+                if a.startswith(b) or b.startswith(a):
+                    raise ValueError(
+                        f"prefixes {other.prefix!r} and {upstream.prefix!r} overlap: each name "
+                        "may have one upstream"
+                    )
+        return upstreams
 
 
 class Catalog(Section):

@@ -12,6 +12,7 @@ import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import BinaryIO, Protocol
 
 from moorage.registry.admission import Admission
 from moorage.registry.catalog import Catalog
@@ -20,7 +21,7 @@ from moorage.registry.errors import BlobUnknown, Unavailable, Unsupported
 from moorage.registry.space import needs_space
 from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache, CachedBlob, CacheUnavailable
-from moorage.storage.driver import PathNotFound, StorageDriver
+from moorage.storage.driver import FileWriter, PathNotFound, StorageDriver
 
 SMALL_CONTENT_CACHE = 32 * 1024 * 1024  # bytes of manifests kept in memory
 
@@ -30,6 +31,31 @@ class BlobInfo:
     digest: Digest
     size: int
     stored: Digest  # the digest the content is stored under (see paths: CONTENT_ALGORITHM)
+
+
+class Arriving(Protocol):
+    """A blob on its way into the store (a pull-through cache's fetch from its upstream),
+    readable while it arrives: from a file that fills as it does (for zero-copy sendfile), or
+    in chunks. Either raises a RegistryError (Unavailable) when the blob cannot be completed:
+    the answer must then be cut short, since its status has been sent."""
+
+    @property
+    def info(self) -> BlobInfo: ...
+
+    @property
+    def file(self) -> BinaryIO:
+        """The file the bytes arrive in, at their offsets; read it only at explicit offsets
+        (its position is anyone's)."""
+        ...
+
+    async def ready(self, offset: int) -> int:
+        """Waits until the file holds bytes from `offset` on, and returns where they end (the
+        blob's size once it is whole, `offset` itself at its end)."""
+        ...
+
+    def chunks(self, offset: int) -> AsyncIterator[bytes]:
+        """The blob's bytes from `offset` to its end, as they arrive."""
+        ...
 
 
 async def read_link(driver: StorageDriver, path: str) -> Digest | None:
@@ -162,6 +188,12 @@ class BlobStore:
             return
         await self.driver.move(source, paths.blob_data(digest))
 
+    async def writer(self, digest: Digest) -> FileWriter:
+        """A writer of the content under `digest` (of CONTENT_ALGORITHM), streamed: nothing is
+        stored until `commit`, which the caller makes only once it has verified the bytes
+        against the digest, and which replaces content already there (the same bytes)."""
+        return await self.driver.writer(paths.blob_data(digest))
+
     def reader(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]:
         return self.driver.reader(paths.blob_data(digest), offset)
 
@@ -243,8 +275,9 @@ class RepositoryBlobs:
             await cache.set(self.name, digest, CachedBlob(stored, info.size))
         return BlobInfo(digest, info.size, stored)
 
-    async def open(self, digest: Digest) -> BlobInfo:
-        """The blob to serve for a GET or HEAD (a pull): what `stat` says."""
+    async def open(self, digest: Digest, *, content: bool = True) -> BlobInfo:
+        """The blob to serve for a GET or HEAD (a pull): what `stat` says (a blob linked here
+        is stored whole: it is never arriving)."""
         return await self.stat(digest)
 
     async def forget(self, digest: Digest) -> None:

@@ -265,10 +265,18 @@ class Manifests:
 
     @needs_space
     async def put(
-        self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
+        self,
+        reference: str,
+        payload: bytes,
+        content_type: str | None,
+        extra_tags: list[str],
+        *,
+        check_references: bool = True,
     ) -> PutResult:
         """Verifies and stores a manifest, then points the tags at it: the reference when it is
-        a tag, and each of `extra_tags` (the `?tag=` of a push by digest)."""
+        a tag, and each of `extra_tags` (the `?tag=` of a push by digest). Without
+        `check_references`, the blobs and child manifests it names need not be here yet: a
+        pull-through cache stores a manifest before it is asked for what it names."""
         tags = [check_tag(tag) for tag in extra_tags]
         named = parse_reference(reference)
         if isinstance(named, str):
@@ -282,7 +290,8 @@ class Manifests:
                     detail={"digest": reference, "actual": str(digest)},
                 )
         manifest = schema.parse(payload, content_type)
-        await self._check_references(manifest)
+        if check_references:
+            await self._check_references(manifest)
 
         async with self.blobs.admitted(digest, len(payload)):
             await self.store.put(payload, digest)

@@ -20,6 +20,10 @@ the other. Below the driver's root:
                                                          file's modification time)
             _pulls/manifests/<alg>/<hex>                 moorage's: the manifest was pulled by
                                                          digest by then (its modification time)
+            _proxy/<alg>/<hex>/fetched                   moorage's: when a pull-through cache
+                                                         fetched this blob or manifest from its
+                                                         upstream (the file's time; an RFC 3339
+                                                         text in it), for expiry (moorage.proxy)
 
 A link file holds, with no trailing newline, the digest the content is stored under: the one its
 path names, except for a blob pushed under another algorithm than CONTENT_ALGORITHM (sha512).
@@ -38,12 +42,16 @@ from __future__ import annotations
 from moorage.registry.digest import Digest
 
 ROOT = "/docker/registry/v2"
+# distribution's pull-through cache keeps its expiry schedule here, beside ROOT: a JSON object of
+# {"Key": "<name>@<digest>", "ExpiryData": <time>, "EntryType": 0 (blob) or 1 (manifest)}
+DISTRIBUTION_PROXY_SCHEDULE = "/scheduler-state.json"
 REPOSITORIES = f"{ROOT}/repositories"
 BLOBS = f"{ROOT}/blobs"
 # The child directory that makes a directory below REPOSITORIES a repository.
 REPOSITORY_MARKER = "_layers"
 MANIFESTS_MARKER = "_manifests"  # a repository's manifests and tags
 UPLOADS_MARKER = "_uploads"  # a repository's upload sessions
+PROXY_MARKER = "_proxy"  # what a pull-through cache fetched into a repository, and when
 CONTENT_ALGORITHM = "sha256"  # blob content is stored under its digest in this algorithm
 
 
@@ -149,3 +157,13 @@ def tag_pull(name: str, tag: str) -> str:
 
 def manifest_pull(name: str, digest: Digest) -> str:
     return f"{pulls(name)}/manifests/{digest.algorithm}/{digest.hex}"
+
+
+def proxy_records(name: str) -> str:
+    """What a pull-through cache fetched into a repository: one `<alg>/<hex>` directory per
+    blob or manifest."""
+    return f"{REPOSITORIES}/{name}/{PROXY_MARKER}"
+
+
+def proxy_record(name: str, digest: Digest) -> str:
+    return f"{proxy_records(name)}/{digest.algorithm}/{digest.hex}/fetched"
