@@ -516,6 +516,70 @@ def test_move_missing_source(driver: StorageDriver) -> None:
     run(scenario())
 
 
+def test_move_makes_the_file_new(driver: StorageDriver) -> None:
+    """What lands by a move (a finished upload) is content in use from then on."""
+
+    async def scenario() -> None:
+        await driver.put_content("/m/src", b"payload")
+        before = (await driver.stat("/m/src")).modified
+        await asyncio.sleep(1.1)  # S3 times have whole seconds
+        await driver.move("/m/src", "/m/dest")
+        assert (await driver.stat("/m/dest")).modified > before
+
+    run(scenario())
+
+
+# touch
+
+
+def test_touch_renews_the_time_and_keeps_the_content(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        content = os.urandom(300_000)
+        await driver.put_content("/t/file", content)
+        before = await driver.stat("/t/file")
+        await asyncio.sleep(1.1)  # S3 times have whole seconds
+        await driver.touch("/t/file")
+        after = await driver.stat("/t/file")
+        assert after.modified > before.modified
+        assert after.size == before.size
+        assert await driver.get_content("/t/file") == content
+        assert [info.modified async for info in driver.walk("/t")] == [after.modified]
+
+    run(scenario())
+
+
+def test_touch_missing_raises_path_not_found(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/t/dir/file", b"x")
+        for path in ("/t/missing", "/t/dir"):
+            with pytest.raises(PathNotFound):
+                await driver.touch(path)
+
+    run(scenario())
+
+
+# prune
+
+
+def test_prune_keeps_every_file_and_leaves_nothing_empty(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        for path in ("/p/top/a/x/file", "/p/top/a/y/file", "/p/top/b/file", "/p/other/file"):
+            await driver.put_content(path, b"1")
+        for path in ("/p/top/a/x/file", "/p/top/a/y/file"):
+            await driver.delete(path.rpartition("/")[0])
+        await driver.prune("/p/top/a", "/p")
+        assert sorted(await driver.list("/p/top")) == ["/p/top/b"]  # `a` no longer listed
+        await driver.prune("/p/top", "/p")  # nothing empty: nothing goes
+        assert await driver.get_content("/p/top/b/file") == b"1"
+        await driver.delete("/p/top/b/file")
+        await driver.prune("/p/top/b", "/p")
+        assert await driver.list("/p") == ["/p/other"]  # and the emptied parent went too
+        assert [info.path async for info in driver.walk("/p")] == ["/p/other/file"]
+        await driver.prune("/p/nothing", "/p")  # nothing to prune is no error
+
+    run(scenario())
+
+
 # delete
 
 
@@ -609,6 +673,8 @@ def _operations(path: str) -> dict[str, Callable[[StorageDriver], Awaitable[Any]
         "move_source": lambda d: d.move(path, "/valid"),
         "move_dest": lambda d: d.move("/valid", path),
         "delete": lambda d: d.delete(path),
+        "touch": lambda d: d.touch(path),
+        "prune": lambda d: d.prune(path, "/valid"),
         "local_file": local_file,
     }
 
@@ -710,3 +776,44 @@ def test_filesystem_uncommitted_writer_not_listed(tmp_path: Path) -> None:
         assert os.listdir(root / "up") == ["other"]
 
     run(scenario())
+
+
+def test_filesystem_write_survives_a_concurrent_prune(tmp_path: Path) -> None:
+    """A prune removing a directory between a writer's making it and creating its file costs
+    the writer nothing: it makes the directory again."""
+    driver = create("filesystem", {"rootdirectory": str(tmp_path)})
+    real_makedirs = os.makedirs
+    pruned: list[str] = []
+
+    def makedirs_then_prune(name: str, mode: int = 0o777, exist_ok: bool = False) -> None:
+        os.makedirs = real_makedirs  # type: ignore[assignment]  (it recurses through os)
+        try:
+            real_makedirs(name, mode, exist_ok)
+        finally:
+            os.makedirs = makedirs_then_prune  # type: ignore[assignment]
+        if len(pruned) < 2:  # the first two attempts lose their directory at once
+            pruned.append(name)
+            os.rmdir(name)
+
+    async def scenario() -> None:
+        await driver.put_content("/w/src", b"4")
+        pruned.clear()
+        await driver.put_content("/w/c/d/link", b"2")
+        assert len(pruned) == 2
+        pruned.clear()
+        writer = await driver.writer("/w/e/data")
+        await writer.write(b"3")
+        await writer.commit()
+        assert len(pruned) == 2
+        pruned.clear()
+        await driver.move("/w/src", "/w/f/g/data")
+
+    os.makedirs = makedirs_then_prune  # type: ignore[assignment]
+    try:
+        run(scenario())
+    finally:
+        os.makedirs = real_makedirs  # type: ignore[assignment]
+    assert len(pruned) == 2
+    assert (tmp_path / "w/c/d/link").read_bytes() == b"2"
+    assert (tmp_path / "w/e/data").read_bytes() == b"3"
+    assert (tmp_path / "w/f/g/data").read_bytes() == b"4"

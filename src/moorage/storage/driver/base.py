@@ -103,7 +103,20 @@ class StorageDriver(Protocol):
         ...
 
     async def move(self, source: str, dest: str) -> None:
-        """Moves a file, replacing what is at `dest`, atomically where the backend allows."""
+        """Moves a file, replacing what is at `dest`, atomically where the backend allows. The
+        moved file's modification time is the time of the move."""
+        ...
+
+    async def touch(self, path: str) -> None:
+        """Sets the file's modification time to now and leaves its content as it is: how content
+        is marked as in use, for garbage collection. PathNotFound when there is no file."""
+        ...
+
+    async def prune(self, path: str, top: str) -> None:
+        """Removes the empty directories at and below `path`, then the ancestors of `path` below
+        `top` that this leaves empty. Never a file: a directory something is written into
+        meanwhile stays, and the write succeeds. A driver that keeps no empty directories has
+        nothing to do."""
         ...
 
     async def delete(self, path: str) -> None:
@@ -180,6 +193,12 @@ class ValidatingDriver:
 
     async def move(self, source: str, dest: str) -> None:
         await self.inner.move(self._check(source), self._check(dest))
+
+    async def touch(self, path: str) -> None:
+        await self.inner.touch(self._check(path))
+
+    async def prune(self, path: str, top: str) -> None:
+        await self.inner.prune(self._check(path), self._check(top))
 
     async def delete(self, path: str) -> None:
         await self.inner.delete(self._check(path))

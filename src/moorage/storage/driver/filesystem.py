@@ -2,8 +2,9 @@
 
 Small operations (stat, links, manifests) run inline: they hit the page cache and take
 microseconds, far less than a hop to a worker thread. Operations over whole trees (recursive
-delete) run in a worker thread. Files are written aside and renamed into place, so a killed
-server never leaves a half-written file visible.
+delete, walk, prune) run in a worker thread. Files are written aside and renamed into place, so
+a killed server never leaves a half-written file visible. A write whose directory a concurrent
+prune removes between making it and creating the file makes it again.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, BinaryIO
+from collections.abc import AsyncIterator, Callable
+from typing import Any, BinaryIO, TypeVar
 
 from moorage.storage.driver.base import FileInfo, PathNotFound, StorageError, register
 
 NAME = "filesystem"
 DEFAULT_ROOT = "/var/lib/registry"
 READ_CHUNK = 1 << 20
+WALK_BATCH = 2048  # directory entries a walk reads per hop to its worker thread
+CREATE_ATTEMPTS = 5  # makes of a directory a concurrent prune may remove each time
+T = TypeVar("T")
 
 
 # In every temp file's name: a character no key component may hold (`[A-Za-z0-9._-]+`), so a
@@ -41,8 +45,9 @@ class FilesystemWriter:
         self._append = append
         # A fresh file is written aside and renamed in on commit; appends go to the file itself.
         self._target = path if append else _temp_name(path)
-        os.makedirs(os.path.dirname(self._target), exist_ok=True)
-        self._file: BinaryIO = open(self._target, "ab" if append else "wb")  # noqa: SIM115
+        self._file: BinaryIO = _in_directory(
+            self._target, lambda: open(self._target, "ab" if append else "wb")  # noqa: SIM115
+        )
         self._size = self._file.seek(0, os.SEEK_END)
         self._closed = False
 
@@ -95,8 +100,7 @@ class FilesystemDriver:
         full = self._full(path)
         temp = _temp_name(full)
         try:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            with open(temp, "wb") as file:
+            with _in_directory(temp, lambda: open(temp, "wb")) as file:
                 file.write(content)
             os.replace(temp, full)
         except OSError as exc:
@@ -141,25 +145,49 @@ class FilesystemDriver:
         return [f"{prefix}/{name}" for name in names if TEMP_MARK not in name]
 
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
-        """Directories are read a batch at a time on a worker thread, so a tree of a million
-        files neither blocks the event loop nor sits in memory whole."""
+        """Directories are read some thousand entries at a time on a worker thread, so a tree of
+        a million files neither blocks the event loop nor sits in memory whole."""
         pending = [self._full(path)]
         while pending:
-            directory = pending.pop()
-            files, directories = await asyncio.to_thread(_scan, directory)
-            pending += directories
+            files, pending = await asyncio.to_thread(_scan_some, pending)
             for full, size, modified in files:
                 yield FileInfo(full[len(self.root) :], size, modified, False)
 
     async def move(self, source: str, dest: str) -> None:
-        full_dest = self._full(dest)
+        full_source, full_dest = self._full(source), self._full(dest)
         try:
-            os.makedirs(os.path.dirname(full_dest), exist_ok=True)
-            os.replace(self._full(source), full_dest)
-        except FileNotFoundError as exc:
+            os.utime(full_source)  # moved content is new where it lands
+
+            def replace() -> None:
+                try:
+                    os.replace(full_source, full_dest)
+                except FileNotFoundError:
+                    if not os.path.exists(full_source):
+                        raise PathNotFound(NAME, source) from None
+                    raise  # the destination's directory was pruned: make it again
+
+            _in_directory(full_dest, replace)
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise PathNotFound(NAME, source) from exc
         except OSError as exc:
             raise StorageError(NAME, f"move {source} to {dest}: {exc}") from exc
+
+    async def touch(self, path: str) -> None:
+        full = self._full(path)
+        try:
+            if os.path.isdir(full):
+                raise PathNotFound(NAME, path)
+            os.utime(full)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise PathNotFound(NAME, path) from exc
+        except OSError as exc:
+            raise StorageError(NAME, f"touch {path}: {exc}") from exc
+
+    async def prune(self, path: str, top: str) -> None:
+        try:
+            await asyncio.to_thread(_prune, self._full(path), self._full(top))
+        except OSError as exc:
+            raise StorageError(NAME, f"prune {path}: {exc}") from exc
 
     async def delete(self, path: str) -> None:
         """Renames the file or tree aside (atomic: of concurrent deletes exactly one succeeds,
@@ -194,29 +222,63 @@ class FilesystemDriver:
         return None  # nothing loaded on first use
 
 
-def _scan(directory: str) -> tuple[list[tuple[str, int, float]], list[str]]:
-    """A directory's files (path, size, mtime) and subdirectories, leaving out what a writer
-    has not committed (TEMP_MARK) and what is gone or unreadable."""
+def _scan_some(pending: list[str]) -> tuple[list[tuple[str, int, float]], list[str]]:
+    """Reads directories off `pending` (depth first) until about WALK_BATCH entries are read:
+    their files (path, size, mtime) and the directories still to read. What a writer has not
+    committed (TEMP_MARK) and what is gone meanwhile are left out."""
+    pending = list(pending)
     files: list[tuple[str, int, float]] = []
-    directories: list[str] = []
-    try:
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return files, directories
-    except OSError as exc:
-        raise StorageError(NAME, f"walk {directory}: {exc}") from exc
-    for entry in entries:
-        if TEMP_MARK in entry.name:
-            continue
+    read = 0
+    while pending and read < WALK_BATCH:
+        directory = pending.pop()
         try:
-            if entry.is_dir(follow_symlinks=False):
-                directories.append(entry.path)
-            elif entry.is_file():
-                st = entry.stat()
-                files.append((entry.path, st.st_size, st.st_mtime))
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise StorageError(NAME, f"walk {directory}: {exc}") from exc
+        read += len(entries) + 1
+        for entry in entries:
+            if TEMP_MARK in entry.name:
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file():
+                    st = entry.stat()
+                    files.append((entry.path, st.st_size, st.st_mtime))
+            except FileNotFoundError:
+                continue  # removed since the listing
+    return files, pending
+
+
+def _prune(full: str, top: str) -> None:
+    """Removes the empty directories at and below `full`, deepest first, then its ancestors
+    below `top` while they are empty. rmdir refuses a directory that is not empty, so a file
+    written meanwhile keeps its directory."""
+    for directory, _, _ in os.walk(full, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+    parent = os.path.dirname(full)
+    while parent.startswith(top + "/"):
+        try:
+            os.rmdir(parent)
+        except OSError:
+            return
+        parent = os.path.dirname(parent)
+
+
+def _in_directory(full: str, create: Callable[[], T]) -> T:
+    """Runs `create`, which makes a file at `full`, once `full`'s directory exists; again when
+    a concurrent prune removed the directory in between (FileNotFoundError)."""
+    for attempt in range(CREATE_ATTEMPTS):
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        try:
+            return create()
         except FileNotFoundError:
-            continue  # removed since the listing
-    return files, directories
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _unlink_quietly(path: str) -> None:

@@ -107,7 +107,14 @@ class InMemoryDriver:
     async def move(self, source: str, dest: str) -> None:
         moved = self._get(source)
         del self.files[source]
+        moved.modified = time.time()
         self.files[dest] = moved
+
+    async def touch(self, path: str) -> None:
+        self._get(path).modified = time.time()
+
+    async def prune(self, path: str, top: str) -> None:
+        return None  # directories exist only while files lie below them
 
     async def delete(self, path: str) -> None:
         doomed = self._below(path)
