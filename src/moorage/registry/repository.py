@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from moorage.registry.blobs import BlobStore, RepositoryBlobs
+from moorage.registry.blobs import DEFAULT_DELAY, BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.digest import Digest
 from moorage.registry.manifest_store import Manifests
@@ -53,10 +53,13 @@ class Registry:
         deletes: bool = False,
         cache: BlobDescriptorCache | None = None,
         shared_names: SharedNames | None = None,
+        gc_delay: float = DEFAULT_DELAY,
     ) -> None:
+        """`gc_delay` is storage.maintenance.gc.delay, which writers and collections share
+        (moorage.registry.sweeps)."""
         self.driver = driver
         self.deletes = deletes
-        self.blobs = BlobStore(driver, cache)
+        self.blobs = BlobStore(driver, cache, delay=gc_delay)
         self.tag_listings: dict[str, tuple[float, list[str]]] = {}  # see Tags.all
         self.tag_links: dict[str, tuple[str, Digest]] = {}  # see Tags.get
         self.catalog = Catalog(self._walk_repositories, shared=shared_names)

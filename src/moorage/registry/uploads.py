@@ -17,13 +17,20 @@ import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from moorage.registry.blobs import BlobInfo, BlobStore, RepositoryBlobs, content_hex
+from moorage.registry.blobs import (
+    CLAIM_ATTEMPTS,
+    BlobInfo,
+    BlobStore,
+    RepositoryBlobs,
+    content_hex,
+)
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest, Hasher, new_hasher
 from moorage.registry.errors import (
     BlobUploadInvalid,
     BlobUploadUnknown,
     DigestInvalid,
     RangeInvalid,
+    Unavailable,
 )
 from moorage.storage import paths
 from moorage.storage.driver import FileWriter, PathNotFound, StorageDriver
@@ -221,12 +228,24 @@ class Uploads:
             if digest.algorithm != paths.CONTENT_ALGORITHM:
                 algorithm = paths.CONTENT_ALGORITHM
                 stored = Digest(algorithm, await self._hex(key, data, size, algorithm))
-            await self.store.ingest(data, stored)
-            await self.blobs.link(stored)
-            if stored != digest:
-                await self.blobs.link(digest, stored)
+            await self._store(data, digest, stored)
             await self._discard(upload_id)
             return BlobInfo(digest, size, stored)
+
+    async def _store(self, data: str, digest: Digest, stored: Digest) -> None:
+        """Moves the session's bytes into place unless the content is stored already, links them
+        (under both digests for a sha512 blob) and claims them; again when a garbage collection
+        deleted the content or a link meanwhile (the bytes are still in the session then)."""
+        named = {stored, digest}
+        for _ in range(CLAIM_ATTEMPTS):
+            await self.store.ingest(data, stored)
+            for linked in named:
+                await self.blobs.link(linked, stored)
+            if not await self.store.claim([stored]) and all(
+                [await self.blobs.has_link(linked, stored) for linked in named]
+            ):
+                return
+        raise Unavailable("a garbage collection kept deleting this blob as it was stored; retry")
 
     async def cancel(self, upload_id: str) -> None:
         async with self.states.lock((self.name, upload_id)):

@@ -14,6 +14,10 @@ the other. Below the driver's root:
             _uploads/<id>/startedat                      RFC 3339 start time
             _referrers/<alg>/<hex>/<alg>/<hex>/link      moorage's: a manifest whose subject is the
                                                          first digest (distribution 2.x has none)
+        _gc/lock                                         moorage's: locked by the garbage collection
+                                                         running on this root (a filesystem root)
+        _gc/sweeps/<id>                                  moorage's: the digests a collection is
+                                                         deleting now, one a line (lifecycle/gc)
 
 A link file holds, with no trailing newline, the digest the content is stored under: the one its
 path names, except for a blob pushed under another algorithm than CONTENT_ALGORITHM (sha512).
@@ -34,6 +38,9 @@ REPOSITORY_MARKER = "_layers"
 MANIFESTS_MARKER = "_manifests"  # a repository's manifests and tags
 UPLOADS_MARKER = "_uploads"  # a repository's upload sessions
 CONTENT_ALGORITHM = "sha256"  # blob content is stored under its digest in this algorithm
+GC = f"{ROOT}/_gc"
+GC_LOCK = f"{GC}/lock"
+SWEEPS = f"{GC}/sweeps"
 
 
 def blob_algorithm(algorithm: str) -> str:
@@ -121,3 +128,19 @@ def referrers(name: str, subject: Digest) -> str:
 
 def referrer_link(name: str, subject: Digest, referrer: Digest) -> str:
     return f"{referrers(name, subject)}/{referrer.algorithm}/{referrer.hex}/link"
+
+
+def sweep(sweep_id: str) -> str:
+    """One announcement of digests being deleted (see moorage.registry.sweeps)."""
+    return f"{SWEEPS}/{sweep_id}"
+
+
+def digest_of_blob_data(path: str) -> Digest | None:
+    """The digest `blob_data` made `path` from; None for any other path."""
+    head, _, name = path.rpartition("/")
+    if name != "data" or not head.startswith(BLOBS + "/"):
+        return None
+    parts = head[len(BLOBS) + 1 :].split("/")
+    if len(parts) != 3 or not parts[2].startswith(parts[1]):
+        return None
+    return Digest.parse_or_none(f"{parts[0]}:{parts[2]}")
