@@ -19,11 +19,13 @@ from aiohttp import web
 from moorage.api.app import create_app
 from moorage.api.context import Settings, absolute_url
 from moorage.auth import controllers as auth
-from moorage.config.schema import Config, seconds
+from moorage.config.schema import Config, GarbageCollection, seconds
 from moorage.config.secrets import Redactor, check_private
 from moorage.debug import create_debug_app
 from moorage.drain import InFlight
 from moorage.health import Health
+from moorage.lifecycle import lease, schedule
+from moorage.lifecycle.gc import Options, Pass
 from moorage.logs import access_logger
 from moorage.metrics import Metrics
 from moorage.registry import purge
@@ -159,8 +161,15 @@ class Server:
         elif worker is not None:
             shared = FileNames(worker.path("repositories"))
         self.registry = Registry(
-            driver, deletes=config.storage.delete.enabled, cache=cache, shared_names=shared
+            driver,
+            deletes=config.storage.delete.enabled,
+            cache=cache,
+            shared_names=shared,
+            gc_delay=seconds(config.storage.maintenance.gc.delay),
         )
+        # Passes run right before each scheduled garbage collection, under its lease (retention
+        # policies untag there): lifecycle.gc.Pass.
+        self.before_collection: list[Pass] = []
         check = config.health.storagedriver
         self.health = Health(driver, check.threshold)
         self.health_interval = seconds(check.interval) if check.enabled else None
@@ -291,6 +300,9 @@ class Server:
                         )
                     )
                 )
+            collecting = self.config.storage.maintenance.gc
+            if collecting.enabled and not self.settings.readonly and first:
+                tasks.append(asyncio.create_task(self._collect_garbage(collecting)))
             if self.worker is None:
                 log.info(self.describe())
             await stop.wait()
@@ -304,9 +316,23 @@ class Server:
                 task.cancel()
             for each in reversed(runners):
                 await each.cleanup()
+            if self.registry.blobs.uses is not None:
+                await self.registry.blobs.uses.close()
             await self.registry.driver.close()
             if self.registry.blobs.cache is not None:
                 await self.registry.blobs.cache.close()
+
+    async def _collect_garbage(self, settings: GarbageCollection) -> None:
+        """The scheduled garbage collection (lifecycle/schedule.py), until cancelled."""
+        options = Options(seconds(settings.delay), settings.deleteuntagged, settings.dryrun)
+        held, client = lease.from_config(self.config, self.registry.driver)
+        try:
+            interval = seconds(settings.interval)
+            await schedule.run(self.registry, options, interval, held, self.before_collection)
+        finally:
+            await held.release()
+            if client is not None:
+                await client.aclose()
 
 
 # glibc's mallopt(3) parameters.

@@ -14,13 +14,11 @@ import time
 from collections import Counter
 from typing import TextIO
 
+from moorage.cli import root
+from moorage.cli.root import plural, size
 from moorage.config import secrets
-from moorage.config.loader import ConfigError, load
-from moorage.config.schema import Config, seconds
+from moorage.config.schema import seconds
 from moorage.lifecycle.fsck import Fsck, Kind, Outcome, Report
-from moorage.storage import cache as caches
-from moorage.storage import driver as drivers
-from moorage.storage.cache import BlobDescriptorCache
 from moorage.storage.driver import StorageError
 
 PROGRESS_EVERY = 0.1  # seconds between redraws of the progress line
@@ -35,10 +33,6 @@ CHECKED = {
     "upload sessions": ("upload session", "upload sessions"),
     "blobs verified": ("blob verified", "blobs verified"),
 }
-
-
-class Usage(Exception):
-    """The check cannot run as asked: one line for the user."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -68,16 +62,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
     try:
-        config = _config(args.config, redactor)
+        config = root.config(args.config, redactor)
         progress = Progress(sys.stderr) if sys.stderr.isatty() else None
         fsck = Fsck(
-            _driver(config),
+            root.driver(config),
             upload_age=seconds(config.storage.maintenance.uploadpurging.age),
-            cache=_cache(config) if args.repair else None,
+            cache=root.shared_cache(config) if args.repair else None,
             progress=progress,
         )
         return asyncio.run(_check(fsck, progress, args.repair, args.verify_content))
-    except Usage as exc:
+    except root.Usage as exc:
         print(redactor.redact(f"moorage fsck: {exc}"), file=sys.stderr)
         return 2
     except StorageError as exc:
@@ -86,36 +80,6 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
     except KeyboardInterrupt:
         print("\nmoorage fsck: interrupted", file=sys.stderr)
         return 130
-
-
-def _config(path: str | None, redactor: secrets.Redactor) -> Config:
-    try:
-        config = load(path, serving=False)
-    except ConfigError as exc:
-        raise Usage(f"config: {'; '.join(exc.problems)}") from None
-    redactor.add(list(secrets.values(config.as_tree())))
-    return config
-
-
-def _driver(config: Config) -> drivers.StorageDriver:
-    """The storage driver, built as `moorage serve` builds it."""
-    if config.storage.driver == "inmemory":
-        raise Usage("config: storage.inmemory keeps nothing outside the serving process")
-    try:
-        return drivers.create(config.storage.driver, config.storage.parameters)
-    except ValueError as exc:
-        raise Usage(f"config: {exc}") from None
-
-
-def _cache(config: Config) -> BlobDescriptorCache | None:
-    """The cache the registries share (Redis), which repairs keep true; an in-memory cache is
-    each serving process's own."""
-    if config.storage.cache.blobdescriptor != "redis":
-        return None
-    try:
-        return caches.create("redis", {"redis": config.redis})
-    except ValueError as exc:
-        raise Usage(f"config: {exc}") from None
 
 
 async def _check(fsck: Fsck, progress: Progress | None, repair: bool, verify_content: bool) -> int:
@@ -133,7 +97,7 @@ async def _check(fsck: Fsck, progress: Progress | None, repair: bool, verify_con
             return 0
         repairable = sum(finding.repairable for finding in report.findings)
         print(
-            f"found {_plural(len(report.findings), 'problem')}: {_kinds(report.counts())}; "
+            f"found {plural(len(report.findings), 'problem')}: {_kinds(report.counts())}; "
             f"{repairable} can be repaired{'' if repair else ' with --repair'}"
         )
         if not repair:
@@ -162,26 +126,14 @@ def _repaired(report: Report, outcomes: list[Outcome]) -> int:
 
 def _checked(report: Report) -> str:
     shown = [key for key in CHECKED if key != "blobs verified" or key in report.checked]
-    text = "checked " + ", ".join(_plural(report.checked[key], *CHECKED[key]) for key in shown)
+    text = "checked " + ", ".join(plural(report.checked[key], *CHECKED[key]) for key in shown)
     if "bytes verified" in report.checked:
-        text += f" ({_bytes(report.checked['bytes verified'])})"
+        text += f" ({size(report.checked['bytes verified'])})"
     return text
 
 
 def _kinds(counts: Counter[Kind]) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
-
-
-def _plural(count: int, singular: str, plural: str = "") -> str:
-    return f"{count} {singular if count == 1 else plural or singular + 's'}"
-
-
-def _bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 class Progress:
@@ -200,7 +152,7 @@ class Progress:
         self._drawn_at = now
         share = 100 * done / total if total else 100
         self.stream.write(
-            f"\rverifying content: {_bytes(done)} of {_bytes(total)} ({share:.0f}%)\x1b[K"
+            f"\rverifying content: {size(done)} of {size(total)} ({share:.0f}%)\x1b[K"
         )
         self.stream.flush()
         self._drawn = True

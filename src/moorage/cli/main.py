@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from moorage import __version__, logs
-from moorage.cli import admin, fsck
+from moorage.cli import admin, fsck, gc
 from moorage.config import secrets
 from moorage.config.loader import ConfigError, load
 from moorage.config.schema import Config
@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("config", nargs="?")
     admin.add_parsers(commands)
     fsck.add_parser(commands)
+    gc.add_parser(commands)
     return parser
 
 
@@ -123,4 +124,6 @@ def _run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
         return admin.run_acl(args)
     if args.command == "fsck":
         return fsck.run(args, redactor)
+    if args.command == "garbage-collect":
+        return gc.run(args, redactor)
     return _check(args, redactor)

@@ -79,9 +79,35 @@ class ReadOnly(Section):
     enabled: bool = False
 
 
+class GarbageCollection(Section):
+    """moorage's: the garbage collection the server runs by itself (lifecycle/gc.py). `delay`
+    applies to `moorage garbage-collect` too, and to what the server records of uses, enabled
+    or not."""
+
+    enabled: bool = False
+    interval: Duration = "24h"
+    delay: Duration = "1h"  # content used within this is kept
+    deleteuntagged: bool = False
+    dryrun: bool = False
+
+    @field_validator("interval", "delay")
+    @classmethod
+    def _duration(cls, value: Duration) -> Duration:
+        seconds(value)
+        return value
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: Duration) -> Duration:
+        if seconds(value) <= 0:
+            raise ValueError("expected a duration above zero")
+        return value
+
+
 class Maintenance(Section):
     uploadpurging: UploadPurging = Field(default_factory=UploadPurging)
     readonly: ReadOnly = Field(default_factory=ReadOnly)
+    gc: GarbageCollection = Field(default_factory=GarbageCollection)
 
 
 class Redirect(Section):
