@@ -303,8 +303,11 @@ class Manifests:
         return None
 
     async def delete(self, reference: str) -> None:
-        """Deleting a tag untags it; deleting a digest removes the manifest, every tag on it and
-        its entry in the referrers of its subject. The content stays for garbage collection."""
+        """Deleting a tag untags it; deleting a digest removes the manifest, then (as
+        distribution does) every tag on it and its entry in the referrers of its subject. The
+        content stays for garbage collection. The revision goes first: untagged first, the
+        manifest could be collected as untagged under the delete, which would then find nothing
+        to remove."""
         if not self.deletes:
             raise Unsupported("deletes are disabled on this registry")
         if isinstance(parse_reference(reference), str):
@@ -316,14 +319,14 @@ class Manifests:
             manifest: schema.Manifest | None = schema.parse(await self.store.get(digest), None)
         except RegistryError:
             manifest = None  # content gone or unparseable: nothing more to unindex
+        link = paths.manifest_revision_link(self.name, digest)
+        if not await self.blobs.unlink(link.rpartition("/")[0], digest):
+            raise ManifestUnknown(detail={"digest": reference})  # a concurrent delete took it
         if manifest is not None and manifest.subject is not None:
             await self.referrers.remove(manifest.subject.digest, digest)
         for tag in await self.tags.pointing_at(digest):
             with contextlib.suppress(ManifestUnknown):  # untagged by a concurrent delete
                 await self.tags.untag(tag)
-        link = paths.manifest_revision_link(self.name, digest)
-        if not await self.blobs.unlink(link.rpartition("/")[0], digest):
-            raise ManifestUnknown(detail={"digest": reference})
 
     async def referrer_descriptors(
         self, subject: Digest, artifact_type: str | None
