@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from moorage.lifecycle.gc import Collector, Options, Pass, Summary
+from moorage.lifecycle.gc import Collector, Event, Options, Pass, Summary
 from moorage.lifecycle.lease import Lease
 from moorage.registry.repository import Registry
 
@@ -26,7 +26,7 @@ async def collect_once(
     try:
         for each in passes:
             await each(registry, options.dryrun)
-        summary = await Collector(registry, options, held=lease.held).collect()
+        summary = await Collector(registry, options, report=_log, held=lease.held).collect()
     finally:
         await lease.release()
     log.info(
@@ -44,6 +44,11 @@ async def collect_once(
     for manifest in summary.unreadable:
         log.warning("garbage collection: manifest %s cannot be read; its links were kept", manifest)
     return summary
+
+
+def _log(event: Event) -> None:
+    where = f"{event.repository} " if event.repository else ""
+    log.debug("garbage collection: %s %s%s", event.kind, where, event.digest or "")
 
 
 async def run(
