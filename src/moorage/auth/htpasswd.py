@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import tempfile
@@ -54,7 +55,7 @@ class Users:
         hashed = self.file.value.get(user)
         if hashed is None:
             # Spend the same time as for a real user, so timing does not reveal names.
-            await asyncio.to_thread(bcrypt.checkpw, b"x", _DUMMY)
+            await asyncio.to_thread(bcrypt.checkpw, b"x", _dummy())
             return False
         key = hashlib.sha256(user.encode() + b"\0" + password.encode() + b"\0" + hashed).digest()
         now = time.monotonic()
@@ -68,7 +69,11 @@ class Users:
         return ok
 
 
-_DUMMY = bcrypt.hashpw(b"dummy", bcrypt.gensalt(BCRYPT_COST))
+@functools.cache
+def _dummy() -> bytes:
+    """A hash to check unknown users against, as long to check as a real one: made on first
+    use (a quarter of a second), not when every command imports this module."""
+    return bcrypt.hashpw(b"dummy", bcrypt.gensalt(BCRYPT_COST))
 
 
 def hash_password(password: str) -> str:
