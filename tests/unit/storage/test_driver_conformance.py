@@ -471,6 +471,40 @@ def test_walk_pages_through_many_keys(driver: StorageDriver) -> None:
     run(scenario())
 
 
+# files_named
+
+
+def test_files_named_finds_the_file_in_each_directory_below(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        before = time.time() - 5
+        await driver.put_content("/f/a/link", b"1")
+        await driver.put_content("/f/b/link", b"22")
+        await driver.put_content("/f/c/other", b"x")  # no link: left out
+        await driver.put_content("/f/d/e/link", b"x")  # deeper: left out
+        await driver.put_content("/f/link", b"x")  # not in a directory below: left out
+        await driver.put_content("/f-sibling/x/link", b"x")
+        found = {info.path: info async for info in driver.files_named("/f", "link")}
+        assert {path: info.size for path, info in found.items()} == {
+            "/f/a/link": 1,
+            "/f/b/link": 2,
+        }
+        for info in found.values():
+            assert before < info.modified < time.time() + 5 and not info.is_dir
+        assert [info async for info in driver.files_named("/nothing", "link")] == []
+        assert [info async for info in driver.files_named("/f/link", "link")] == []
+
+    run(scenario())
+
+
+def test_files_named_in_many_directories(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        expected = {f"/n/d{n}/data" for n in range(1200)}  # past a page of 1000 keys
+        await asyncio.gather(*(driver.put_content(path, b"x") for path in sorted(expected)))
+        assert {info.path async for info in driver.files_named("/n", "data")} == expected
+
+    run(scenario())
+
+
 # move
 
 
@@ -647,6 +681,10 @@ INVALID_PATHS = [
 ]
 
 
+async def read_named(driver: StorageDriver, path: str) -> list[Any]:
+    return [info async for info in driver.files_named(path, "link")]
+
+
 def _operations(path: str) -> dict[str, Callable[[StorageDriver], Awaitable[Any]]]:
     async def read(driver: StorageDriver) -> bytes:
         return await read_all(driver, path)
@@ -674,6 +712,7 @@ def _operations(path: str) -> dict[str, Callable[[StorageDriver], Awaitable[Any]
         "move_dest": lambda d: d.move("/valid", path),
         "delete": lambda d: d.delete(path),
         "touch": lambda d: d.touch(path),
+        "files_named": lambda d: read_named(d, path),
         "prune": lambda d: d.prune(path, "/valid"),
         "local_file": local_file,
     }
@@ -817,3 +856,21 @@ def test_filesystem_write_survives_a_concurrent_prune(tmp_path: Path) -> None:
     assert (tmp_path / "w/c/d/link").read_bytes() == b"2"
     assert (tmp_path / "w/e/data").read_bytes() == b"3"
     assert (tmp_path / "w/f/g/data").read_bytes() == b"4"
+
+
+def test_filesystem_temp_names_differ_in_forked_workers() -> None:
+    """Workers forked from one supervisor write aside under names of their own."""
+    from moorage.storage.driver import filesystem
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        os.write(write, filesystem._temp_name("/a/link").encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 4096).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    ours = filesystem._temp_name("/a/link")
+    assert child.startswith("/a/link~") and ours.startswith("/a/link~")
+    assert child.split("-")[0] != ours.split("-")[0]

@@ -102,6 +102,14 @@ class StorageDriver(Protocol):
         (upload data) may show fewer bytes than it has."""
         ...
 
+    def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        """The file `name` in each directory directly below `path` (`path/*/name`: a link in
+        each of a repository's link directories, the data in each blob directory of a shard),
+        in no particular order, each with its size and modification time; directories without
+        one are left out. Nothing for a directory that does not exist. Cheaper than a walk of
+        `path` where each directory must be read (a local filesystem)."""
+        ...
+
     async def move(self, source: str, dest: str) -> None:
         """Moves a file, replacing what is at `dest`, atomically where the backend allows. The
         moved file's modification time is the time of the move."""
@@ -143,12 +151,13 @@ class StorageDriver(Protocol):
         ...
 
 
-_PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
+# Components of `[A-Za-z0-9._-]`, none of them `.` or `..`.
+_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)+")
 
 
 @functools.lru_cache(maxsize=65536)
 def _valid(path: str) -> bool:
-    return bool(_PATH.fullmatch(path)) and not any(p in (".", "..") for p in path.split("/"))
+    return _PATH.fullmatch(path) is not None
 
 
 def check_path(driver: str, path: str) -> str:
@@ -190,6 +199,12 @@ class ValidatingDriver:
 
     def walk(self, path: str) -> AsyncIterator[FileInfo]:
         return self.inner.walk(self._check(path))
+
+    def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        if "/" in name:
+            raise InvalidPath(self.name, name)
+        check_path(self.name, f"/{name}")
+        return self.inner.files_named(self._check(path), name)
 
     async def move(self, source: str, dest: str) -> None:
         await self.inner.move(self._check(source), self._check(dest))

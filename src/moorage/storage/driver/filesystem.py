@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shutil
 import stat
@@ -24,6 +25,8 @@ NAME = "filesystem"
 DEFAULT_ROOT = "/var/lib/registry"
 READ_CHUNK = 1 << 20
 WALK_BATCH = 2048  # directory entries a walk reads per hop to its worker thread
+INLINE_BATCH = 256  # entries read inline first: most walks (a repository's links) end there
+INLINE_DELETE = 16  # a directory of at most this many files is deleted inline
 CREATE_ATTEMPTS = 5  # makes of a directory a concurrent prune may remove each time
 T = TypeVar("T")
 
@@ -33,9 +36,23 @@ T = TypeVar("T")
 TEMP_MARK = "~"
 
 
+# A random name for this process, drawn again in each forked worker, and a counter: temp names
+# unique across processes and hosts, without a draw of randomness per file.
+_process = uuid.uuid4().hex
+_counter = itertools.count()
+
+
+def _new_process() -> None:
+    global _process
+    _process = uuid.uuid4().hex
+
+
+os.register_at_fork(after_in_child=_new_process)
+
+
 def _temp_name(path: str) -> str:
     head, _, tail = path.rpartition("/")
-    return f"{head}/{tail}{TEMP_MARK}{uuid.uuid4().hex}.tmp"
+    return f"{head}/{tail}{TEMP_MARK}{_process}-{next(_counter)}.tmp"
 
 
 class FilesystemWriter:
@@ -145,13 +162,35 @@ class FilesystemDriver:
         return [f"{prefix}/{name}" for name in names if TEMP_MARK not in name]
 
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
-        """Directories are read some thousand entries at a time on a worker thread, so a tree of
-        a million files neither blocks the event loop nor sits in memory whole."""
-        pending = [self._full(path)]
-        while pending:
-            files, pending = await asyncio.to_thread(_scan_some, pending)
+        """A small tree is read inline, as a stat is; a larger one some thousand entries at a
+        time on a worker thread, so that a tree of a million files neither blocks the event loop
+        nor sits in memory whole."""
+        files, pending = _scan_some([self._full(path)], INLINE_BATCH)
+        while True:
             for full, size, modified in files:
                 yield FileInfo(full[len(self.root) :], size, modified, False)
+            if not pending:
+                return
+            files, pending = await asyncio.to_thread(_scan_some, pending, WALK_BATCH)
+
+    async def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        """One listing of `path`, then a stat of each `*/name`: inline for a few, on a worker
+        thread for more."""
+        full = self._full(path)
+        try:
+            children = os.listdir(full)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageError(NAME, f"list {path}: {exc}") from exc
+        for start in range(0, len(children), WALK_BATCH):
+            batch = children[start : start + WALK_BATCH]
+            if len(children) <= INLINE_BATCH:
+                found = _stat_named(full, batch, name)
+            else:
+                found = await asyncio.to_thread(_stat_named, full, batch, name)
+            for child, size, modified in found:
+                yield FileInfo(f"{path}/{child}/{name}", size, modified, False)
 
     async def move(self, source: str, dest: str) -> None:
         full_source, full_dest = self._full(source), self._full(dest)
@@ -202,10 +241,10 @@ class FilesystemDriver:
         except OSError as exc:
             raise StorageError(NAME, f"delete {path}: {exc}") from exc
         try:
-            if os.path.isdir(aside) and not os.path.islink(aside):
-                await asyncio.to_thread(shutil.rmtree, aside)
-            else:
+            if not os.path.isdir(aside) or os.path.islink(aside):
                 os.unlink(aside)
+            elif not _remove_small(aside):
+                await asyncio.to_thread(shutil.rmtree, aside)
         except OSError as exc:
             raise StorageError(NAME, f"delete {path}: {exc}") from exc
 
@@ -222,14 +261,29 @@ class FilesystemDriver:
         return None  # nothing loaded on first use
 
 
-def _scan_some(pending: list[str]) -> tuple[list[tuple[str, int, float]], list[str]]:
-    """Reads directories off `pending` (depth first) until about WALK_BATCH entries are read:
+def _remove_small(directory: str) -> bool:
+    """Removes a directory holding only a few files (a link's, a blob's) inline; False, having
+    removed nothing, for any other."""
+    with os.scandir(directory) as listing:
+        entries = list(listing)
+    if len(entries) > INLINE_DELETE or any(e.is_dir(follow_symlinks=False) for e in entries):
+        return False
+    for entry in entries:
+        os.unlink(entry.path)
+    os.rmdir(directory)
+    return True
+
+
+def _scan_some(
+    pending: list[str], budget: int
+) -> tuple[list[tuple[str, int, float]], list[str]]:
+    """Reads directories off `pending` (depth first) until about `budget` entries are read:
     their files (path, size, mtime) and the directories still to read. What a writer has not
     committed (TEMP_MARK) and what is gone meanwhile are left out."""
     pending = list(pending)
     files: list[tuple[str, int, float]] = []
     read = 0
-    while pending and read < WALK_BATCH:
+    while pending and read < budget:
         directory = pending.pop()
         try:
             entries = list(os.scandir(directory))
@@ -250,6 +304,23 @@ def _scan_some(pending: list[str]) -> tuple[list[tuple[str, int, float]], list[s
             except FileNotFoundError:
                 continue  # removed since the listing
     return files, pending
+
+
+def _stat_named(directory: str, children: list[str], name: str) -> list[tuple[str, int, float]]:
+    """(child, size, mtime) of each `directory/child/name` that is a file."""
+    found = []
+    for child in children:
+        if TEMP_MARK in child:
+            continue
+        try:
+            st = os.stat(f"{directory}/{child}/{name}")
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise StorageError(NAME, f"stat {directory}/{child}/{name}: {exc}") from exc
+        if stat.S_ISREG(st.st_mode):
+            found.append((child, st.st_size, st.st_mtime))
+    return found
 
 
 def _prune(full: str, top: str) -> None:

@@ -51,6 +51,9 @@ class InstrumentedDriver:
     def walk(self, path: str) -> AsyncIterator[FileInfo]:
         return self.inner.walk(path)
 
+    def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        return self.inner.files_named(path, name)
+
     async def move(self, source: str, dest: str) -> None:
         await self._timed("move", self.inner.move(source, dest))
 

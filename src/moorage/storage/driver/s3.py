@@ -482,6 +482,14 @@ class S3Driver:
                 return
             token = listed["NextContinuationToken"]
 
+    async def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        """One listing of everything below, as walk."""
+        prefix = path.rstrip("/") + "/"
+        async for info in self.walk(path):
+            parts = info.path[len(prefix) :].split("/")
+            if len(parts) == 2 and parts[1] == name:
+                yield info
+
     async def list(self, path: str) -> list[str]:
         prefix = self.key(path).rstrip("/") + "/"
         children: list[str] = []
