@@ -276,9 +276,9 @@ class _RepositoryCheck:
         self.layers: dict[Digest, Digest] = {}  # layer link -> the digest it names
 
     async def run(self) -> None:
-        files = await inventory(self.driver, self.name)
+        files = await inventory(self.driver, self.name, everything=False)
         await self.fsck.each(sorted(files.revisions), self._revision)
-        await self.fsck.each(sorted(files.layers), self._layer)
+        await self.fsck.each(files.layers, self._layer)
         await self._tags()
         await self._references()
         await self._referrers()
@@ -358,7 +358,7 @@ class _RepositoryCheck:
         link = paths.layer_link(self.name, digest)
         stored = await read_link(self.driver, link)
         if stored is None and not await self.fsck.link_exists(link):
-            return  # removed meanwhile
+            return  # the directory a delete by distribution leaves
         # Content is stored under its sha256 (paths.CONTENT_ALGORITHM): a sha256 blob's own.
         if (
             stored is None

@@ -37,7 +37,7 @@ from typing import TypeVar
 
 from moorage.lifecycle.inventory import Inventory, inventory
 from moorage.lifecycle.references import References, references
-from moorage.registry.blobs import DEFAULT_DELAY, read_link
+from moorage.registry.blobs import DEFAULT_DELAY, child_names, read_link
 from moorage.registry.digest import Digest
 from moorage.registry.errors import ManifestInvalid, NameInvalid
 from moorage.registry.names import check_name
@@ -192,7 +192,7 @@ class Collector:
             check_name(name)
         except NameInvalid:
             return  # never served: left to fsck
-        files = await inventory(self.driver, name)
+        files = await inventory(self.driver, name, everything=self.options.delete_untagged)
         manifests: dict[Digest, References | None] = {}
         for digest in files.revisions:
             try:
@@ -223,22 +223,21 @@ class Collector:
             for child in refs.children:
                 self._marked.add(_key(child))
         orphans = 0
-        for digest, link in files.layers.items():
-            if keep_links or digest in referenced or not self._old(link.modified):
+        for digest in files.layers:
+            if keep_links or digest in referenced:
                 continue
             stored = await self._stored(files, digest) or digest
             self._orphans.setdefault(_key(stored), []).append((name, digest))
             orphans += 1
-        if not kept and not files.tags and not files.uploads and orphans == len(files.layers):
-            self._emptied.append(name)
+        if not kept and orphans == len(files.layers):
+            self._emptied.append(name)  # pruned after the sweep, if nothing stays
 
     async def _stored(self, files: Inventory, digest: Digest) -> Digest | None:
         """The digest the content of a blob named `digest` is stored under: its own, or for
         another algorithm than sha256, what the repository's link names."""
         if digest.algorithm == paths.CONTENT_ALGORITHM:
             return digest
-        link = files.layers.get(digest)
-        return await read_link(self.driver, link.path) if link else None
+        return await read_link(self.driver, paths.layer_link(files.name, digest))
 
     async def _untagged(
         self, files: Inventory, manifests: dict[Digest, References | None]
@@ -246,7 +245,7 @@ class Collector:
         """The manifests kept when untagged ones go: removes the others, and returns those."""
         roots: set[Digest] = set()
         for link in files.tags.values():
-            digest = await read_link(self.driver, link.path)
+            digest = await read_link(self.driver, link)
             if digest in manifests:
                 roots.add(digest)
         for digest in set(manifests) - roots:
@@ -287,35 +286,37 @@ class Collector:
             return
         for entry in files.history.get(digest, []):
             with contextlib.suppress(PathNotFound):
-                await self.driver.delete(entry.path.rpartition("/")[0])
+                await self.driver.delete(entry.rpartition("/")[0])
         repository = self.registry.repository(name)
         if refs is not None and refs.subject is not None:
             await repository.manifests.referrers.remove(refs.subject, digest)
-        revision = files.revisions[digest].path.rpartition("/")[0]
+        revision = files.revisions[digest].rpartition("/")[0]
         await repository.blobs.unlink(revision, digest)
 
     # -- sweeping ------------------------------------------------------------------------------
 
     async def _find_content(self) -> None:
-        """Lists every blob's content in one walk: what is neither marked nor used within
+        """Lists every blob's content, shard by shard: what is neither marked nor used within
         `delay` is to be deleted."""
-        prefix = len(paths.BLOBS) + 1
-        async for info in self.driver.walk(paths.BLOBS):
-            parts = info.path[prefix:].split("/")
-            if len(parts) != 4 or parts[3] != "data" or not parts[2].startswith(parts[1]):
-                continue
-            algorithm, hex_ = parts[0], parts[2]
-            if algorithm == paths.CONTENT_ALGORITHM and len(hex_) == 64:
-                try:
-                    key = bytes.fromhex(hex_)
-                except ValueError:
-                    continue
-            elif (digest := Digest.parse_or_none(f"{algorithm}:{hex_}")) is not None:
-                key = _key(digest)
-            else:
-                continue
-            if key not in self._marked and self._old(info.modified):
-                self._content[key] = info.size
+        unused_since = time.time() - self.options.delay
+        for algorithm in await child_names(self.driver, paths.BLOBS):
+            for prefix in await child_names(self.driver, paths.blob_algorithm(algorithm)):
+                shard = paths.blob_shard(algorithm, prefix)
+                async for info in self.driver.files_named(shard, "data"):
+                    hex_ = info.path.rsplit("/", 2)[1]
+                    if not hex_.startswith(prefix):
+                        continue
+                    if algorithm == paths.CONTENT_ALGORITHM and len(hex_) == 64:
+                        try:
+                            key = bytes.fromhex(hex_)
+                        except ValueError:
+                            continue
+                    elif (digest := Digest.parse_or_none(f"{algorithm}:{hex_}")) is not None:
+                        key = _key(digest)
+                    else:
+                        continue
+                    if key not in self._marked and info.modified < unused_since:
+                        self._content[key] = info.size
 
     async def _sweep(self) -> None:
         keys = sorted(self._content.keys() | self._orphans.keys())
