@@ -37,9 +37,10 @@ from typing import TypeVar
 
 from moorage.lifecycle.inventory import Inventory, inventory
 from moorage.lifecycle.references import References, references
-from moorage.registry.blobs import DEFAULT_DELAY, child_names, read_link
+from moorage.registry.blobs import DEFAULT_DELAY, RepositoryBlobs, child_names, read_link
 from moorage.registry.digest import Digest
 from moorage.registry.errors import ManifestInvalid, NameInvalid
+from moorage.registry.manifest_store import Referrers
 from moorage.registry.names import check_name
 from moorage.registry.repository import Registry
 from moorage.registry.sweeps import Announcement
@@ -141,7 +142,9 @@ class Collector:
         self.summary = Summary()
         self.started = 0.0
         self._marked: set[bytes] = set()
-        self._orphans: dict[bytes, list[tuple[str, Digest]]] = {}  # content -> links to remove
+        # content -> the links to it to remove: (repository, the link's digest when it is not
+        # the content's own, a sha512 blob's)
+        self._orphans: dict[bytes, list[tuple[str, Digest | None]]] = {}
         self._content: dict[bytes, int] = {}  # content to delete -> its size
         self._emptied: list[str] = []  # repositories that may be left with nothing
 
@@ -227,7 +230,8 @@ class Collector:
             if keep_links or digest in referenced:
                 continue
             stored = await self._stored(files, digest) or digest
-            self._orphans.setdefault(_key(stored), []).append((name, digest))
+            entry = (name, None if stored == digest else digest)
+            self._orphans.setdefault(_key(stored), []).append(entry)
             orphans += 1
         if not kept and orphans == len(files.layers):
             self._emptied.append(name)  # pruned after the sweep, if nothing stays
@@ -287,11 +291,10 @@ class Collector:
         for entry in files.history.get(digest, []):
             with contextlib.suppress(PathNotFound):
                 await self.driver.delete(entry.rpartition("/")[0])
-        repository = self.registry.repository(name)
         if refs is not None and refs.subject is not None:
-            await repository.manifests.referrers.remove(refs.subject, digest)
+            await Referrers(self.driver, name).remove(refs.subject, digest)
         revision = files.revisions[digest].rpartition("/")[0]
-        await repository.blobs.unlink(revision, digest)
+        await self._blobs(name).unlink(revision, digest)
 
     # -- sweeping ------------------------------------------------------------------------------
 
@@ -339,12 +342,13 @@ class Collector:
         if info is not None and not self._old(info.modified):
             return  # used since it was listed: kept, links and all
         self._check(announcement)
-        for name, linked in self._orphans.get(key, []):
+        for name, other in self._orphans.get(key, []):
+            linked = other or digest
             self.summary.links += 1
             self._emit("link", name, linked)
             if not self.options.dryrun:
                 link = paths.layer_link(name, linked).rpartition("/")[0]
-                await self.registry.repository(name).blobs.unlink(link, linked)
+                await self._blobs(name).unlink(link, linked)
         if key not in self._content or info is None:
             return
         self.summary.blobs += 1
@@ -356,6 +360,11 @@ class Collector:
         with contextlib.suppress(PathNotFound):
             await self.driver.delete(paths.blob_dir(digest))
         await self.store.forget(digest)
+
+    def _blobs(self, name: str) -> RepositoryBlobs:
+        """A repository's links, kept true in the cache: made for each use rather than taken
+        from the registry's views, which would keep one for every repository swept."""
+        return RepositoryBlobs(self.driver, self.store, name, deletes=True)
 
     async def _prune(self) -> None:
         for name in self._emptied:
