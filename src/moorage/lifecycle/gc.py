@@ -169,7 +169,7 @@ class Collector:
         return self.summary
 
     def _old(self, modified: float) -> bool:
-        """Whether content (or a link) last used at `modified` is unused for `delay`."""
+        """Whether content last used at `modified` is unused for `delay`."""
         return modified < time.time() - self.options.delay
 
     def _check(self, announcement: Announcement | None = None) -> None:
@@ -221,7 +221,8 @@ class Collector:
             for blob in refs.blobs:
                 referenced.add(blob)
                 stored = await self._stored(files, blob)
-                if stored is not None:
+                if stored is not None:  # and its link, for a sha512 blob's content
+                    referenced.add(stored)
                     self._marked.add(_key(stored))
             for child in refs.children:
                 self._marked.add(_key(child))

@@ -4,6 +4,7 @@ file times the tests age by hand): what is kept, what is swept, and what each mo
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import time
@@ -318,5 +319,41 @@ def test_a_collection_past_half_its_delay_stops_deleting(root: Root) -> None:
             time.time = real_time  # type: ignore[assignment]
         assert "half the delay" in summary.stopped
         assert root.has_content(image)
+
+    run(scenario())
+
+
+def test_a_sha512_blob_is_kept_by_its_links_and_goes_with_them(root: Root) -> None:
+    """Stored under its sha256 and linked under both digests, as distribution does."""
+
+    async def scenario() -> None:
+        data = b"a layer pushed by its sha512"
+        named = Digest("sha512", hashlib.sha512(data).hexdigest())
+        stored = Digest.of(data)
+
+        async def body() -> AsyncIterator[bytes]:
+            yield data
+
+        uploads = root.registry.repository("app").uploads
+        await uploads.commit(await uploads.start("sha512"), named, body())
+        config = await root.blob("app", b"{}")
+        document = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": "application/json", "digest": str(config), "size": 2},
+            "layers": [{"mediaType": "x", "digest": str(named), "size": len(data)}],
+        }
+        image = await root.manifest("app", "v1", document)
+        root.age()
+        summary, events = await root.collect()
+        assert events == [] and summary.marked == 3
+        assert root.has_content(stored) and root.has_link("app", named)
+        assert root.has_link("app", stored)
+        await root.registry.repository("app").manifests.delete(str(image))
+        root.age()
+        summary, events = await root.collect()
+        assert not root.has_content(stored)
+        assert not root.has_link("app", named) and not root.has_link("app", stored)
+        assert {e.digest for e in events if e.kind == "link"} == {named, stored, config}
 
     run(scenario())
