@@ -103,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": ("s3 driver on one SeaweedFS (a bucket each), pulls redirected to a "
                      "presigned URL and proxied (storage.redirect.disable), rss proxied"
                      if on_s3 else "filesystem driver")
-        + ", storage.cache.blobdescriptor: inmemory, deletes enabled, log level info, one "
-          "process each, 127.0.0.1",
+        + ", storage.cache.blobdescriptor: inmemory, deletes enabled, log level info, "
+          "moorage with http.workers: auto unless the metric says otherwise, 127.0.0.1",
         "figures": "median over rounds, [min-max] spread; ratio = moorage / reference",
     }
     temporary = args.workdir is None

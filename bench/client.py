@@ -77,29 +77,66 @@ def send(
     return response
 
 
-def push(base: str, repo: str, file: str, digest: str, chunk: int = 0) -> dict[str, Any]:
+class Connections:
+    """The connection for each request of a push: one kept alive, or with `reconnect` a new one
+    per request, to each of `bases` in turn (replicas behind a round-robin balancer)."""
+
+    def __init__(self, bases: list[str], reconnect: bool) -> None:
+        self.bases = bases
+        self.reconnect = reconnect
+        self.turn = 0
+        self.conn = connect(bases[0])
+        self.used = False
+
+    def next(self) -> http.client.HTTPConnection:
+        if self.reconnect and self.used:
+            self.conn.close()
+            self.turn += 1
+            self.conn = connect(self.bases[self.turn % len(self.bases)])
+        self.used = True
+        return self.conn
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def push(
+    base: str,
+    repo: str,
+    file: str,
+    digest: str,
+    chunk: int = 0,
+    reconnect: bool = False,
+    others: list[str] | None = None,
+) -> dict[str, Any]:
     """A blob push, timed from the POST to the 201: monolithic (POST, then PUT `?digest=` with
     the whole body) when `chunk` is 0, else PATCH by PATCH of `chunk` bytes with Content-Range
-    (as docker and containerd push), then an empty PUT `?digest=`."""
+    (as docker and containerd push), then an empty PUT `?digest=`. With `reconnect`, each
+    request goes on a new connection (its connect timed too), to `base` and `others` in turn.
+    Also the time of the request that finishes the push (the PUT), where a registry that
+    did not keep the running digest reads the stored bytes back."""
     size = os.path.getsize(file)
     octets = {"Content-Type": "application/octet-stream"}
     with open(file, "rb") as body:
-        conn = connect(base)
+        conns = Connections([base, *(others or [])], reconnect)
         started = time.perf_counter()
-        response = send(conn, "POST", f"/v2/{repo}/blobs/uploads/", 202)
+        response = send(conns.next(), "POST", f"/v2/{repo}/blobs/uploads/", 202)
         location = target(base, response.headers["Location"])
         if chunk == 0:
-            send(conn, "PUT", with_query(location, digest=digest), 201, octets, body, 0, size)
+            put = with_query(location, digest=digest)
+            finishing = time.perf_counter()
+            send(conns.next(), "PUT", put, 201, octets, body, 0, size)
         else:
             for offset in range(0, size, chunk):
                 count = min(chunk, size - offset)
                 headers = {**octets, "Content-Range": f"{offset}-{offset + count - 1}"}
-                response = send(conn, "PATCH", location, 202, headers, body, offset, count)
+                response = send(conns.next(), "PATCH", location, 202, headers, body, offset, count)
                 location = target(base, response.headers["Location"])
-            send(conn, "PUT", with_query(location, digest=digest), 201)
-        seconds = time.perf_counter() - started
-        conn.close()
-    return {"bytes": size, "seconds": seconds}
+            finishing = time.perf_counter()
+            send(conns.next(), "PUT", with_query(location, digest=digest), 201)
+        ended = time.perf_counter()
+        conns.close()
+    return {"bytes": size, "seconds": ended - started, "put_seconds": ended - finishing}
 
 
 def _drain(conn: http.client.HTTPConnection, path: str, headers: dict[str, str]) -> int:

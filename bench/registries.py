@@ -81,19 +81,32 @@ def storage_section(kind: str, root: Root, redirect: bool = True) -> dict[str, A
 
 @contextlib.contextmanager
 def run_registry(
-    kind: str, workdir: Path, root: Root, profile: Path | None = None, redirect: bool = True
+    kind: str,
+    workdir: Path,
+    root: Root,
+    profile: Path | None = None,
+    redirect: bool = True,
+    workers: int | str = "auto",
+    secret: str = "",
+    sections: dict[str, Any] | None = None,
 ) -> Iterator[Server]:
-    """Either registry on `root`; `redirect=False` disables blob redirects (S3); with `profile`
-    (moorage only), py-spy samples the server for its whole life and writes collapsed stacks
-    there."""
+    """Either registry on `root`; `redirect=False` disables blob redirects (S3); `workers` is
+    moorage's http.workers (default auto, one process per core, as the reference's Go runtime);
+    `secret` the http.secret (replicas share one); with `profile` (moorage only), py-spy
+    samples the server for its whole life and writes collapsed stacks there."""
     if kind == REFERENCE:
         storage = storage_section(REFERENCE, root, redirect)
-        with run_reference_registry(workdir / REFERENCE, root.path, storage=storage) as server:
+        with run_reference_registry(
+            workdir / REFERENCE, root.path, secret, storage=storage
+        ) as server:
             yield server
         return
     config = moorage_config(root.path, 0)
     config["storage"] = storage_section(MOORAGE, root, redirect)
-    config["http"]["workers"] = "auto"  # one process per core, as the reference's Go runtime
+    config["http"]["workers"] = workers
+    if secret:
+        config["http"]["secret"] = secret
+    config.update(sections or {})  # moorage's own variants (notifications)
     with run_moorage(workdir / MOORAGE, config) as server:
         if profile is None:
             yield server

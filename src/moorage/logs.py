@@ -14,14 +14,14 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
-
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
+from typing import TYPE_CHECKING, Any, TextIO
 
 from moorage.config.schema import Config
 from moorage.config.secrets import Redactor
-from moorage.metrics import body_bytes
+
+if TYPE_CHECKING:  # the HTTP stack loads with the server, not with every command
+    from aiohttp import web
+    from aiohttp.abc import AbstractAccessLogger
 
 _LEVELS = {"warn": logging.WARNING, "warning": logging.WARNING}
 # Attributes every LogRecord has: anything else on a record came in through `extra`.
@@ -397,6 +397,10 @@ def client_address(request: web.BaseRequest, trusted: Callable[[str], bool]) -> 
 def access_logger(trusted: list[Network]) -> type[AbstractAccessLogger]:
     """The access logger class for aiohttp: one line per request with method, route, status,
     bytes, duration, client address (through trusted proxies), user and request id."""
+    from aiohttp.abc import AbstractAccessLogger
+
+    from moorage.metrics import body_bytes
+
     is_trusted = trusts(trusted)
 
     class AccessLogger(AbstractAccessLogger):

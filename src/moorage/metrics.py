@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.registry import Collector
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _UPLOAD_WRITES = ("PATCH", "PUT", "POST")
@@ -93,9 +94,46 @@ class Metrics:
             registry=own,
         )
 
+        self.notifications_sent = Counter(
+            "moorage_notifications_sent_total",
+            "Events an endpoint accepted, by endpoint.",
+            ["endpoint"],
+            registry=own,
+        )
+        self.notifications_failed = Counter(
+            "moorage_notifications_failed_total",
+            "Events in deliveries that failed (each attempt counts), by endpoint.",
+            ["endpoint"],
+            registry=own,
+        )
+        self.notifications_dropped = Counter(
+            "moorage_notifications_dropped_total",
+            "Events dropped unsent because the spool held too many for the endpoint.",
+            ["endpoint"],
+            registry=own,
+        )
+        self.notifications_pending = Gauge(
+            "moorage_notifications_pending",
+            "Events spooled for an endpoint and not yet delivered, by endpoint.",
+            ["endpoint"],
+            registry=own,
+            multiprocess_mode="livemax",
+        )
+        self.notifications_latency = Histogram(
+            "moorage_notifications_delivery_seconds",
+            "Time from an event to its endpoint accepting it, by endpoint.",
+            ["endpoint"],
+            registry=own,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+        )
+
         # labelled children, looked up once: `labels()` validates and locks on every call
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+
+    def register(self, collector: Collector) -> None:
+        """Adds a collector whose values the process computes itself (not per worker file)."""
+        self.registry.register(collector)
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), labels)
@@ -122,6 +160,22 @@ class Metrics:
 
     def observe_cache(self, cache: str, hit: bool) -> None:
         self._child(self.cache, cache, "hit" if hit else "miss").inc()
+
+    # moorage.notifications.sinks.DeliveryMetrics
+    def sent(self, endpoint: str, count: int, latencies: list[float]) -> None:
+        self._child(self.notifications_sent, endpoint).inc(count)
+        latency = self._child(self.notifications_latency, endpoint)
+        for seconds in latencies:
+            latency.observe(seconds)
+
+    def failed(self, endpoint: str, count: int) -> None:
+        self._child(self.notifications_failed, endpoint).inc(count)
+
+    def dropped(self, endpoint: str, count: int) -> None:
+        self._child(self.notifications_dropped, endpoint).inc(count)
+
+    def pending(self, endpoint: str, count: int) -> None:
+        self._child(self.notifications_pending, endpoint).set(count)
 
     def middleware(self) -> Middleware:
         @web.middleware

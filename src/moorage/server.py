@@ -13,19 +13,23 @@ import signal
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from moorage.api.app import create_app
 from moorage.api.context import Settings, absolute_url
 from moorage.auth import controllers as auth
-from moorage.config.schema import Config, GarbageCollection, seconds
+from moorage.config.schema import Config, GarbageCollection
 from moorage.config.secrets import Redactor, check_private
 from moorage.debug import create_debug_app
 from moorage.drain import InFlight
+from moorage.durations import seconds
 from moorage.health import Health
 from moorage.lifecycle import lease, schedule
 from moorage.lifecycle.gc import Options, Pass
+from moorage.lifecycle.maintenance import Maintenance
+from moorage.lifecycle.usage import UsageCollector
 from moorage.logs import access_logger
 from moorage.metrics import Metrics
 from moorage.registry import purge
@@ -38,6 +42,9 @@ from moorage.storage.cache.generation import Generation, GenerationalCache
 from moorage.storage.cache.inmemory import InMemoryCache
 from moorage.storage.cache.redis import RedisCache, RedisNames
 from moorage.storage.driver.instrumented import InstrumentedDriver
+
+if TYPE_CHECKING:
+    from moorage.notifications import Notifications
 
 log = logging.getLogger("moorage")
 RECEIVE_BUFFER = 1 << 20  # request bodies arrive in chunks of up to this size
@@ -155,6 +162,14 @@ class Server:
             raise StartupError(str(exc)) from None
         driver = InstrumentedDriver(raw, self.metrics.observe_storage)
         cache = self._cache(config)
+        # the process that runs what one per server runs: purging, usage, retention
+        self.first = worker is None or worker.index == 0
+        self.maintenance = Maintenance(
+            config,
+            driver,
+            first=self.first,
+            shared_usage=worker.path("usage.json") if worker else None,
+        )
         shared: SharedNames | None = None
         if isinstance(cache, MeasuredCache) and isinstance(cache.inner, RedisCache):
             shared = RedisNames(cache.inner.client)
@@ -166,7 +181,11 @@ class Server:
             cache=cache,
             shared_names=shared,
             gc_delay=seconds(config.storage.maintenance.gc.delay),
+            admission=self.maintenance.admission,
+            pull_log=self.maintenance.pull_log,
         )
+        if self.maintenance.usage is not None:
+            self.metrics.register(UsageCollector(self.maintenance.usage, self.maintenance.quotas))
         # Passes run right before each scheduled garbage collection, under its lease (retention
         # policies untag there): lifecycle.gc.Pass.
         self.before_collection: list[Pass] = []
@@ -191,12 +210,16 @@ class Server:
             self.access = auth.create(config.auth, absolute_url, create_files=create_files)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
+        self.notifications = notifications(config, create_files)
         self.app = create_app(
             self.registry,
             self.settings,
             metrics=self.metrics,
             health=self.health if check.enabled else None,
             access=self.access,
+            usage=self.maintenance.usage,
+            quotas=self.maintenance.quotas,
+            wrapper=self.notifications.wrap if self.notifications else None,
         )
         self.debug_app = (
             create_debug_app(config, redactor, self.metrics, self.health)
@@ -245,6 +268,14 @@ class Server:
         except Exception:
             log.exception("building the catalog index failed; the first request will retry")
 
+    async def _notify(self, stop: asyncio.Event) -> None:
+        """Delivers the events of this (only) process until `stop` is set."""
+        assert self.notifications is not None
+        try:
+            await self.notifications.notifier(self.metrics).run(stop)
+        except Exception:
+            log.exception("notifications: delivery stopped")
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serves until `stop` is set, then stops accepting and lets requests in flight finish
         for up to `http.draintimeout` (those still running then are cut)."""
@@ -271,6 +302,8 @@ class Server:
             sites = [web.TCPSite(runner, host, port, ssl_context=self.tls, reuse_address=True)]
         runners = [runner]
         tasks = []
+        notify_stop = asyncio.Event()
+        notifier: asyncio.Task[None] | None = None
         try:
             for site in sites:
                 await site.start()
@@ -288,8 +321,7 @@ class Server:
                 tasks.append(asyncio.create_task(self.health.run(self.health_interval)))
             tasks.append(asyncio.create_task(self._warm_catalog()))
             purging = self.config.storage.maintenance.uploadpurging
-            first = self.worker is None or self.worker.index == 0  # one purger per server
-            if purging.enabled and not self.settings.readonly and first:
+            if purging.enabled and not self.settings.readonly and self.first:
                 tasks.append(
                     asyncio.create_task(
                         purge.run(
@@ -301,8 +333,14 @@ class Server:
                     )
                 )
             collecting = self.config.storage.maintenance.gc
-            if collecting.enabled and not self.settings.readonly and first:
+            if collecting.enabled and not self.settings.readonly and self.first:
                 tasks.append(asyncio.create_task(self._collect_garbage(collecting)))
+            for work in self.maintenance.background(self.registry):
+                tasks.append(asyncio.create_task(work))
+            if self.notifications is not None and self.worker is None:
+                # With several workers a process of its own delivers (moorage/workers.py).
+                notifier = asyncio.create_task(self._notify(notify_stop))
+                tasks.append(notifier)
             if self.worker is None:
                 log.info(self.describe())
             await stop.wait()
@@ -311,13 +349,19 @@ class Server:
                 await site.stop()
             if not await in_flight.drain(drain):
                 log.warning("moorage stopping: cutting requests still running after %.1fs", drain)
+            notify_stop.set()  # the notifier saves where each endpoint is
+            if notifier is not None:
+                await asyncio.wait([notifier], timeout=5)
         finally:
             for task in tasks:
                 task.cancel()
+            if self.notifications is not None:
+                self.notifications.close()
             for each in reversed(runners):
                 await each.cleanup()
             if self.registry.blobs.uses is not None:
                 await self.registry.blobs.uses.close()
+            await self.maintenance.close()
             await self.registry.driver.close()
             if self.registry.blobs.cache is not None:
                 await self.registry.blobs.cache.close()
@@ -333,6 +377,19 @@ class Server:
             await held.release()
             if client is not None:
                 await client.aclose()
+
+
+def notifications(config: Config, create_files: bool) -> Notifications | None:
+    """The config's notifications (moorage.notifications), built only when endpoints are
+    configured: a registry without them loads none of that code."""
+    if not any(not endpoint.disabled for endpoint in config.notifications.endpoints):
+        return None
+    from moorage import notifications as room
+
+    try:
+        return room.from_config(config, create_files=create_files)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
 
 
 # glibc's mallopt(3) parameters.

@@ -15,9 +15,13 @@ What the workers share:
 - the in-memory descriptor cache's generation (storage/cache/generation.py), so a delete in one
   worker drops what the others cached;
 - catalog names each adds (registry/catalog.py FileNames), unless Redis already shares them.
-Upload sessions need nothing: a PATCH in another worker re-derives the running digest from the
-stored bytes, as across replicas. What stays per worker: the token server's rate limits (each
-worker allows the configured rate) and the storage health checks (each worker checks).
+With notification endpoints, one more process, the notifier, runs beside the workers at a lower
+priority: each worker spools the events of its requests, the notifier merges every worker's spool
+and delivers (moorage.notifications); it is started again if it dies, like a worker.
+Upload sessions need nothing: the running digest's state is saved with the session in storage
+after each chunk (registry/uploads.py), so another worker continues it, as another replica does.
+What stays per worker: the token server's rate limits (each worker allows the configured rate)
+and the storage health checks (each worker checks).
 """
 
 from __future__ import annotations
@@ -38,12 +42,14 @@ import stat
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import multiprocess
 
 from moorage.config.schema import Config
 from moorage.config.secrets import Redactor, SecretProblem
+from moorage.registry import hashstate
 from moorage.server import Server, StartupError, Worker, serve, split_addr
 
 log = logging.getLogger("moorage")
@@ -51,6 +57,8 @@ log = logging.getLogger("moorage")
 BACKLOG = 1024
 PR_SET_PDEATHSIG = 1  # prctl(2)
 STARTUP_FAILED = 3  # a worker's exit status when it could not start: the supervisor stops
+NOTIFIER = -1  # the index of the process that delivers notifications
+NOTIFIER_NICE = 19  # its priority below the workers': delivery yields to requests
 RESTART_PAUSE = 1.0  # seconds before restarting a worker that died this soon after its start
 _SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
 RUNDIR_PREFIX = "moorage-"
@@ -58,21 +66,57 @@ RUNDIR_LOCK = "supervisor.lock"
 
 
 def usable_cpus() -> int:
-    """The CPUs this process may run on, bounded by a cgroup v2 CPU quota (a container's
-    `--cpus`) when there is one."""
+    """The CPUs this process may run on, bounded by the tightest CPU quota on its cgroups (a
+    container's `--cpus`, a systemd unit's `CPUQuota=`) when there is one."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = cpu_quota()
+    return cpus if quota is None else min(cpus, max(1, math.ceil(quota)))
+
+
+def cpu_quota(root: str = "/sys/fs/cgroup", membership: str = "/proc/self/cgroup") -> float | None:
+    """The tightest CPU quota, in CPUs, on this process's cgroup and those above it, cgroup v2
+    (`cpu.max`) or v1 (`cpu.cfs_quota_us` over `cpu.cfs_period_us`); None when there is none or
+    none is readable. A container's own cgroup is the root of the hierarchy it sees mounted,
+    whatever path `membership` names (v1 without a cgroup namespace), so the root counts too."""
     try:
-        with open("/sys/fs/cgroup/cpu.max") as limit:
-            quota, period = limit.read().split()
-        if quota != "max":
-            cpus = min(cpus, max(1, math.ceil(int(quota) / int(period))))
+        lines = Path(membership).read_text().splitlines()
+    except OSError:
+        return None
+    quotas = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            mount, version = Path(root), 2
+        elif "cpu" in controllers.split(","):
+            mount, version = Path(root, controllers), 1
+            if not mount.is_dir():
+                mount = Path(root, "cpu")
+        else:
+            continue
+        directory = mount / path.lstrip("/")
+        for level in (directory, *directory.parents):
+            quotas.append(_quota(level, version))
+            if level == mount:
+                break
+    found = [quota for quota in quotas if quota is not None]
+    return min(found) if found else None
+
+
+def _quota(directory: Path, version: int) -> float | None:
+    try:
+        if version == 2:
+            quota, period = (directory / "cpu.max").read_text().split()
+            return None if quota == "max" else int(quota) / int(period)
+        quota = (directory / "cpu.cfs_quota_us").read_text().strip()
+        period = (directory / "cpu.cfs_period_us").read_text().strip()
+        return None if int(quota) < 0 else int(quota) / int(period)
     except (OSError, ValueError):
-        pass  # no cgroup v2 limit readable: the affinity stands
-    return cpus
+        return None
 
 
 def count(config: Config) -> int:
-    """How many worker processes the config asks for; `auto` is one per usable CPU."""
+    """How many worker processes the config asks for; `auto` (the default) is one per usable
+    CPU, except on the inmemory driver, whose one process holds the blobs."""
     wanted = config.http.workers
     number = usable_cpus() if wanted == "auto" else wanted
     if config.storage.driver == "inmemory":
@@ -208,7 +252,7 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
     due: dict[int, float] = {}  # worker index -> when to try starting it again
 
     def start(index: int) -> None:
-        api, debug = listeners[index]
+        api, debug = listeners[index] if index != NOTIFIER else ([], [])
         worker = Worker(index, rundir, api, debug)
         pid = os.fork()
         if pid == 0:  # the worker: never returns into the supervisor's code below
@@ -218,7 +262,10 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
                 # Only its own listeners stay open here, so that a worker's stop closes them.
                 for sock in {s for pair in listeners for s in pair[0] + pair[1]} - {*api, *debug}:
                     sock.close()
-                code = _run_worker(config, redactor, strict_secrets, worker)
+                if index == NOTIFIER:
+                    code = _run_notifier(config, worker)
+                else:
+                    code = _run_worker(config, redactor, strict_secrets, worker)
             finally:
                 os._exit(code)
         children[pid] = (index, time.monotonic())
@@ -243,6 +290,7 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
         checked.registry.driver.preload()
     except Exception as exc:  # an optimisation: each worker loads its own on first use
         log.warning("storage: could not preload for the workers (%s)", redactor.redact(str(exc)))
+    hashstate.available()  # libcrypto, and its self-test, for every worker
     gc.collect()
     gc.freeze()
     status = 0
@@ -250,6 +298,8 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
     try:
         for index in range(workers):
             start(index)
+        if checked.notifications is not None:
+            start(NOTIFIER)
         log.info("%s, %d workers", checked.describe(), workers)
         while children or (due and not stopping):
             received = signal.sigtimedwait(_SIGNALS, 1.0)
@@ -270,7 +320,8 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
                     stopping, status = True, 1
                     stop()
                     continue
-                log.error("moorage worker %d exited (status %d); starting it again", index, code)
+                what = "notifier" if index == NOTIFIER else f"worker {index}"
+                log.error("moorage %s exited (status %d); starting it again", what, code)
                 if time.monotonic() - started < RESTART_PAUSE:  # not in a tight loop
                     due[index] = started + RESTART_PAUSE
                 else:
@@ -353,6 +404,38 @@ def _stop_with_parent() -> None:
     prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != supervisor:  # it died before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _run_notifier(config: Config, worker: Worker) -> int:
+    """The notifier's life: it delivers the events every worker spools (moorage.notifications),
+    at a lower priority than the workers, so that delivery yields the CPU to requests; its
+    metrics join the workers' in the run directory. Its exit status."""
+    from moorage import notifications
+    from moorage.metrics import Metrics
+
+    _stop_with_parent()
+    with contextlib.suppress(OSError):
+        os.nice(NOTIFIER_NICE)
+    code = 0
+    try:
+        built = notifications.from_config(config)
+        if built is None:
+            return 0
+
+        async def deliver() -> None:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await built.notifier(Metrics(worker.path("metrics"))).run(stop)
+
+        asyncio.run(deliver())
+    except BaseException:
+        log.exception("moorage notifier failed")
+        code = 1
+    finally:
+        logging.shutdown()
+    return code
 
 
 def _run_worker(config: Config, redactor: Redactor, strict_secrets: bool, worker: Worker) -> int:

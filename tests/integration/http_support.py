@@ -66,9 +66,11 @@ class CA:
     cert: Path
     key: Path
 
-    def issue(self, directory: Path, name: str, *, server: bool) -> tuple[Path, Path]:
-        """A certificate signed by this CA: for a server on 127.0.0.1 (serverAuth, SAN IP) or
-        for a client (clientAuth). Returns (cert, key)."""
+    def issue(
+        self, directory: Path, name: str, *, server: bool, dns: tuple[str, ...] = ()
+    ) -> tuple[Path, Path]:
+        """A certificate signed by this CA: for a server on 127.0.0.1 (serverAuth, SAN IP) and
+        the `dns` names, or for a client (clientAuth). Returns (cert, key)."""
         key = directory / f"{name}.key"
         csr = directory / f"{name}.csr"
         cert = directory / f"{name}.crt"
@@ -76,7 +78,9 @@ class CA:
         ext.write_text(
             "basicConstraints=CA:FALSE\n"
             + (
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+                "subjectAltName=IP:127.0.0.1,"
+                + ",".join(f"DNS:{n}" for n in ("localhost", *dns))
+                + "\nextendedKeyUsage=serverAuth\n"
                 if server
                 else "extendedKeyUsage=clientAuth\n"
             )
@@ -157,10 +161,12 @@ def config(root: Path, http: dict[str, Any], **sections: Any) -> dict[str, Any]:
 def moorage(
     workdir: Path, settings: dict[str, Any], env: dict[str, str] | None = None
 ) -> Iterator[Process]:
-    """Runs `moorage serve` with the config as given (any listener) and waits for its
-    "listening" log line, which it writes once the listener is open."""
+    """Runs `moorage serve` with the config as given (any listener; one process unless it sets
+    http.workers, as tests.servers.run_moorage) and waits for its "listening" log line, which
+    it writes once the listener is open."""
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "moorage.yml"
+    settings = {**settings, "http": {"workers": 1, **settings.get("http", {})}}
     path.write_text(yaml.safe_dump(settings))
     log = workdir / "moorage.log"
     process = spawn_moorage([str(path)], log, env)

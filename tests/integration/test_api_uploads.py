@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.api import Client, error_codes, sha256
-from tests.servers import Server, moorage_config, run_moorage
+from tests.servers import Server, moorage_config, read_back, run_moorage
 
 
 @pytest.fixture
@@ -268,7 +268,14 @@ def test_upload_resumes_after_a_failed_patch(client: Client) -> None:
     assert client.request("GET", f"/v2/app/blobs/{sha256(data)}").content == data
 
 
+def session_dir(root: Path, name: str, location: str) -> Path:
+    upload_id = urlsplit(location).path.rpartition("/")[2]
+    return root / "docker/registry/v2/repositories" / name / "_uploads" / upload_id
+
+
 def test_upload_session_survives_a_restart(tmp_path: Path) -> None:
+    """The restarted server continues the running digest from the state the first one saved,
+    without reading the stored bytes back."""
     data = os.urandom(300_000)
     root = tmp_path / "data"
     with run_moorage(tmp_path / "first", root=root) as first:
@@ -290,6 +297,93 @@ def test_upload_session_survives_a_restart(tmp_path: Path) -> None:
         done = client.request("PUT", path, params={"digest": sha256(data)})
         assert done.status_code == 201, done.text
         assert client.request("GET", f"/v2/app/blobs/{sha256(data)}").content == data
+        assert read_back(second) == []
+
+
+def test_each_chunk_saves_the_running_hash_state_with_the_session(moorage: Server) -> None:
+    """`_uploads/<id>/hashstates/sha256/<offset>` after each PATCH, in Go's encoding of
+    crypto/sha256's state as distribution writes it: magic, 8 state words, the partial block
+    zero-filled, the length."""
+    assert moorage.root is not None
+    client = Client(moorage.url)
+    data = os.urandom(200_000)
+    location = client.start_upload("app")
+    session = session_dir(moorage.root, "app", location)
+    for start, end in ((0, 100), (100, 150_000), (150_000, 200_000)):
+        patched = client.request(
+            "PATCH", location, data=data[start:end], headers={"Content-Range": f"{start}-{end - 1}"}
+        )
+        assert patched.status_code == 202, patched.text
+        location = patched.headers["Location"]
+        state = (session / "hashstates/sha256" / str(end)).read_bytes()
+        assert len(state) == 4 + 32 + 64 + 8
+        assert state[:4] == b"sha\x03"
+        partial = data[end - end % 64 : end]
+        assert state[36:100] == partial + bytes(64 - len(partial))
+        assert int.from_bytes(state[100:], "big") == end
+    assert sorted(p.name for p in (session / "hashstates/sha256").iterdir()) == [
+        "100",
+        "150000",
+        "200000",
+    ]
+    assert client.request("PUT", location, params={"digest": sha256(data)}).status_code == 201
+    assert not session.exists()
+    assert read_back(moorage) == []
+
+
+@pytest.mark.parametrize("damage", ["malformed", "of other bytes", "missing"])
+def test_a_wrong_saved_state_costs_a_read_back_never_a_wrong_digest(
+    tmp_path: Path, damage: str
+) -> None:
+    """A saved state that is not what the session's bytes make: the server that continues the
+    session reads the stored bytes back, and the digest is checked against them."""
+    data = os.urandom(70_000)
+    root = tmp_path / "data"
+    with run_moorage(tmp_path / "first", root=root) as first:
+        location = Client(first.url).start_upload("app")
+        assert Client(first.url).request("PATCH", location, data=data[:50_000]).status_code == 202
+    state = session_dir(root, "app", location) / "hashstates/sha256/50000"
+    if damage == "malformed":
+        state.write_bytes(state.read_bytes()[:-1])
+    elif damage == "of other bytes":
+        forged = bytearray(state.read_bytes())
+        forged[4] ^= 1  # a state word
+        state.write_bytes(bytes(forged))
+    else:
+        state.unlink()
+    with run_moorage(tmp_path / "second", root=root) as second:
+        client = Client(second.url)
+        path = urlsplit(location).path
+        assert client.request("PATCH", path, data=data[50_000:]).status_code == 202
+        done = client.request("PUT", path, params={"digest": sha256(data)})
+        assert done.status_code == 201, done.text
+        assert client.request("GET", f"/v2/app/blobs/{sha256(data)}").content == data
+        assert len(read_back(second)) == 1, second.logs()
+
+
+def test_a_sha512_session_continues_in_another_process(tmp_path: Path) -> None:
+    """The session's algorithm goes with it (its empty state is saved at the start), so a
+    process that did not start it hashes in sha512; only the sha256 the content is stored
+    under is read back, as for every sha512 upload."""
+    data = os.urandom(90_000)
+    digest = "sha512:" + hashlib.sha512(data).hexdigest()
+    root = tmp_path / "data"
+    with run_moorage(tmp_path / "first", root=root) as first:
+        location = Client(first.url).start_upload("app", **{"digest-algorithm": "sha512"})
+    assert (session_dir(root, "app", location) / "hashstates/sha512/0").is_file()
+    with run_moorage(tmp_path / "second", root=root) as second:
+        client = Client(second.url)
+        path = urlsplit(location).path
+        assert client.request("PATCH", path, data=data[:40_000]).status_code == 202
+    assert (session_dir(root, "app", location) / "hashstates/sha512/40000").is_file()
+    with run_moorage(tmp_path / "third", root=root) as third:
+        client = Client(third.url)
+        assert client.request("PATCH", path, data=data[40_000:]).status_code == 202
+        done = client.request("PUT", path, params={"digest": digest})
+        assert done.status_code == 201, done.text
+        assert client.request("GET", f"/v2/app/blobs/{digest}").content == data
+        (line,) = read_back(third)
+        assert "sha256 (hashed as sha512)" in line
 
 
 def test_a_tampered_upload_state_is_refused(client: Client) -> None:

@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from moorage.auth.tokens import libtrust_key_id
 from tests.api import Client, error_codes
 from tests.images import make_image
+from tests.integration.auth_support import SERVICE, builtin_section, htpasswd_file
 from tests.pki import (
     Issued,
     certificate,
@@ -47,7 +48,6 @@ from tests.servers import Server, moorage_config, run_moorage, run_reference_reg
 pytestmark = pytest.mark.timeout(600)
 
 TIMEOUT = 120  # seconds, for any one subprocess
-SERVICE = "moorage-test"
 ALL_ACTIONS = ("pull", "push", "delete")
 CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 FORM = "application/x-www-form-urlencoded"
@@ -98,17 +98,6 @@ def moorage_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedPro
 
 def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return run(["skopeo", "--insecure-policy", *args], check=check)
-
-
-def htpasswd_file(path: Path, users: dict[str, str]) -> Path:
-    """bcrypt entries at a low cost (the server accepts any cost), fast to check."""
-    path.write_text(
-        "".join(
-            f"{user}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(4)).decode()}\n"
-            for user, pw in users.items()
-        )
-    )
-    return path
 
 
 def assert_log_clean(server: Server) -> None:
@@ -653,18 +642,6 @@ def write_builtin_files(directory: Path) -> tuple[Path, Path, Path]:
     acl = directory / "acl.yml"
     acl.write_text(yaml.safe_dump(ACL))
     return users, acl, directory / "keys" / "token.key"
-
-
-def builtin_section(users: Path, acl: Path, key: Path, **extra: Any) -> dict[str, Any]:
-    return {
-        "builtin": {
-            "service": SERVICE,
-            "users": str(users),
-            "acl": str(acl),
-            "signingkey": str(key),
-            **extra,
-        }
-    }
 
 
 @pytest.fixture

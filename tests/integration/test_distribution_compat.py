@@ -1,7 +1,8 @@
 """Cross-compatibility with the reference registry (CNCF distribution 2.8, `docker-registry`) on
 one filesystem root: what either registry wrote, the other serves byte for byte; deletes made by
 one are seen by the other; both write the same tree for the same pushes; an upload session begun
-on distribution is finished on moorage.
+on either is finished on the other, which continues the running digest from the state the first
+saved with the session.
 
 Every comparison is between the two real registries: a "view" of a registry (catalog, tag lists,
 HEAD and GET of every manifest and blob probed) is taken from the one that wrote the data and must
@@ -27,7 +28,7 @@ import requests
 import yaml
 
 from tests.images import OCI_INDEX, OCI_MANIFEST, Image, digest_of, make_image
-from tests.servers import Server, run_moorage, run_reference_registry
+from tests.servers import Server, moorage_config, read_back, run_moorage, run_reference_registry
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
@@ -49,15 +50,17 @@ ERROR_LINE = re.compile(r"^[\d:,.TZ -]+ (?:ERROR|error|CRITICAL|critical) .*", r
 
 
 @contextlib.contextmanager
-def serve(kind: str, tmp_path: Path, root: Path) -> Iterator[Server]:
-    """Runs one registry of `kind` on the filesystem at `root`. Moorage's log must stay free of
-    errors: a client may shrug off a failed request, the log does not."""
+def serve(kind: str, tmp_path: Path, root: Path, secret: str = "") -> Iterator[Server]:
+    """Runs one registry of `kind` on the filesystem at `root`, with `http.secret` when given.
+    Moorage's log must stay free of errors: a client may shrug off a failed request, the log
+    does not."""
     workdir = tmp_path / "servers"
     if kind == DISTRIBUTION:
-        with run_reference_registry(workdir, root) as server:
+        with run_reference_registry(workdir, root, secret=secret) as server:
             yield server
         return
-    with run_moorage(workdir, root=root) as server:
+    config = moorage_config(root, 0, http={"secret": secret} if secret else {})
+    with run_moorage(workdir, config) as server:
         yield server
     logs = server.logs()
     errors = ERROR_LINE.findall(logs)
@@ -548,6 +551,7 @@ def test_upload_session_started_on_distribution_is_finished_on_moorage(tmp_path:
         blob = requests.get(f"{server.url}/v2/team/app/blobs/{digest}", timeout=HTTP_TIMEOUT)
         assert blob.status_code == 200
         assert blob.content == data
+        assert read_back(server) == []  # distribution's saved state was continued
     assert not session.exists()
 
     with serve(DISTRIBUTION, tmp_path, root) as server:
@@ -612,3 +616,97 @@ def test_upload_urls_work_across_registries_sharing_http_secret(
         assert finished.status_code == 201, finished.text
         got = requests.get(f"{second.url}/v2/team/app/blobs/{digest}", timeout=HTTP_TIMEOUT)
         assert got.content == data
+
+
+SECRET = "one-secret-for-the-whole-fleet"
+
+
+def patch_chunk(url: str, chunk: bytes, offset: int) -> requests.Response:
+    answer = requests.patch(
+        url,
+        data=chunk,
+        headers={
+            "Content-Type": "application/octet-stream",
+            "Content-Range": f"{offset}-{offset + len(chunk) - 1}",
+        },
+        timeout=HTTP_TIMEOUT,
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.headers["Range"] == f"0-{offset + len(chunk) - 1}"
+    return answer
+
+
+def aimed_at(server: Server, location: str) -> str:
+    """A Location one registry issued, sent to `server` instead."""
+    return server.url + location[location.index("/v2/") :]
+
+
+@pytest.mark.parametrize("first_kind", [DISTRIBUTION, MOORAGE])
+def test_an_upload_alternating_between_the_registries_gets_its_digest(
+    tmp_path: Path, first_kind: str
+) -> None:
+    """Both registries serve one root with one `http.secret`; every request of a chunked
+    upload goes to the other one. Each continues the running digest from the state the other
+    saved after the previous chunk; moorage never reads the stored bytes back."""
+    root = tmp_path / "root"
+    sizes = [1024 * 1024 + 13, 777, 2 * 1024 * 1024 + 1, 64, 5]
+    data = os.urandom(sum(sizes))
+    digest = digest_of(data)
+    with (
+        serve(DISTRIBUTION, tmp_path, root, SECRET) as distribution,
+        serve(MOORAGE, tmp_path, root, SECRET) as moorage,
+    ):
+        servers = [distribution, moorage] if first_kind == DISTRIBUTION else [moorage, distribution]
+        started = requests.post(
+            f"{servers[0].url}/v2/team/app/blobs/uploads/", timeout=HTTP_TIMEOUT
+        )
+        assert started.status_code == 202, started.text
+        location, offset = started.headers["Location"], 0
+        for turn, size in enumerate(sizes, start=1):
+            answer = patch_chunk(
+                aimed_at(servers[turn % 2], location), data[offset : offset + size], offset
+            )
+            location, offset = answer.headers["Location"], offset + size
+        finishing = servers[(len(sizes) + 1) % 2]
+        finished = requests.put(
+            aimed_at(finishing, location), params={"digest": digest}, timeout=HTTP_TIMEOUT
+        )
+        assert finished.status_code == 201, finished.text
+        assert finished.headers["Docker-Content-Digest"] == digest
+        for server in servers:
+            blob = requests.get(f"{server.url}/v2/team/app/blobs/{digest}", timeout=HTTP_TIMEOUT)
+            assert blob.status_code == 200
+            assert blob.content == data
+        assert read_back(moorage) == []
+
+
+@pytest.mark.parametrize("first_kind", [DISTRIBUTION, MOORAGE])
+def test_each_registry_continues_the_hash_state_the_other_saved(
+    tmp_path: Path, first_kind: str
+) -> None:
+    """Proof that the second registry continues the first one's saved state rather than
+    reading the stored bytes back: between the two, those bytes are replaced behind both
+    registries' backs by others of the same length. A registry that read them back would
+    derive their digest and refuse the digest of the bytes the client sent; one that continues
+    the saved state accepts it."""
+    root = tmp_path / "root"
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    first = 1024 * 1024 + 5
+    with serve(first_kind, tmp_path, root, SECRET) as server:
+        started = requests.post(f"{server.url}/v2/team/app/blobs/uploads/", timeout=HTTP_TIMEOUT)
+        assert started.status_code == 202, started.text
+        location = patch_chunk(started.headers["Location"], data[:first], 0).headers["Location"]
+    upload_id = started.headers["Docker-Upload-UUID"]
+    session = root / "docker/registry/v2/repositories/team/app/_uploads" / upload_id
+    assert (session / "hashstates/sha256" / str(first)).is_file()
+    (session / "data").write_bytes(os.urandom(first))
+    with serve(other(first_kind), tmp_path, root, SECRET) as server:
+        rest = patch_chunk(aimed_at(server, location), data[first:], first)
+        finished = requests.put(
+            aimed_at(server, rest.headers["Location"]),
+            params={"digest": digest_of(data)},
+            timeout=HTTP_TIMEOUT,
+        )
+        assert finished.status_code == 201, finished.text
+        if other(first_kind) == MOORAGE:
+            assert read_back(server) == []

@@ -23,24 +23,30 @@ from typing import Any
 import pytest
 import redis
 import requests
-import yaml
 
 from tests.images import OCI_INDEX, OCI_MANIFEST, Image, digest_of, make_image
-from tests.integration.http_support import nginx_preamble
+from tests.integration.replicas_support import (
+    debug_url,
+    push,
+    redis_client,
+    run,
+    run_nginx,
+    run_replicas,
+    seed_config,
+)
 from tests.integration.s3_support import bucket, list_multipart_uploads
 from tests.servers import (
     RedisServer,
     S3Server,
     Server,
     free_port,
+    read_back,
     run_moorage,
     run_redis,
-    stop,
 )
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(600)]
 
-TIMEOUT = 120  # seconds, for any one command
 HTTP_TIMEOUT = 60  # seconds, for any one request
 MiB = 1024 * 1024
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -50,76 +56,11 @@ CACHE_HITS = re.compile(r'^moorage_cache_requests_total\{cache="redis",result="h
 ACCESS = re.compile(r" moorage\.access: ")
 ERROR_LINE = re.compile(r"^\S+ (?:error|critical) .*$", re.M)
 
-# The production config of the issue, verbatim (its credentials are fake).
-SEED = """\
-version: 0.1
-log:
-  level: info
-  fields:
-    service: registry
-    environment: staging
-storage:
-  s3:
-    accesskey: AKIA0Z6307DRPWJ5VH03F
-    secretkey: OgP2Yhk1ZjFFf+aYokvnqI3qTlenCxSW2nbb9zpB
-    region: us-west-1
-    bucket: registry
-    encrypt: false
-    secure: true
-    v4auth: true
-    chunksize: 5242880
-    rootdirectory: /registryv2
-  cache:
-    layerinfo: redis
-http:
-  addr: :443
-  secret: ZpAedwVDFHK7mkNFFKSP8OQY
-  debug:
-    addr: localhost:5001
-redis:
-  addr: localhost:6379
-  db: 0
-"""
-
-
-def seed_config(
-    s3: S3Server, redis_addr: str, *, bucket: str = "registry", db: int = 0, **storage: Any
-) -> dict[str, Any]:
-    """The seed config with only what the issue allows changed: the store's endpoint, plain
-    HTTP and path-style addressing, the addresses (the API's is set by run_moorage); plus, for
-    tests other than the seed's own, a bucket, Redis database and storage settings of their
-    own."""
-    config: dict[str, Any] = yaml.safe_load(SEED)
-    config["storage"]["s3"].update(
-        regionendpoint=s3.endpoint, secure=False, forcepathstyle=True, bucket=bucket
-    )
-    config["storage"].update(storage)
-    config["http"]["debug"]["addr"] = f"127.0.0.1:{free_port()}"
-    config["redis"].update(addr=redis_addr, db=db)
-    return config
-
-
-def debug_url(config: dict[str, Any]) -> str:
-    return f"http://{config['http']['debug']['addr']}"
-
-
 def cache_hits(config: dict[str, Any]) -> float:
     metrics = requests.get(f"{debug_url(config)}/metrics", timeout=HTTP_TIMEOUT)
     assert metrics.status_code == 200, metrics.text
     match = CACHE_HITS.search(metrics.text)
     return float(match.group(1)) if match else 0.0
-
-
-def run(args: list[str]) -> str:
-    result = subprocess.run(args, capture_output=True, text=True, timeout=TIMEOUT, check=False)
-    if result.returncode != 0:
-        pytest.fail(f"{' '.join(args)} exited {result.returncode}:\n{result.stdout}{result.stderr}")
-    return result.stdout
-
-
-def push(image: Image, dest: str, *flags: str) -> None:
-    run(["skopeo", "--insecure-policy", "copy", "--quiet", "--dest-tls-verify=false", *flags,
-         image.ref, f"docker://{dest}"])  # fmt: skip
 
 
 def pull_and_check(source: str, image: Image, out: Path) -> None:
@@ -135,11 +76,6 @@ def no_errors(*servers: Server) -> None:
     for server in servers:
         logs = server.logs()
         assert not ERROR_LINE.search(logs) and "Traceback" not in logs, logs
-
-
-def redis_client(addr: str, db: int) -> redis.Redis:
-    host, _, port = addr.rpartition(":")
-    return redis.Redis(host=host, port=int(port), db=db, socket_timeout=5)
 
 
 MakeBucket = Callable[[str], str]
@@ -175,7 +111,8 @@ def test_seed_production_config_serves_pushes_and_pulls(
     make_bucket("registry")
     redis_client(redis_server.addr, 0).flushdb()
     config = seed_config(s3_store, redis_server.addr)
-    with run_moorage(tmp_path / "seed", config) as server:
+    # As the user runs it: no http.workers, so one worker per CPU.
+    with run_moorage(tmp_path / "seed", config, workers=None) as server:
         push(image, f"{server.host}/team/app:v1")
         pull_and_check(f"{server.host}/team/app:v1", image, tmp_path / "pulled")
 
@@ -211,76 +148,6 @@ def test_seed_production_config_serves_pushes_and_pulls(
 
 
 # --- 2: three replicas behind a round robin --------------------------------------------------
-
-
-def nginx_conf(directory: Path, port: int, upstreams: list[str]) -> str:
-    servers = "\n".join(f"        server {host};" for host in upstreams)
-    return (
-        nginx_preamble(directory)
-        + f"""
-    upstream replicas {{
-{servers}
-    }}
-    server {{
-        listen 127.0.0.1:{port};
-        client_max_body_size 0;
-        location / {{
-            proxy_pass http://replicas;
-            proxy_http_version 1.1;
-            proxy_request_buffering off;
-            proxy_buffering off;
-            proxy_next_upstream off;
-            proxy_read_timeout 300s;
-            proxy_send_timeout 300s;
-            proxy_set_header Host $http_host;
-        }}
-    }}
-}}
-"""
-    )
-
-
-@contextlib.contextmanager
-def run_nginx(directory: Path, upstreams: list[str]) -> Iterator[str]:
-    """nginx round-robin over `upstreams`, a fresh upstream connection per request; yields
-    its host:port."""
-    binary = "/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else "nginx"
-    directory.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    conf = directory / "nginx.conf"
-    conf.write_text(nginx_conf(directory, port, upstreams))
-    with open(directory / "stderr.log", "wb") as out:
-        process = subprocess.Popen(
-            [binary, "-c", str(conf), "-g", "daemon off;"], stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError((directory / "stderr.log").read_text())
-            with contextlib.suppress(requests.RequestException):
-                requests.get(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("nginx not ready after 15s")
-            time.sleep(0.05)
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop(process)
-
-
-@contextlib.contextmanager
-def run_replicas(workdir: Path, config: dict[str, Any], count: int = 3) -> Iterator[list[Server]]:
-    """`count` moorage processes with the same config (each with a debug port of its own)."""
-    with contextlib.ExitStack() as stack:
-        servers = []
-        for index in range(count):
-            own = {
-                **config,
-                "http": {**config["http"], "debug": {"addr": f"127.0.0.1:{free_port()}"}},
-            }
-            servers.append(stack.enter_context(run_moorage(workdir / f"replica-{index}", own)))
-        yield servers
 
 
 def access_lines(server: Server, start: int = 0) -> list[str]:
@@ -353,9 +220,11 @@ def test_three_replicas_behave_as_one_registry(
         pull_and_check(f"{front}/team/app:v1", image, tmp_path / "pulled")
 
         # A chunked upload whose every request goes to another replica; chunks cross the
-        # 5 MiB part size.
+        # 5 MiB part size. Each replica continues the running digest from the state the last
+        # one saved in the bucket.
         chunks = [os.urandom(size) for size in (3 * MiB, 7 * MiB, 1 * MiB, 6 * MiB + 5, 2 * MiB)]
         digest = chunked_upload_across(servers, "team/chunked", chunks)
+        assert [line for server in servers for line in read_back(server)] == []
         data = b"".join(chunks)
         for server in servers:
             blob = requests.get(

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.api import Client, error_codes, round_trip_big_blob, sha256
-from tests.servers import S3Server, run_moorage
+from tests.servers import S3Server, read_back, run_moorage
 
 MiB = 1024 * 1024
 
@@ -75,9 +75,11 @@ def test_chunked_upload_straddling_parts(
         assert ranged.content == data[1:6]
 
 
-def test_session_continued_by_another_process_rederives_the_digest(
+def test_session_continued_by_another_process_continues_the_running_digest(
     tmp_path: Path, s3_store: S3Server
 ) -> None:
+    """The second process restores the running hash from the state the first saved with the
+    session in the bucket: no read-back of the stored bytes."""
     data = os.urandom(11 * MiB + 3)
     config = _config(s3_store)
     with run_moorage(tmp_path / "first", config) as first:
@@ -96,6 +98,7 @@ def test_session_continued_by_another_process_rederives_the_digest(
         done = client.request("PUT", rest.headers["Location"], params={"digest": sha256(data)})
         assert done.status_code == 201, done.text
         assert client.request("GET", f"/v2/s3/app/blobs/{sha256(data)}").content == data
+        assert read_back(second) == []
 
 
 def test_digest_mismatch_on_s3_commits_nothing(tmp_path: Path, s3_store: S3Server) -> None:

@@ -38,7 +38,7 @@ from tests.integration.http_support import make_ca
 from tests.integration.http_support import moorage as moorage_listening
 from tests.integration.test_http_settings import blob_data, refused, slow_upload, unix_request
 from tests.integration.test_operations import requests_total, scrape
-from tests.servers import Server, children, free_port, moorage_config, run_moorage
+from tests.servers import Server, children, free_port, moorage_config, read_back, run_moorage
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -102,8 +102,12 @@ def nothing_left_behind(workdir: Path) -> Iterator[None]:
 def serving(
     workdir: Path, config: dict[str, Any], env: dict[str, str] | None = None
 ) -> Iterator[Server]:
-    """run_moorage, answering on /v2/, with nothing left running after it."""
-    with nothing_left_behind(workdir), run_moorage(workdir, config, env=env) as server:
+    """run_moorage, answering on /v2/, with nothing left running after it; http.workers as
+    the config says (the server's default without the key)."""
+    with (
+        nothing_left_behind(workdir),
+        run_moorage(workdir, config, env=env, workers=None) as server,
+    ):
         yield server
 
 
@@ -267,7 +271,9 @@ def test_two_workers_answer_new_connections(tmp_path: Path) -> None:
 
 def test_upload_session_moves_between_workers(tmp_path: Path) -> None:
     """A chunked upload whose every request is on a new connection: the session goes from
-    worker to worker (no http.secret set: the random one is the supervisor's, shared)."""
+    worker to worker (no http.secret set: the random one is the supervisor's, shared), each
+    continuing the running digest from the state the last one saved, never reading the stored
+    bytes back."""
     chunks = [os.urandom(64 * 1024 + index) for index in range(FRESH)]
     data = b"".join(chunks)
     with serving(tmp_path, workers_config(tmp_path)) as server:
@@ -297,6 +303,7 @@ def test_upload_session_moves_between_workers(tmp_path: Path) -> None:
         pulled = fan_out("GET", f"{server.url}/v2/spread/app/blobs/{sha256(data)}", 8)
         assert statuses(pulled) == {200}
         assert all(answer.content == data for answer in pulled)
+        assert read_back(server) == []
 
 
 # --- what the workers share ----------------------------------------------------------------------
@@ -598,10 +605,10 @@ def test_zero_workers_is_refused_by_config_check(tmp_path: Path) -> None:
 
 
 def test_config_check_accepts_workers(tmp_path: Path) -> None:
-    for workers in (1, 2, "auto"):
+    for workers, effective in ((1, 1), (2, 2), ("auto", "auto"), (None, "auto")):
         result = serve_to_exit(tmp_path, workers_config(tmp_path, workers=workers), command="check")
         assert result.returncode == 0, result.stderr
-        assert yaml.safe_load(result.stdout)["http"]["workers"] == workers
+        assert yaml.safe_load(result.stdout)["http"]["workers"] == effective
 
 
 def test_config_check_refuses_inmemory_storage_with_workers(tmp_path: Path) -> None:
@@ -624,13 +631,25 @@ def test_workers_from_the_environment(tmp_path: Path) -> None:
         assert listening_line(server).endswith(", 2 workers")
 
 
-def test_auto_is_one_worker_per_usable_cpu(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["auto", None], ids=["auto", "default"])
+def test_auto_is_one_worker_per_usable_cpu(tmp_path: Path, workers: str | None) -> None:
     cpus = len(os.sched_getaffinity(0))
-    with serving(tmp_path, workers_config(tmp_path, workers="auto")) as server:
-        # One CPU: one process serves, as without the setting.
+    with serving(tmp_path, workers_config(tmp_path, workers=workers)) as server:
+        # One CPU: one process serves, as with workers: 1.
         assert len(children(server.process.pid)) == (cpus if cpus > 1 else 0)
         answering = workers_answering(fan_out("GET", f"{server.url}/v2/"))
         assert len(answering) >= 2 if cpus > 1 else len(answering) == 1
+
+
+def test_inmemory_storage_is_one_process_by_default(tmp_path: Path) -> None:
+    config = moorage_config(None, free_port())
+    with serving(tmp_path, config) as server:
+        assert children(server.process.pid) == []
+        assert len(workers_answering(fan_out("GET", f"{server.url}/v2/"))) == 1
+        assert not listening_line(server).endswith("workers")
+    result = serve_to_exit(tmp_path / "check", config, command="check")
+    assert result.returncode == 0, result.stderr
+    assert yaml.safe_load(result.stdout)["http"]["workers"] == "auto"
 
 
 def test_one_worker_is_a_single_process(tmp_path: Path) -> None:

@@ -33,9 +33,10 @@ _ACTIONS: dict[str, dict[str, tuple[str, ...]]] = {
 
 def needed(request: web.Request) -> list[Scope]:
     """The scopes a request must be granted, from its route and method (distribution's rules:
-    pushing needs pull too; the catalog needs `registry:catalog:*`)."""
+    pushing needs pull too; the catalog needs `registry:catalog:*`, and so does moorage's usage
+    listing, which shows what the catalog shows)."""
     route = request.match_info.route.name or ""
-    if route == "catalog":
+    if route in ("catalog", "usage"):
         return [scopes.CATALOG]
     by_method = _ACTIONS.get(route)
     if by_method is None:

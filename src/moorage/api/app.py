@@ -13,9 +13,22 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from moorage.api import blobs, listing, manifests, uploads
+from moorage.api import usage as usage_view
 from moorage.api.access import authorize
 from moorage.api.base import version_check
-from moorage.api.context import ACCESS, REGISTRY, SETTINGS, Settings, registry
+from moorage.api.context import (
+    ACCESS,
+    QUOTAS,
+    REGISTRY,
+    SETTINGS,
+    TRUSTED,
+    USAGE,
+    WRAPPER,
+    RepositoryWrapper,
+    Settings,
+    registry,
+    trusted_checker,
+)
 from moorage.api.errors import (
     EndpointNotFound,
     InternalError,
@@ -28,6 +41,8 @@ from moorage.api.errors import (
 from moorage.auth.controllers import AccessController, Builtin
 from moorage.auth.tokenserver import token_handlers
 from moorage.health import Health
+from moorage.lifecycle.quotas import Quotas
+from moorage.lifecycle.usage import UsageTracker
 from moorage.metrics import Metrics
 from moorage.registry.errors import RegistryError, Unsupported
 from moorage.registry.repository import Registry
@@ -145,7 +160,11 @@ def create_app(
     metrics: Metrics | None = None,
     health: Health | None = None,
     access: AccessController | None = None,
+    usage: UsageTracker | None = None,
+    quotas: Quotas | None = None,
+    wrapper: RepositoryWrapper | None = None,
 ) -> web.Application:
+    """`wrapper` wraps each request's repository services (moorage.notifications)."""
     middlewares: list[Middleware] = [request_ids()]
     if metrics is not None:
         middlewares.append(metrics.middleware())
@@ -159,8 +178,15 @@ def create_app(
     app = web.Application(middlewares=middlewares)
     app[REGISTRY] = registry
     app[SETTINGS] = settings
+    app[TRUSTED] = trusted_checker(settings)
     if access is not None:
         app[ACCESS] = access
+    if usage is not None:
+        app[USAGE] = usage
+    if quotas is not None:
+        app[QUOTAS] = quotas
+    if wrapper is not None:
+        app[WRAPPER] = wrapper
     app.on_response_prepare.append(_response_headers(settings.headers))
 
     # Route names say what access a request needs (moorage.api.access).
@@ -168,6 +194,8 @@ def create_app(
     v2 = settings.prefix + "/v2"
     router.add_get(f"{v2}/", version_check, name="base")
     router.add_get(f"{v2}/_catalog", listing.catalog, name="catalog")
+    if usage is not None:  # moorage's extensions: /v2/_moorage/... (see api/usage.py)
+        router.add_get(f"{v2}/_moorage/usage", usage_view.usage, name="usage")
 
     uploads_path = f"{v2}/{_NAME}/blobs/uploads/"
     router.add_post(uploads_path, uploads.start_upload, name="uploads")

@@ -18,7 +18,7 @@ CACHE_FOREVER = "max-age=31536000"
 async def get_blob(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     digest = Digest.parse(request.match_info["digest"])
-    info = await repo.blobs.stat(digest)
+    info = await repo.blobs.open(digest)
     etag = f'"{digest}"'
     headers = {
         "Docker-Content-Digest": str(digest),

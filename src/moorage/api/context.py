@@ -3,6 +3,7 @@ client must see them."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable
@@ -11,7 +12,11 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from moorage.auth.controllers import AccessController
-from moorage.registry.repository import Registry, Repository
+from moorage.lifecycle.quotas import Quotas
+from moorage.lifecycle.usage import UsageTracker
+from moorage.logs import client_address, trusts
+from moorage.registry.context import Client, RequestContext
+from moorage.registry.repository import Registry, Repository, RepositoryService
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: list[Network] = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
@@ -32,10 +37,19 @@ class Settings:
     trusted_proxies: list[Network] = field(default_factory=lambda: list(LOOPBACK))
 
 
+# Wraps each request's repository in what the config adds around its services (events); the
+# request's context is made when the wrapper first needs it.
+RepositoryWrapper = Callable[[Repository, Callable[[], RequestContext]], RepositoryService]
+
 REGISTRY = web.AppKey("registry", Registry)
 SETTINGS = web.AppKey("settings", Settings)
 ACCESS = web.AppKey("access", AccessController)  # only when auth is configured
+USAGE = web.AppKey("usage", UsageTracker)  # only when usage is computed
+QUOTAS = web.AppKey("quotas", Quotas)
+WRAPPER: web.AppKey[RepositoryWrapper] = web.AppKey("repository_wrapper")  # only when set
+TRUSTED: web.AppKey[Callable[[str], bool]] = web.AppKey("trusted_proxy")
 GRANT = "grant"  # request key: the moorage.auth.scopes.Grant of an authorized request
+_CONTEXT = "request_context"  # request key: its RequestContext, once built
 
 
 def registry(request: web.Request) -> Registry:
@@ -46,9 +60,69 @@ def settings(request: web.Request) -> Settings:
     return request.app[SETTINGS]
 
 
-def repository(request: web.Request) -> Repository:
-    """The repository named in the path; NameInvalid for a name outside the grammar."""
-    return registry(request).repository(request.match_info["name"])
+def repository(request: web.Request) -> RepositoryService:
+    """The repository named in the path, with what the config wraps around its services;
+    NameInvalid for a name outside the grammar."""
+    found = registry(request).repository(request.match_info["name"])
+    wrap = request.app.get(WRAPPER)
+    return found if wrap is None else wrap(found, functools.partial(request_context, request))
+
+
+def request_context(request: web.Request) -> RequestContext:
+    """The request's facts for the services' wrappers, built once per request. What depends
+    on the connection and the headers (the client's address through the proxies, the URL
+    base) is worked out once for all the requests that repeat them, as a keep-alive
+    connection's do."""
+    context: RequestContext | None = request.get(_CONTEXT)
+    if context is None:
+        headers = request.headers
+        transport = request.transport
+        key = (
+            id(request.app),
+            transport.get_extra_info("peername") if transport is not None else None,
+            headers.get("Host"),
+            headers.get("User-Agent"),
+            headers.get("X-Forwarded-For"),
+            headers.get("Forwarded"),
+            headers.get("X-Forwarded-Proto"),
+            headers.get("X-Forwarded-Host"),
+            request.get("user", ""),
+        )
+        client = _CLIENTS.get(key)
+        if client is None:
+            if len(_CLIENTS) >= MAX_CLIENTS:
+                _CLIENTS.clear()
+            user = request.get("user", "")
+            client = _CLIENTS[key] = Client(
+                addr=_client(request, request.app[TRUSTED]),
+                host=request.host,
+                useragent=headers.get("User-Agent", ""),
+                user="" if user == "-" else user,
+                base_url=absolute_url(request, ""),
+            )
+        context = request[_CONTEXT] = RequestContext(
+            request.get("request_id", ""), request.method, client
+        )
+    return context
+
+
+# The Client part of RequestContext, by the connection and the headers it follows from.
+_CLIENTS: dict[tuple[object, ...], Client] = {}
+MAX_CLIENTS = 4096
+
+
+def _client(request: web.Request, trusted: Callable[[str], bool]) -> str:
+    """The client's address through the trusted proxies; `host:port` when it is the peer's,
+    as distribution reports it."""
+    address = client_address(request, trusted)
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if isinstance(peer, tuple) and len(peer) >= 2 and address == peer[0]:
+        return f"[{address}]:{peer[1]}" if ":" in address else f"{address}:{peer[1]}"
+    return address
+
+
+def trusted_checker(current: Settings) -> Callable[[str], bool]:
+    return trusts(current.trusted_proxies)
 
 
 def api_path(request: web.Request, path: str) -> str:

@@ -70,7 +70,9 @@ TABLE: dict[type[e.RegistryError], tuple[str, int]] = {
     e.ManifestTooLarge: ("SIZE_INVALID", 413),
     e.PaginationInvalid: ("PAGINATION_NUMBER_INVALID", 400),
     e.Unsupported: ("UNSUPPORTED", 405),
+    e.QuotaExceeded: ("DENIED", 403),
     e.Unavailable: ("UNAVAILABLE", 503),
+    e.InsufficientStorage: ("UNAVAILABLE", 507),  # RFC 4918's status; the code clients know
     EndpointNotFound: ("NOT_FOUND", 404),
     MethodNotAllowed: ("UNSUPPORTED", 405),
     InternalError: ("UNKNOWN", 500),

@@ -67,7 +67,7 @@ async def catalog(request: web.Request) -> web.Response:
 async def referrers(request: web.Request) -> web.Response:
     repo = repository(request)
     subject = Digest.parse(request.match_info["digest"])
-    artifact_type = request.query.get("artifactType")
+    artifact_type = request.query.get("artifactType") or None  # an empty filter is none
     descriptors = await repo.manifests.referrer_descriptors(subject, artifact_type)
     headers = {"OCI-Filters-Applied": "artifactType"} if artifact_type else {}
     index = {

@@ -6,9 +6,10 @@ import functools
 
 from aiohttp import web
 
-from moorage.api.context import absolute_url, repository
+from moorage.api.context import absolute_url, registry, repository
 from moorage.registry import manifests as schema
 from moorage.registry.errors import ManifestTooLarge, ManifestUnknown
+from moorage.registry.names import parse_reference
 
 
 def accepts(media_type: str, accept_headers: list[str]) -> bool:
@@ -35,15 +36,26 @@ def _listed(accept_headers: tuple[str, ...]) -> frozenset[str]:
 
 async def get_manifest(request: web.Request) -> web.Response:
     repo = repository(request)
-    stored = await repo.manifests.get(request.match_info["reference"])
+    reference = request.match_info["reference"]
+    digest = await repo.manifests.resolve(reference)
+    etag = f'"{digest}"'
+    if etag in request.headers.get("If-None-Match", ""):  # as distribution: no pull happened
+        return web.Response(
+            status=304, headers={"Docker-Content-Digest": str(digest), "ETag": etag}
+        )
+    stored = await repo.manifests.get(reference, digest)
     if not accepts(stored.media_type, request.headers.getall("Accept", [])):
         raise ManifestUnknown(
             f"manifest is of type {stored.media_type}, which the Accept header does not allow",
             detail={"digest": str(stored.digest), "mediaType": stored.media_type},
         )
+    pull_log = registry(request).pull_log
+    if pull_log is not None and request.method == "GET":  # a HEAD only asks what it is
+        named = parse_reference(reference)
+        pull_log.note(repo.name, named if isinstance(named, str) else None, stored.digest)
     headers = {
         "Docker-Content-Digest": str(stored.digest),
-        "ETag": f'"{stored.digest}"',
+        "ETag": etag,
         "Content-Type": stored.media_type,
     }
     if request.method == "HEAD":

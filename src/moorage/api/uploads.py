@@ -14,8 +14,13 @@ from moorage.api.errors import error_response
 from moorage.auth import scopes
 from moorage.registry.blobs import BlobInfo
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
-from moorage.registry.errors import DigestInvalid, NameInvalid, RangeInvalid
-from moorage.registry.repository import Repository
+from moorage.registry.errors import (
+    DigestInvalid,
+    InsufficientStorage,
+    NameInvalid,
+    RangeInvalid,
+)
+from moorage.registry.repository import RepositoryService
 
 # `start-end`, as the spec writes it; `bytes start-end` and `bytes=start-end` from some clients.
 # Positions have at most 19 digits (int64's): a longer number is a malformed range.
@@ -23,7 +28,7 @@ _CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]{1,19})-([0-9]{1,19})(?:/(?:[0
 
 
 def _upload_headers(
-    repo: Repository, request: web.Request, upload_id: str, size: int
+    repo: RepositoryService, request: web.Request, upload_id: str, size: int
 ) -> dict[str, str]:
     state = upload_state.pack(settings(request).secret, repo.name, upload_id, size)
     path = f"/v2/{repo.name}/blobs/uploads/{upload_id}?{upload_state.PARAMETER}={state}"
@@ -36,7 +41,7 @@ def _upload_headers(
     }
 
 
-def _session(request: web.Request) -> tuple[Repository, str]:
+def _session(request: web.Request) -> tuple[RepositoryService, str]:
     """The repository and upload id of a session URL, whose signed state (when the client
     sent it back) must be genuine."""
     repo = repository(request)
@@ -47,7 +52,7 @@ def _session(request: web.Request) -> tuple[Repository, str]:
     return repo, upload_id
 
 
-def _created(repo: Repository, request: web.Request, info: BlobInfo) -> web.Response:
+def _created(repo: RepositoryService, request: web.Request, info: BlobInfo) -> web.Response:
     return web.Response(
         status=201,
         headers={
@@ -72,16 +77,15 @@ async def start_upload(request: web.Request) -> web.Response:
 
     if "digest" in query:  # monolithic: the whole blob in this request
         digest = Digest.parse(query["digest"])
-        upload_id = await repo.uploads.start(digest.algorithm)
         body = _body(request) or _empty()
-        return _created(repo, request, await repo.uploads.commit(upload_id, digest, body))
+        return _created(repo, request, await repo.uploads.upload(digest, body))
 
     upload_id = await repo.uploads.start(query.get("digest-algorithm", DEFAULT_ALGORITHM))
     return web.Response(status=202, headers=_upload_headers(repo, request, upload_id, 0))
 
 
 async def _mount(
-    request: web.Request, repo: Repository, digest_text: str, source_name: str | None
+    request: web.Request, repo: RepositoryService, digest_text: str, source_name: str | None
 ) -> BlobInfo | None:
     """Mounts when the arguments name a blob the registry has and, under access control, one
     the caller may pull from the named source; None means: upload instead. Under access control
@@ -121,11 +125,14 @@ async def patch_upload(request: web.Request) -> web.Response:
         )
     except RangeInvalid as exc:
         return error_response(exc, _upload_headers(repo, request, upload_id, exc.size))
+    except InsufficientStorage as exc:  # the session keeps what was written: say how much
+        kept = await repo.uploads.size(upload_id)
+        return error_response(exc, _upload_headers(repo, request, upload_id, kept))
     return web.Response(status=202, headers=_upload_headers(repo, request, upload_id, size))
 
 
 async def _content_range(
-    request: web.Request, repo: Repository, upload_id: str
+    request: web.Request, repo: RepositoryService, upload_id: str
 ) -> tuple[int | None, int | None]:
     """The chunk's start and length from Content-Range (None, None without one). A malformed
     range, or one that disagrees with Content-Length, raises RangeInvalid."""

@@ -79,12 +79,14 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
         return None
     try:
         user, sep, password = base64.b64decode(value.strip()).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
+    except (binascii.Error, ValueError):  # not base64 (non-ASCII text too), or not UTF-8
         return None
     return (user, password) if sep else None
 
 
 def bearer_token(request: web.Request) -> str | None:
+    """The token of a `Bearer` Authorization header. A token is ASCII (a JWT's base64url
+    parts); anything else is handed on as-is for the verifier to refuse."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 

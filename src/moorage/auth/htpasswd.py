@@ -71,8 +71,7 @@ class Users:
 
 @functools.cache
 def _dummy() -> bytes:
-    """A hash to check unknown users against, as long to check as a real one: made on first
-    use (a quarter of a second), not when every command imports this module."""
+    """A hash of the real cost, made on first need (a quarter second of CPU): not at import."""
     return bcrypt.hashpw(b"dummy", bcrypt.gensalt(BCRYPT_COST))
 
 

@@ -155,6 +155,8 @@ class Verifier:
 
     def verify(self, token: str) -> Claims:
         """The token's claims once everything checks; InvalidToken otherwise."""
+        if not token.isascii():  # a JWT is base64url and dots; PyJWT would fail to encode it
+            raise InvalidToken("malformed token: not ASCII")
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:

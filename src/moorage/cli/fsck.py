@@ -12,14 +12,16 @@ import asyncio
 import sys
 import time
 from collections import Counter
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from moorage.cli import root
-from moorage.cli.root import plural, size
+from moorage.cli.storage import CannotRun, create_driver, load_config, stops
 from moorage.config import secrets
-from moorage.config.schema import seconds
-from moorage.lifecycle.fsck import Fsck, Kind, Outcome, Report
-from moorage.storage.driver import StorageError
+from moorage.config.schema import Config
+from moorage.durations import seconds
+
+if TYPE_CHECKING:  # the checker and the caches load when the command runs, not with the CLI
+    from moorage.lifecycle.fsck import Fsck, Kind, Outcome, Report
+    from moorage.storage.cache import BlobDescriptorCache
 
 PROGRESS_EVERY = 0.1  # seconds between redraws of the progress line
 
@@ -61,25 +63,31 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
-    try:
-        config = root.config(args.config, redactor)
+    from moorage.lifecycle.fsck import Fsck
+
+    with stops("fsck", redactor):
+        config = load_config(args.config, redactor)
         progress = Progress(sys.stderr) if sys.stderr.isatty() else None
         fsck = Fsck(
-            root.driver(config),
+            create_driver(config),
             upload_age=seconds(config.storage.maintenance.uploadpurging.age),
-            cache=root.shared_cache(config) if args.repair else None,
+            cache=_cache(config) if args.repair else None,
             progress=progress,
         )
         return asyncio.run(_check(fsck, progress, args.repair, args.verify_content))
-    except root.Usage as exc:
-        print(redactor.redact(f"moorage fsck: {exc}"), file=sys.stderr)
-        return 2
-    except StorageError as exc:
-        print(redactor.redact(f"moorage fsck: storage: {exc}"), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nmoorage fsck: interrupted", file=sys.stderr)
-        return 130
+
+
+def _cache(config: Config) -> BlobDescriptorCache | None:
+    """The cache the registries share (Redis), which repairs keep true; an in-memory cache is
+    each serving process's own."""
+    from moorage.storage import cache as caches
+
+    if config.storage.cache.blobdescriptor != "redis":
+        return None
+    try:
+        return caches.create("redis", {"redis": config.redis})
+    except ValueError as exc:
+        raise CannotRun(f"config: {exc}") from None
 
 
 async def _check(fsck: Fsck, progress: Progress | None, repair: bool, verify_content: bool) -> int:
@@ -97,7 +105,7 @@ async def _check(fsck: Fsck, progress: Progress | None, repair: bool, verify_con
             return 0
         repairable = sum(finding.repairable for finding in report.findings)
         print(
-            f"found {plural(len(report.findings), 'problem')}: {_kinds(report.counts())}; "
+            f"found {_plural(len(report.findings), 'problem')}: {_kinds(report.counts())}; "
             f"{repairable} can be repaired{'' if repair else ' with --repair'}"
         )
         if not repair:
@@ -126,14 +134,26 @@ def _repaired(report: Report, outcomes: list[Outcome]) -> int:
 
 def _checked(report: Report) -> str:
     shown = [key for key in CHECKED if key != "blobs verified" or key in report.checked]
-    text = "checked " + ", ".join(plural(report.checked[key], *CHECKED[key]) for key in shown)
+    text = "checked " + ", ".join(_plural(report.checked[key], *CHECKED[key]) for key in shown)
     if "bytes verified" in report.checked:
-        text += f" ({size(report.checked['bytes verified'])})"
+        text += f" ({_bytes(report.checked['bytes verified'])})"
     return text
 
 
 def _kinds(counts: Counter[Kind]) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
+
+
+def _plural(count: int, singular: str, plural: str = "") -> str:
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
+
+
+def _bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
 
 
 class Progress:
@@ -152,7 +172,7 @@ class Progress:
         self._drawn_at = now
         share = 100 * done / total if total else 100
         self.stream.write(
-            f"\rverifying content: {size(done)} of {size(total)} ({share:.0f}%)\x1b[K"
+            f"\rverifying content: {_bytes(done)} of {_bytes(total)} ({share:.0f}%)\x1b[K"
         )
         self.stream.flush()
         self._drawn = True

@@ -21,14 +21,16 @@ import asyncio
 import sys
 from collections.abc import Callable
 
-from moorage.cli import root
-from moorage.cli.root import plural, size
+from moorage.cli.storage import CannotRun, create_driver, load_config
 from moorage.config import secrets
-from moorage.config.schema import Config, seconds
+from moorage.config.schema import Config
+from moorage.durations import seconds
 from moorage.lifecycle import lease
 from moorage.lifecycle.gc import Collector, Event, Options, Summary
 from moorage.registry.errors import Unavailable
 from moorage.registry.repository import Registry
+from moorage.storage import cache as caches
+from moorage.storage.cache import BlobDescriptorCache
 from moorage.storage.cache.redis import RedisCache, RedisNames
 from moorage.storage.driver import StorageDriver, StorageError
 
@@ -68,15 +70,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
     try:
-        config = root.config(args.config, redactor)
-        driver = root.driver(config)
+        config = load_config(args.config, redactor)
+        driver = create_driver(config)
         options = Options(
             delay=seconds(config.storage.maintenance.gc.delay),
             delete_untagged=args.delete_untagged,
             dryrun=args.dry_run,
         )
         summary = asyncio.run(_collect(config, driver, options, args.quiet))
-    except root.Usage as exc:
+    except CannotRun as exc:
         print(redactor.redact(f"{PROGRAM}: {exc}"), file=sys.stderr)
         return 2
     except StorageError as exc:
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
 
 
 async def _collect(config: Config, driver: StorageDriver, options: Options, quiet: bool) -> Summary:
-    cache = root.shared_cache(config)
+    cache = _shared_cache(config)
     shared = RedisNames(cache.client) if isinstance(cache, RedisCache) else None
     registry = Registry(driver, cache=cache, shared_names=shared, gc_delay=options.delay)
     held, client = lease.from_config(config, driver)
@@ -117,6 +119,17 @@ async def _collect(config: Config, driver: StorageDriver, options: Options, quie
             await cache.close()
 
 
+def _shared_cache(config: Config) -> BlobDescriptorCache | None:
+    """The cache the registries share (Redis), which the collection keeps true; an in-memory
+    cache is each serving process's own."""
+    if config.storage.cache.blobdescriptor != "redis":
+        return None
+    try:
+        return caches.create("redis", {"redis": config.redis})
+    except ValueError as exc:
+        raise CannotRun(f"config: {exc}") from None
+
+
 def _printer(dryrun: bool) -> Callable[[Event], None]:
     done = "would delete" if dryrun else "deleted"
 
@@ -126,7 +139,7 @@ def _printer(dryrun: bool) -> Callable[[Event], None]:
         elif event.kind == "link":
             print(f"{done} layer link {event.repository} {event.digest}")
         elif event.kind == "blob":
-            print(f"{done} blob {event.digest} ({size(event.size)})")
+            print(f"{done} blob {event.digest} ({_size(event.size)})")
         else:
             print(f"{'would remove' if dryrun else 'removed'} empty repository {event.repository}")
 
@@ -135,12 +148,24 @@ def _printer(dryrun: bool) -> Callable[[Event], None]:
 
 def _summary(summary: Summary, dryrun: bool) -> str:
     parts = [
-        plural(summary.manifests, "manifest"),
-        f"{plural(summary.blobs, 'blob')} ({size(summary.bytes)})",
-        plural(summary.links, "layer link"),
-        plural(summary.repositories, "empty repository", "empty repositories"),
+        _plural(summary.manifests, "manifest"),
+        f"{_plural(summary.blobs, 'blob')} ({_size(summary.bytes)})",
+        _plural(summary.links, "layer link"),
+        _plural(summary.repositories, "empty repository", "empty repositories"),
     ]
     return (
         f"{'would delete' if dryrun else 'deleted'} {', '.join(parts)}; "
-        f"{plural(summary.marked, 'blob')} in use"
+        f"{_plural(summary.marked, 'blob')} in use"
     )
+
+
+def _plural(count: int, singular: str, plural: str = "") -> str:
+    return f"{count} {singular if count == 1 else plural or singular + 's'}"
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")

@@ -1,4 +1,4 @@
-"""`moorage serve [CONFIG]` and `moorage config check [CONFIG]`."""
+"""`moorage serve [CONFIG]`, `moorage config check [CONFIG]` and `moorage health [CONFIG]`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from moorage import __version__, logs
-from moorage.cli import admin, fsck, gc
+from moorage.cli import admin, fsck, gc, health, retention, usage
 from moorage.config import secrets
 from moorage.config.loader import ConfigError, load
 from moorage.config.schema import Config
@@ -35,9 +35,15 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[strict], help="validate a configuration and print it, secrets masked"
     )
     check.add_argument("config", nargs="?")
+    health_parser = commands.add_parser(
+        "health", help="check that the registry a config describes answers (exit 0 or 1)"
+    )
+    health.add_arguments(health_parser)
     admin.add_parsers(commands)
     fsck.add_parser(commands)
     gc.add_parser(commands)
+    usage.add_parser(commands)
+    retention.add_parser(commands)
     return parser
 
 
@@ -126,4 +132,10 @@ def _run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
         return fsck.run(args, redactor)
     if args.command == "garbage-collect":
         return gc.run(args, redactor)
+    if args.command == "health":
+        return health.run(args)
+    if args.command == "usage":
+        return usage.run(args, redactor)
+    if args.command == "retention":
+        return retention.run(args, redactor)
     return _check(args, redactor)

@@ -79,7 +79,7 @@ def apply_environment(
         value: Any
         if path[-1] == "file" and len(path) > 1 and secrets.is_secret(tuple(path[:-1])):
             path = path[:-1]
-            value = secrets.read_secret_file(environ[name], ".".join(path), strict_secrets)
+            value = secrets.read_secret_file(environ[name], ".".join(path), strict_secrets, environ)
         elif secrets.is_secret(tuple(path)):
             value = environ[name]
             secrets.take_from_environment(environ, name)
@@ -123,11 +123,12 @@ def load(
     that others can read or write are refused instead of warned about. Without `serving` (a
     command that serves nothing: fsck, user, acl), a missing http.secret is not warned about."""
     tree = read_file(path) if path else embedded_default()
+    environ = os.environ if environ is None else environ
     try:
         if path and any(secrets.values(tree)):
             secrets.check_private(path, "config file holding secrets inline", strict_secrets)
-        secrets.resolve_files(tree, strict_secrets)
-        tree = apply_environment(tree, os.environ if environ is None else environ, strict_secrets)
+        secrets.resolve_files(tree, strict_secrets, environ)
+        tree = apply_environment(tree, environ, strict_secrets)
     except secrets.SecretProblem as exc:
         raise ConfigError([str(exc)]) from None
     try:

@@ -11,22 +11,49 @@ from __future__ import annotations
 import ipaddress
 import re
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
+    ByteSize,
     ConfigDict,
     Field,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
 
+from moorage.durations import seconds
+
 # Keys of the `storage` section that are settings, not the driver.
-STORAGE_SETTINGS = ("delete", "cache", "maintenance", "redirect", "tag")
+STORAGE_SETTINGS = ("delete", "cache", "maintenance", "redirect", "tag", "quotas")
 # Drivers distribution has that moorage does not: named in the error so the user knows why.
-FOREIGN_DRIVERS = ("azure", "gcs", "swift", "oss", "s3-aws", "cloudfront")
+FOREIGN_DRIVERS = ("swift", "oss", "s3-aws", "cloudfront")
 
 Duration = int | float | str  # distribution takes "10s", "24h" or nanoseconds
+Size = int | str  # bytes, or a number and a unit: "10GiB", "500MB"
+# whole bytes, or a number (with a fraction) and a unit larger than a byte
+_SIZE_TEXT = re.compile(
+    r"\s*(?:[0-9]+\s*B?|[0-9]+(?:\.[0-9]+)?\s*[KMGTPE]i?B)\s*", re.IGNORECASE
+)
+
+
+def byte_size(value: Size) -> int:
+    """A size in bytes: a whole number, or a number and a unit, decimal (`kB`, `MB`, `GB`,
+    `TB`: powers of 1000) or binary (`KiB`, `MiB`, `GiB`, `TiB`: powers of 1024), case
+    insensitive. Raises ValueError."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and _SIZE_TEXT.fullmatch(value):
+        return int(TypeAdapter(ByteSize).validate_python(value.strip()))
+    raise ValueError(
+        f"invalid size {value!r}: expected a number of bytes or a number and a unit "
+        "(500MB, 10GiB, 1.5TiB)"
+    )
+
+
 # Case-insensitive, as distribution reads it.
 LogLevel = Annotated[
     Literal["error", "warn", "warning", "info", "debug"],
@@ -79,22 +106,72 @@ class ReadOnly(Section):
     enabled: bool = False
 
 
+def _duration(value: Duration) -> Duration:
+    seconds(value)  # ValueError says what a duration looks like
+    return value
+
+
+def _size(value: Any) -> Any:
+    byte_size(value)  # ValueError says what a size looks like; before any coercion
+    return value
+
+
+def _pattern(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"not a regular expression: {exc}") from None
+    return value
+
+
+CheckedDuration = Annotated[Duration, AfterValidator(_duration)]
+CheckedSize = Annotated[Size, BeforeValidator(_size)]
+
+
+class KeepTags(Section):
+    """One rule of a retention policy (moorage/lifecycle/retention.py has the meaning)."""
+
+    patterns: list[Annotated[str, AfterValidator(_pattern)]] = Field(default_factory=list)
+    mostrecentlypushedcount: int = Field(default=0, ge=0)
+    mostrecentlypulledcount: int = Field(default=0, ge=0)
+    pushedwithin: CheckedDuration | None = None
+    pulledwithin: CheckedDuration | None = None
+
+
+class RetentionPolicy(Section):
+    repositories: list[str] = Field(min_length=1)  # globs, as the ACL's
+    deleteuntagged: bool | None = None  # None: as the collector's own setting says
+    deletereferrers: bool = False
+    keeptags: list[KeepTags] = Field(default_factory=list)
+
+
+class Retention(Section):
+    dryrun: bool = False
+    # moorage's, provisional: how often the policies are applied, until they run with garbage
+    # collection
+    interval: CheckedDuration = "24h"
+    # moorage's: pull times are written at most once per tag and manifest per this interval
+    pullinterval: CheckedDuration = "1h"
+    policies: list[RetentionPolicy] = Field(default_factory=list)
+
+
+class UsageSettings(Section):
+    """moorage's: the periodic computation of what each repository holds."""
+
+    enabled: bool = True
+    interval: CheckedDuration = "10m"
+
+
 class GarbageCollection(Section):
     """moorage's: the garbage collection the server runs by itself (lifecycle/gc.py). `delay`
     applies to `moorage garbage-collect` too, and to what the server records of uses, enabled
     or not."""
 
     enabled: bool = False
-    interval: Duration = "24h"
-    delay: Duration = "1h"  # content used within this is kept
+    interval: CheckedDuration = "24h"
+    delay: CheckedDuration = "1h"  # content used within this is kept
     deleteuntagged: bool = False
     dryrun: bool = False
-
-    @field_validator("interval", "delay")
-    @classmethod
-    def _duration(cls, value: Duration) -> Duration:
-        seconds(value)
-        return value
 
     @field_validator("interval")
     @classmethod
@@ -108,6 +185,15 @@ class Maintenance(Section):
     uploadpurging: UploadPurging = Field(default_factory=UploadPurging)
     readonly: ReadOnly = Field(default_factory=ReadOnly)
     gc: GarbageCollection = Field(default_factory=GarbageCollection)
+    retention: Retention = Field(default_factory=Retention)
+    usage: UsageSettings = Field(default_factory=UsageSettings)
+
+
+class Quotas(Section):
+    """moorage's: the most each repository may hold (its total: moorage/lifecycle/quotas.py)."""
+
+    default: CheckedSize | None = None
+    repositories: dict[str, CheckedSize] = Field(default_factory=dict)  # glob -> limit
 
 
 class Redirect(Section):
@@ -129,6 +215,7 @@ class Storage(Section):
     maintenance: Maintenance = Field(default_factory=Maintenance)
     redirect: Redirect = Field(default_factory=Redirect)
     tag: TagSettings = Field(default_factory=TagSettings)
+    quotas: Quotas = Field(default_factory=Quotas)
 
     @model_validator(mode="before")
     @classmethod
@@ -148,6 +235,18 @@ class Storage(Section):
         if not isinstance(parameters, dict):
             raise ValueError(f"storage.{driver} must be a mapping of driver parameters")
         return {"driver": driver, "parameters": parameters, **settings}
+
+    @model_validator(mode="after")
+    def _quotas_need_usage(self) -> Storage:
+        quotas = self.quotas
+        if (quotas.default is not None or quotas.repositories) and not (
+            self.maintenance.usage.enabled
+        ):
+            raise ValueError(
+                "quotas are enforced from the computed usage: "
+                "storage.maintenance.usage.enabled must stay true"
+            )
+        return self
 
     @field_validator("driver")
     @classmethod
@@ -206,8 +305,9 @@ class HTTP(Section):
     debug: Debug = Field(default_factory=Debug)
     http2: HTTP2 = Field(default_factory=HTTP2)
     h2c: H2C = Field(default_factory=H2C)
-    # moorage's: processes serving the API on the one address; "auto" is one per CPU
-    workers: int | Literal["auto"] = 1
+    # moorage's: processes serving the API on the one address; "auto" is one per CPU, where
+    # the storage is shared (inmemory serves from one: moorage/workers.py count)
+    workers: int | Literal["auto"] = "auto"
 
     @field_validator("workers", mode="before")
     @classmethod
@@ -230,8 +330,7 @@ class HTTP(Section):
     @field_validator("draintimeout")
     @classmethod
     def _duration(cls, value: Duration) -> Duration:
-        seconds(value)
-        return value
+        return _duration(value)
 
 
 class RedisPool(Section):
@@ -286,8 +385,16 @@ class Redis(Section):
     routerandomly: bool = False
 
 
+EVENT_ACTIONS = ("pull", "push", "mount", "delete")
+
+
+class Ignore(Section):
+    mediatypes: list[str] = Field(default_factory=list)
+    actions: list[Literal["pull", "push", "mount", "delete"]] = Field(default_factory=list)
+
+
 class Endpoint(Section):
-    name: str
+    name: str = Field(min_length=1)
     url: str
     disabled: bool = False
     headers: dict[str, list[str]] = Field(default_factory=dict)
@@ -295,7 +402,7 @@ class Endpoint(Section):
     threshold: int = 10
     backoff: Duration = "1s"
     ignoredmediatypes: list[str] = Field(default_factory=list)
-    ignore: dict[str, list[str]] = Field(default_factory=dict)
+    ignore: Ignore = Field(default_factory=Ignore)
 
     @field_validator("headers", mode="before")
     @classmethod
@@ -305,10 +412,46 @@ class Endpoint(Section):
             return {k: [v] if isinstance(v, str) else v for k, v in headers.items()}
         return headers
 
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("expected an http:// or https:// URL")
+        return url
+
+    @field_validator("timeout", "backoff")
+    @classmethod
+    def _duration(cls, value: Duration) -> Duration:
+        seconds(value)
+        return value
+
+
+class Events(Section):
+    includereferences: bool = False
+
+
+class Spool(Section):
+    """moorage's: where events wait for their endpoints (moorage.notifications)."""
+
+    driver: Literal["filesystem", "redis"] = "filesystem"
+    directory: str = ""  # filesystem; default: beside the data (see notifications.spool_directory)
+    maxevents: int = Field(default=1_000_000, gt=0)  # per endpoint; the oldest go beyond it
+
 
 class Notifications(Section):
-    events: dict[str, Any] = Field(default_factory=dict)
+    events: Events = Field(default_factory=Events)
     endpoints: list[Endpoint] = Field(default_factory=list)
+    spool: Spool = Field(default_factory=Spool)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _unique_names(cls, endpoints: list[Endpoint]) -> list[Endpoint]:
+        names = [endpoint.name for endpoint in endpoints]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"endpoint names must be unique: {', '.join(twice)} appear twice")
+        return endpoints
 
 
 class StorageDriverHealth(Section):
@@ -371,17 +514,3 @@ class Config(Section):
             self.log.level = self.loglevel
         return self
 
-
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def seconds(value: Duration) -> float:
-    """A distribution duration in seconds: Go's syntax (`1h30m`, `10s`, `250ms`), or a bare
-    number of nanoseconds as distribution's YAML takes it. Raises ValueError."""
-    if isinstance(value, int | float):
-        return float(value) / 1e9
-    text = value.strip()
-    parts = re.findall(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)", text)
-    if not text or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"invalid duration {value!r}: expected e.g. 30s, 5m, 1h30m")
-    return sum(float(number) * _DURATION_UNITS[unit] for number, unit in parts)

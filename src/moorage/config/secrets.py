@@ -7,18 +7,24 @@ environment; the file's content, less one trailing newline, is the secret. A sec
 directly in the environment still works, with a warning, and the variable is removed from the
 process environment once read so that no child process inherits it (`/proc/<pid>/environ`
 keeps the value the process started with: files are the safe way).
+
+A secret file's path may name `${CREDENTIALS_DIRECTORY}` (or `$CREDENTIALS_DIRECTORY`): the
+directory systemd gives a unit the files of its `LoadCredential=` lines in, for example
+`secretfile: ${CREDENTIALS_DIRECTORY}/http-secret`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import json
 import logging
 import os
 import re
 import stat
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 log = logging.getLogger("moorage.config")
 
@@ -29,7 +35,12 @@ SECRET_PATHS = (
     "http.secret",
     "storage.s3.accesskey",
     "storage.s3.secretkey",
+    "storage.gcs.credentials",  # the JSON document, as given by credentialsfile
+    "storage.gcs.credentials.private_key",
+    "storage.gcs.credentials.private_key_id",
     "storage.azure.accountkey",
+    "storage.azure.connectionstring",
+    "storage.azure.credentials.secret",
     "storage.swift.password",
     "storage.swift.secretkey",
     "redis.password",
@@ -38,10 +49,17 @@ SECRET_PATHS = (
     "notifications.endpoints.*.headers.*",
     "auth.token.jwks.*",
 )
+# Dotted key paths of URLs whose password (`scheme://user:password@host`) is a secret.
+URL_PATHS = ("notifications.endpoints.*.url", "proxy.remoteurl")
+# Dotted key paths whose value names a file holding secrets that the component configured
+# reads itself: checked for exposure like a secret file, `${CREDENTIALS_DIRECTORY}` allowed.
+SECRET_FILE_PATHS = ("storage.gcs.keyfile",)
 # Shorter values are not masked in free text: masking every "abc" would make logs unreadable.
 MIN_REDACTED_LENGTH = 4
 # `Authorization`-style values: the credentials after the scheme are a secret on their own.
 _AUTH_VALUE = re.compile(r"(?i)(?:basic|bearer|token|digest|apikey)\s+(\S+)")
+CREDENTIALS_DIRECTORY = "CREDENTIALS_DIRECTORY"
+_CREDENTIALS_REFERENCE = re.compile(r"\$(?:\{CREDENTIALS_DIRECTORY\}|CREDENTIALS_DIRECTORY\b)")
 
 
 class SecretProblem(Exception):
@@ -51,6 +69,17 @@ class SecretProblem(Exception):
 def is_secret(path: tuple[str | int, ...]) -> bool:
     dotted = ".".join(str(part).lower() for part in path)
     return any(fnmatch.fnmatchcase(dotted, pattern) for pattern in SECRET_PATHS)
+
+
+def url_password(path: tuple[str | int, ...], value: str) -> str | None:
+    """The password in a URL the key holds, when it is one of URL_PATHS and has one."""
+    dotted = ".".join(str(part).lower() for part in path)
+    if not any(fnmatch.fnmatchcase(dotted, pattern) for pattern in URL_PATHS):
+        return None
+    try:
+        return urlsplit(value).password or None
+    except ValueError:
+        return None
 
 
 def _exposure(path: str) -> str | None:
@@ -72,7 +101,22 @@ def check_private(path: str, what: str, strict: bool) -> None:
     log.warning(message)
 
 
-def read_secret_file(path: str, key: str, strict: bool) -> str:
+def secret_path(path: str, key: str, environ: Mapping[str, str]) -> str:
+    """The path with `${CREDENTIALS_DIRECTORY}` replaced by that variable's value; raises
+    SecretProblem when the path names it and it is not set."""
+    if not _CREDENTIALS_REFERENCE.search(path):
+        return path
+    directory = environ.get(CREDENTIALS_DIRECTORY)
+    if not directory:
+        raise SecretProblem(
+            f"{key}: secret file {path} names ${CREDENTIALS_DIRECTORY}, which is not set "
+            "(systemd sets it for a unit with LoadCredential=)"
+        )
+    return _CREDENTIALS_REFERENCE.sub(lambda _: directory, path)
+
+
+def read_secret_file(path: str, key: str, strict: bool, environ: Mapping[str, str]) -> str:
+    path = secret_path(path, key, environ)
     try:
         with open(path, encoding="utf-8") as file:
             content = file.read()
@@ -82,10 +126,19 @@ def read_secret_file(path: str, key: str, strict: bool) -> str:
     return content.removesuffix("\n")
 
 
-def resolve_files(tree: Any, strict: bool, path: tuple[str | int, ...] = ()) -> None:
-    """Replaces every `<secret>file: PATH` in the tree by `<secret>: content`, in place."""
+def resolve_files(
+    tree: Any, strict: bool, environ: Mapping[str, str], path: tuple[str | int, ...] = ()
+) -> None:
+    """Replaces every `<secret>file: PATH` in the tree by `<secret>: content`, in place;
+    `environ` gives `CREDENTIALS_DIRECTORY`."""
     if isinstance(tree, dict):
         for key in list(tree):
+            where = ".".join(str(p) for p in (*path, key)).lower()
+            if where in SECRET_FILE_PATHS and isinstance(tree[key], str) and tree[key]:
+                tree[key] = secret_path(tree[key], where, environ)
+                with contextlib.suppress(FileNotFoundError):  # its reader says it is missing
+                    check_private(tree[key], f"secret file for {where}", strict)
+                continue
             # A file reference's value is one path: a list (a header's values) is data.
             if (
                 isinstance(key, str)
@@ -97,12 +150,12 @@ def resolve_files(tree: Any, strict: bool, path: tuple[str | int, ...] = ()) -> 
                 dotted = ".".join(str(p) for p in (*path, base))
                 if tree.get(base):
                     raise SecretProblem(f"{dotted}: given both inline and as {key}; keep one")
-                tree[base] = read_secret_file(str(tree.pop(key)), dotted, strict)
+                tree[base] = read_secret_file(str(tree.pop(key)), dotted, strict, environ)
             else:
-                resolve_files(tree[key], strict, (*path, key))
+                resolve_files(tree[key], strict, environ, (*path, key))
     elif isinstance(tree, list):
         for index, item in enumerate(tree):
-            resolve_files(item, strict, (*path, index))
+            resolve_files(item, strict, environ, (*path, index))
 
 
 def values(tree: Any, path: tuple[str | int, ...] = ()) -> Iterator[str]:
@@ -117,6 +170,8 @@ def values(tree: Any, path: tuple[str | int, ...] = ()) -> Iterator[str]:
         text = str(tree)
         if text:
             yield text
+    elif isinstance(tree, str) and (password := url_password(path, tree)):
+        yield password
 
 
 def masked(tree: Any, path: tuple[str | int, ...] = ()) -> Any:
@@ -127,6 +182,9 @@ def masked(tree: Any, path: tuple[str | int, ...] = ()) -> Any:
         return [masked(item, (*path, index)) for index, item in enumerate(tree)]
     if isinstance(tree, str) and tree and is_secret(path):
         return MASK
+    if isinstance(tree, str) and (password := url_password(path, tree)):
+        userinfo, _, rest = tree.partition("@")
+        return userinfo.replace(f":{password}", f":{MASK}") + "@" + rest
     return tree
 
 

@@ -311,23 +311,13 @@ class _RepositoryCheck:
         self.report.checked["manifests"] += 1
         size = await self.fsck.size(digest)
         if size is None:
-
-            async def unlink() -> bool:
-                if await read_link(self.driver, link) != digest:
-                    return False
-                if await self.fsck.size(digest, fresh=True) is not None:
-                    return False
-                await self.writer.blobs.unlink(link.rpartition("/")[0], digest)
-                await self.writer.blobs.store.forget(digest)
-                return True
-
             self._add(
                 Kind.REVISION_DANGLING,
                 digest,
                 link,
                 f"manifest {digest} is gone: its content is missing",
                 "remove the revision link",
-                unlink,
+                self._unlink_if_gone(link, digest, digest),
             )
             return
         self.present.add(digest)
@@ -377,6 +367,19 @@ class _RepositoryCheck:
         self.report.checked["layer links"] += 1
         if await self.fsck.size(stored) is not None:
             return
+        self._add(
+            Kind.LAYER_DANGLING,
+            digest,
+            link,
+            f"blob {digest} is linked but its content is gone",
+            "remove the layer link, so that clients push the blob again",
+            self._unlink_if_gone(link, digest, stored),
+        )
+
+    def _unlink_if_gone(self, link: str, digest: Digest, stored: Digest) -> Repair:
+        """The repair of a link (for `digest`, naming content stored under `stored`) whose
+        content is gone: it removes the link if it still names that content and the content is
+        still gone."""
 
         async def unlink() -> bool:
             if await read_link(self.driver, link) != stored:
@@ -387,14 +390,7 @@ class _RepositoryCheck:
             await self.writer.blobs.store.forget(stored)
             return True
 
-        self._add(
-            Kind.LAYER_DANGLING,
-            digest,
-            link,
-            f"blob {digest} is linked but its content is gone",
-            "remove the layer link, so that clients push the blob again",
-            unlink,
-        )
+        return unlink
 
     async def _tags(self) -> None:
         for tag in await self.repository.tags.all():

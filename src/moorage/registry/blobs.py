@@ -16,9 +16,11 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 
+from moorage.registry.admission import Admission
 from moorage.registry.catalog import Catalog
 from moorage.registry.digest import Digest, new_hasher
 from moorage.registry.errors import BlobUnknown, Unavailable, Unsupported
+from moorage.registry.space import needs_space
 from moorage.registry.sweeps import Sweeps
 from moorage.registry.uses import Uses
 from moorage.storage import paths
@@ -242,12 +244,26 @@ class RepositoryBlobs:
         *,
         deletes: bool,
         catalog: Catalog | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.driver = driver
         self.store = store
         self.name = name
         self.deletes = deletes
         self.catalog = catalog
+        self.admission = admission
+
+    @contextlib.asynccontextmanager
+    async def admitted(self, digest: Digest, size: int) -> AsyncIterator[None]:
+        """Runs the block that links `digest` (`size` bytes) here once the admission (quotas)
+        lets the repository take it: at once when nothing is checked or the repository links
+        it already. Raises QuotaExceeded before the block otherwise."""
+        admission = self.admission
+        if admission is None or not admission.applies(self.name) or await self.is_linked(digest):
+            yield
+            return
+        async with admission.reserve(self.name, size):
+            yield
 
     async def links(self) -> list[Digest]:
         """The digests this repository has `_layers` entries for, sorted (an entry may have lost
@@ -290,6 +306,10 @@ class RepositoryBlobs:
         self.store.note_use(stored)
         return BlobInfo(digest, info.size, stored)
 
+    async def open(self, digest: Digest) -> BlobInfo:
+        """The blob to serve for a GET or HEAD (a pull): what `stat` says."""
+        return await self.stat(digest)
+
     async def forget(self, digest: Digest) -> None:
         """Drops what the cache knows of this repository's link for `digest`. Raises
         Unavailable when a shared cache cannot be reached."""
@@ -327,6 +347,7 @@ class RepositoryBlobs:
         """Whether storage has this repository's link of `digest` to `stored`."""
         return await read_link(self.driver, paths.layer_link(self.name, digest)) == stored
 
+    @needs_space
     async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
         """Links a blob already in the registry: from `source` when named, else from anywhere.
         None when there is nothing to mount (or a garbage collection took it meanwhile), so
@@ -335,7 +356,8 @@ class RepositoryBlobs:
             info = await (source.stat(digest) if source else self.store.stat(digest))
         except BlobUnknown:
             return None
-        await self.link(digest, info.stored)
+        async with self.admitted(digest, info.size):
+            await self.link(digest, info.stored)
         if await self.store.claim([info.stored]) or not await self.has_link(digest, info.stored):
             link = paths.layer_link(self.name, digest)
             with contextlib.suppress(Unavailable):

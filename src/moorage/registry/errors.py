@@ -128,7 +128,19 @@ class Unsupported(RegistryError):
     message = "the operation is unsupported"
 
 
+class QuotaExceeded(RegistryError):
+    """The push would take the repository over its quota; the message says by how much."""
+
+    message = "repository quota exceeded"
+
+
 class Unavailable(RegistryError):
     """A dependency the operation needs cannot be reached now; retry later."""
 
     message = "the operation is temporarily unavailable"
+
+
+class InsufficientStorage(RegistryError):
+    """The registry's storage has no space left for the write: nothing of it was committed."""
+
+    message = "the registry's storage is full; retry once space has been freed"

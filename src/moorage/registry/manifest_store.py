@@ -28,6 +28,7 @@ from moorage.registry.errors import (
     Unsupported,
 )
 from moorage.registry.names import check_tag, parse_reference
+from moorage.registry.space import needs_space
 from moorage.storage import paths
 from moorage.storage.driver import PathNotFound, StorageDriver
 
@@ -92,14 +93,21 @@ class Tags:
         return digest
 
     async def tag(self, tag: str, digest: Digest) -> None:
-        await write_link(self.driver, paths.tag_index_link(self.name, tag, digest), digest)
+        # The current link first: a tag is listed as soon as its directory exists, so a write
+        # that fails (a full disk, a crash) after a first index link would leave a new tag listed
+        # that does not resolve. This way it leaves the tag whole, its index (which nothing
+        # reads) short of an entry.
         await write_link(self.driver, paths.tag_current_link(self.name, tag), digest)
+        await write_link(self.driver, paths.tag_index_link(self.name, tag, digest), digest)
 
     async def untag(self, tag: str) -> None:
+        """Removes the tag, and its pull record (lifecycle/pulls.py) when it has one."""
         try:
             await self.driver.delete(paths.tag_dir(self.name, tag))
         except PathNotFound:
             raise ManifestUnknown(detail={"tag": tag}) from None
+        with contextlib.suppress(PathNotFound):
+            await self.driver.delete(paths.tag_pull(self.name, tag))
 
     async def all(self) -> list[str]:
         """Every tag, in lexical order. On a local filesystem, where a directory's mtime moves
@@ -193,8 +201,10 @@ class Manifests:
         link = paths.manifest_revision_link(self.name, digest)
         return await read_link(self.driver, link) == digest
 
-    async def get(self, reference: str) -> StoredManifest:
-        digest = await self.resolve(reference)
+    async def get(self, reference: str, resolved: Digest | None = None) -> StoredManifest:
+        """The manifest `reference` names; `resolved` is what `resolve(reference)` answered
+        already, when the caller asked first."""
+        digest = resolved or await self.resolve(reference)
         try:
             payload = await self.store.get(digest)
         except BlobUnknown:
@@ -203,6 +213,7 @@ class Manifests:
             self.store.note_use(digest)
         return StoredManifest(digest, payload, schema.stored_media_type(digest, payload))
 
+    @needs_space
     async def put(
         self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
     ) -> PutResult:
@@ -222,7 +233,8 @@ class Manifests:
                 )
         manifest = schema.parse(payload, content_type)
         stored = await self._check_references(manifest)
-        await self._store(digest, payload, manifest, stored)
+        async with self.blobs.admitted(digest, len(payload)):
+            await self._store(digest, payload, manifest, stored)
         if manifest.subject is not None:
             await self.referrers.add(manifest.subject.digest, digest)
         for tag in tags:
@@ -302,17 +314,17 @@ class Manifests:
                 )
         return None
 
-    async def delete(self, reference: str) -> None:
+    async def delete(self, reference: str) -> list[str]:
         """Deleting a tag untags it; deleting a digest removes the manifest, then (as
         distribution does) every tag on it and its entry in the referrers of its subject. The
-        content stays for garbage collection. The revision goes first: untagged first, the
-        manifest could be collected as untagged under the delete, which would then find nothing
-        to remove."""
+        content stays for garbage collection. Returns the tags removed, in order. The revision
+        goes first: untagged first, the manifest could be collected as untagged under the
+        delete, which would then find nothing to remove."""
         if not self.deletes:
             raise Unsupported("deletes are disabled on this registry")
         if isinstance(parse_reference(reference), str):
             await self.tags.untag(reference)
-            return
+            return [reference]
         digest = await self.resolve(reference)
         await self.blobs.forget(digest)  # refused before any change when the cache is out of reach
         try:
@@ -324,9 +336,12 @@ class Manifests:
             raise ManifestUnknown(detail={"digest": reference})  # a concurrent delete took it
         if manifest is not None and manifest.subject is not None:
             await self.referrers.remove(manifest.subject.digest, digest)
+        untagged = []
         for tag in await self.tags.pointing_at(digest):
             with contextlib.suppress(ManifestUnknown):  # untagged by a concurrent delete
                 await self.tags.untag(tag)
+                untagged.append(tag)
+        return untagged
 
     async def referrer_descriptors(
         self, subject: Digest, artifact_type: str | None

@@ -7,6 +7,8 @@ Docker schema 1 is refused.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,11 +34,27 @@ def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise ValueError(f"key {key!r} appears twice in an object")
+            seen.add(key)
+    return document
+
+
 def load_json(payload: bytes) -> Any:
-    """The JSON document of a payload, as strict as the JSON spec: NaN and Infinity are refused,
-    and nesting too deep to parse is a ValueError like any other malformed payload."""
+    """The JSON document of a pushed payload, read as strictly as the spec writes JSON, so that
+    no two parsers can read one payload as two manifests: UTF-8 only (no byte order mark, no
+    other encoding, no encoded surrogates), no NaN or Infinity, no key twice in one object.
+    Nesting too deep to parse is a ValueError like any other malformed payload."""
+    text = payload.decode("utf-8")  # strict: surrogates and other encodings are refused
+    if text.startswith("\ufeff"):
+        raise ValueError("a byte order mark is not JSON")
     try:
-        return json.loads(payload, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_refuse_constant, object_pairs_hook=_unique_keys)
     except RecursionError:
         raise ValueError("nested too deeply") from None
 
@@ -92,8 +110,8 @@ def sniff_media_type(payload: bytes) -> str:
     """The media type of a stored payload, for serving it: its `mediaType` field, or for OCI
     payloads that omit it, index if it lists manifests and image manifest otherwise."""
     try:
-        document = load_json(payload)
-    except ValueError:
+        document = json.loads(payload)
+    except (ValueError, RecursionError):
         return OCI_MANIFEST
     if isinstance(document, dict):
         declared = document.get("mediaType")
@@ -204,9 +222,15 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         digest = Digest.parse(raw_digest)
     except DigestInvalid as exc:
         raise ManifestInvalid(f"{where}.digest: {exc.message}") from exc
-    urls = value.get("urls") or []
+    urls = value.get("urls")
+    if urls is None:
+        urls = []
     if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
         raise ManifestInvalid(f"{where}.urls must be a list of strings")
+    _check_platform(value.get("platform"), f"{where}.platform")
+    data = value.get("data")
+    if data is not None and not (isinstance(data, str) and _is_base64(data)):
+        raise ManifestInvalid(f"{where}.data must be base64 text")
     return Descriptor(
         media_type=media_type,
         digest=digest,
@@ -215,6 +239,44 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         annotations=_annotations(value.get("annotations"), f"{where}.annotations"),
         urls=tuple(urls),
     )
+
+
+# A platform's fields and the JSON type each must have where present (other keys are ignored);
+# the spec requires the first two.
+_PLATFORM_FIELDS = {
+    "architecture": str,
+    "os": str,
+    "os.version": str,
+    "variant": str,
+    "os.features": list,
+    "features": list,
+}
+
+
+def _check_platform(value: Any, where: str) -> None:
+    if value is None:
+        return
+    if not isinstance(value, dict):
+        raise ManifestInvalid(f"{where} must be an object")
+    for key, kind in _PLATFORM_FIELDS.items():
+        if key not in value:
+            if key in ("architecture", "os"):
+                raise ManifestInvalid(f"{where}.{key} is required")
+            continue
+        field_value = value[key]
+        if not isinstance(field_value, kind) or (
+            kind is list and not all(isinstance(item, str) for item in field_value)
+        ):
+            shown = "a string" if kind is str else "a list of strings"
+            raise ManifestInvalid(f"{where}.{key} must be {shown}")
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
 
 
 def _optional_str(document: dict[str, Any], key: str) -> str | None:

@@ -1,11 +1,19 @@
-"""The registry and its repositories: the services the API layer calls."""
+"""The registry and its repositories: the services the API layer calls.
+
+The API layer depends on the services through the protocols below, so that what wraps them
+(moorage.notifications emits events around them) stands in for them unchanged."""
 
 from __future__ import annotations
 
-from moorage.registry.blobs import DEFAULT_DELAY, BlobStore, RepositoryBlobs
+from collections.abc import AsyncIterator, Awaitable
+from typing import Protocol
+
+from moorage.registry import manifests as schema
+from moorage.registry.admission import Admission
+from moorage.registry.blobs import DEFAULT_DELAY, BlobInfo, BlobStore, RepositoryBlobs
 from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.digest import Digest
-from moorage.registry.manifest_store import Manifests
+from moorage.registry.manifest_store import Manifests, PutResult, StoredManifest, Tags
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
 from moorage.storage import paths
@@ -14,13 +22,107 @@ from moorage.storage.driver import PathNotFound, StorageDriver
 
 MAX_VIEWS = 10_000  # Repository objects kept for reuse
 
+# The protocols' methods return Awaitable: what coroutine functions and decorated ones alike do.
+
+
+class BlobService(Protocol):
+    """A repository's blobs, as the API uses them."""
+
+    def open(self, digest: Digest) -> Awaitable[BlobInfo]: ...
+
+    def delete(self, digest: Digest) -> Awaitable[None]: ...
+
+    def mount(
+        self, digest: Digest, source: RepositoryBlobs | None
+    ) -> Awaitable[BlobInfo | None]: ...
+
+    def forget(self, digest: Digest) -> Awaitable[None]:
+        """Drops what the cache knows of the repository's link (content found gone)."""
+        ...
+
+
+class UploadService(Protocol):
+    """A repository's upload sessions, as the API uses them (see registry.uploads.Uploads)."""
+
+    def start(self, algorithm: str = ...) -> Awaitable[str]: ...
+
+    def size(self, upload_id: str) -> Awaitable[int]: ...
+
+    def append(
+        self,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> Awaitable[int]: ...
+
+    def upload(self, digest: Digest, body: AsyncIterator[bytes]) -> Awaitable[BlobInfo]: ...
+
+    def commit(
+        self, upload_id: str, digest: Digest, body: AsyncIterator[bytes] | None = None
+    ) -> Awaitable[BlobInfo]: ...
+
+    def cancel(self, upload_id: str) -> Awaitable[None]: ...
+
+
+class ManifestService(Protocol):
+    """A repository's manifests, as the API uses them (see registry.manifest_store)."""
+
+    def resolve(self, reference: str) -> Awaitable[Digest]: ...
+
+    def get(self, reference: str, resolved: Digest | None = None) -> Awaitable[StoredManifest]: ...
+
+    def put(
+        self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
+    ) -> Awaitable[PutResult]: ...
+
+    def delete(self, reference: str) -> Awaitable[list[str]]: ...
+
+    def referrer_descriptors(
+        self, subject: Digest, artifact_type: str | None
+    ) -> Awaitable[list[schema.Descriptor]]: ...
+
+
+class RepositoryService(Protocol):
+    """One repository, as the API uses it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def blobs(self) -> BlobService: ...
+
+    @property
+    def uploads(self) -> UploadService: ...
+
+    @property
+    def manifests(self) -> ManifestService: ...
+
+    @property
+    def tags(self) -> Tags: ...
+
+    def exists(self) -> Awaitable[bool]: ...
+
+
+class PullLog(Protocol):
+    """Told of each manifest pull (retention's pull times: moorage/lifecycle/pulls.py). Called
+    on the request path: it must not wait for anything."""
+
+    def note(self, repository: str, tag: str | None, digest: Digest) -> None: ...
+
 
 class Repository:
     def __init__(self, registry: Registry, name: str) -> None:
         self.name = name
         driver = registry.driver
         self.blobs = RepositoryBlobs(
-            driver, registry.blobs, name, deletes=registry.deletes, catalog=registry.catalog
+            driver,
+            registry.blobs,
+            name,
+            deletes=registry.deletes,
+            catalog=registry.catalog,
+            admission=registry.admission,
         )
         self.uploads = Uploads(driver, registry.blobs, self.blobs, name, registry.hash_states)
         self.manifests = Manifests(
@@ -54,11 +156,15 @@ class Registry:
         cache: BlobDescriptorCache | None = None,
         shared_names: SharedNames | None = None,
         gc_delay: float = DEFAULT_DELAY,
+        admission: Admission | None = None,
+        pull_log: PullLog | None = None,
     ) -> None:
         """`gc_delay` is storage.maintenance.gc.delay, which writers and collections share
         (moorage.registry.sweeps)."""
         self.driver = driver
         self.deletes = deletes
+        self.admission = admission
+        self.pull_log = pull_log
         self.blobs = BlobStore(driver, cache, delay=gc_delay)
         self.tag_listings: dict[str, tuple[float, list[str]]] = {}  # see Tags.all
         self.tag_links: dict[str, tuple[str, Digest]] = {}  # see Tags.get

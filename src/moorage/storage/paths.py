@@ -12,8 +12,14 @@ the other. Below the driver's root:
             _manifests/tags/<tag>/index/<alg>/<hex>/link every manifest the tag has pointed at
             _uploads/<id>/data                           bytes received so far
             _uploads/<id>/startedat                      RFC 3339 start time
+            _uploads/<id>/hashstates/<alg>/<offset>      the running digest after <offset> bytes, in
+                                                         Go's encoding (registry/hashstate.py)
             _referrers/<alg>/<hex>/<alg>/<hex>/link      moorage's: a manifest whose subject is the
                                                          first digest (distribution 2.x has none)
+            _pulls/tags/<tag>                            moorage's: the tag was pulled by then (the
+                                                         file's modification time)
+            _pulls/manifests/<alg>/<hex>                 moorage's: the manifest was pulled by
+                                                         digest by then (its modification time)
         _gc/lock                                         moorage's: locked by the garbage collection
                                                          running on this root (a filesystem root)
         _gc/sweeps/<id>                                  moorage's: the digests a collection is
@@ -23,7 +29,12 @@ A link file holds, with no trailing newline, the digest the content is stored un
 path names, except for a blob pushed under another algorithm than CONTENT_ALGORITHM (sha512).
 As distribution does, that blob's content is stored under its sha256, and its `_layers` links
 under both digests hold the sha256. Directories whose name starts with `_` are never repository
-path components, which is what keeps `<name>` and the registry's own keys apart.
+path components, which is what keeps `<name>` and the registry's own keys apart; distribution
+passes over the ones it does not know (`_referrers`, `_pulls`).
+
+A tag's push time is its `current/link`'s modification time: every push of the tag rewrites
+that file. A pull record holds the time as RFC 3339 text too, for people; readers take the
+modification time, which a walk lists without reading the file.
 """
 
 from __future__ import annotations
@@ -117,6 +128,10 @@ def upload_started_at(name: str, upload_id: str) -> str:
     return f"{upload_dir(name, upload_id)}/startedat"
 
 
+def upload_hash_state(name: str, upload_id: str, algorithm: str, offset: int) -> str:
+    return f"{upload_dir(name, upload_id)}/hashstates/{algorithm}/{offset}"
+
+
 def referrer_subjects(name: str) -> str:
     """moorage's referrers index of a repository: one `<alg>/<hex>` directory per subject."""
     return f"{REPOSITORIES}/{name}/_referrers"
@@ -144,3 +159,16 @@ def digest_of_blob_data(path: str) -> Digest | None:
     if len(parts) != 3 or not parts[2].startswith(parts[1]):
         return None
     return Digest.parse_or_none(f"{parts[0]}:{parts[2]}")
+
+
+def pulls(name: str) -> str:
+    """moorage's pull records of a repository (`tags/`, `manifests/`)."""
+    return f"{REPOSITORIES}/{name}/_pulls"
+
+
+def tag_pull(name: str, tag: str) -> str:
+    return f"{pulls(name)}/tags/{tag}"
+
+
+def manifest_pull(name: str, digest: Digest) -> str:
+    return f"{pulls(name)}/manifests/{digest.algorithm}/{digest.hex}"

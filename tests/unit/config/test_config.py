@@ -6,8 +6,10 @@ import logging
 import os
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from moorage.config.loader import DEFAULT_ADDR, ConfigError, embedded_default, load
 from moorage.config.schema import Config
@@ -327,8 +329,9 @@ def test_every_documented_section_parses(tmp_path: Path) -> None:
     assert endpoint.name == "alistener"
     assert endpoint.url == "https://my.listener.com/event"
     assert endpoint.threshold == 10
-    assert endpoint.ignore == {"mediatypes": ["application/octet-stream"], "actions": ["pull"]}
-    assert config.notifications.events == {"includereferences": True}
+    assert endpoint.ignore.mediatypes == ["application/octet-stream"]
+    assert endpoint.ignore.actions == ["pull"]
+    assert config.notifications.events.includereferences is True
     assert config.redis.addrs == ["localhost:6379"]
     assert config.redis.password == "asecret"
     assert config.redis.poolsize == 64
@@ -473,8 +476,8 @@ def test_unknown_driver_refused(tmp_path: Path) -> None:
 
 
 def test_distribution_only_driver_refused(tmp_path: Path) -> None:
-    (problem,) = problems(tmp_path, "version: 0.1\nstorage:\n  azure:\n    accountname: a\n")
-    assert "'azure' is not supported by moorage" in problem
+    (problem,) = problems(tmp_path, "version: 0.1\nstorage:\n  swift:\n    username: a\n")
+    assert "'swift' is not supported by moorage" in problem
 
 
 def test_two_drivers_refused(tmp_path: Path) -> None:
@@ -647,3 +650,49 @@ def test_process_environment_used_by_default(
 ) -> None:
     monkeypatch.setenv("REGISTRY_HTTP_ADDR", ":6543")
     assert load(write(tmp_path, MINIMAL)).http.addr == ":6543"
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ({"endpoints": [{"name": "a"}]}, "notifications.endpoints.0.url: required key is missing"),
+        (
+            {"endpoints": [{"name": "a", "url": "ftp://x/"}]},
+            "notifications.endpoints.0.url: expected an http:// or https:// URL",
+        ),
+        (
+            {"endpoints": [{"name": "a", "url": "http://x/", "timeout": "soon"}]},
+            "notifications.endpoints.0.timeout: invalid duration",
+        ),
+        (
+            {"endpoints": [{"name": "a", "url": "http://x/", "ignore": {"actions": ["pul"]}}]},
+            "notifications.endpoints.0.ignore.actions.0: Input should be",
+        ),
+        (
+            {"endpoints": [{"name": "a", "url": "http://x/", "retries": 3}]},
+            "notifications.endpoints.0.retries: unknown key",
+        ),
+        (
+            {"endpoints": [{"name": "a", "url": "http://x/"}, {"name": "a", "url": "http://y/"}]},
+            "notifications.endpoints: endpoint names must be unique: a appear twice",
+        ),
+        (
+            {"spool": {"maxevents": 0}},
+            "notifications.spool.maxevents: Input should be greater than 0",
+        ),
+        (
+            {"events": {"includereference": True}},
+            "notifications.events.includereference: unknown key",
+        ),
+    ],
+)
+def test_notification_errors_name_the_key(
+    tmp_path: Path, section: dict[str, Any], problem: str
+) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(
+        yaml.safe_dump({"version": "0.1", "storage": {"inmemory": {}}, "notifications": section})
+    )
+    with pytest.raises(ConfigError) as caught:
+        load(str(path), environ={})
+    assert any(line.startswith(problem) for line in caught.value.problems), caught.value.problems

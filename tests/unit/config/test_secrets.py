@@ -120,6 +120,30 @@ def test_environment_file_overrides_the_config_files_inline_secret(tmp_path: Pat
     assert config.http.secret == "file-one"
 
 
+def test_secret_files_in_systemds_credentials_directory(tmp_path: Path) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    secret_file(credentials, "http-secret", "from-credential\n")
+    secret_file(credentials, "redis-password", "redis-credential\n")
+    text = BASE + "http:\n  secretfile: ${CREDENTIALS_DIRECTORY}/http-secret\n"
+    environ = {
+        "CREDENTIALS_DIRECTORY": str(credentials),
+        "REGISTRY_REDIS_PASSWORD_FILE": "$CREDENTIALS_DIRECTORY/redis-password",
+    }
+    config = load(write(tmp_path / "c.yml", text), environ=environ)
+    assert config.http.secret == "from-credential"
+    assert config.redis.password == "redis-credential"
+
+
+def test_credentials_directory_named_but_not_set_is_one_line(tmp_path: Path) -> None:
+    text = BASE + "http:\n  secretfile: ${CREDENTIALS_DIRECTORY}/http-secret\n"
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path / "c.yml", text), environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith("http.secret: ")
+    assert "CREDENTIALS_DIRECTORY" in problem and "LoadCredential=" in problem
+
+
 def test_missing_secret_file_names_key_and_file(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
     with pytest.raises(ConfigError) as caught:

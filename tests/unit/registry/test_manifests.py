@@ -265,6 +265,39 @@ def test_hostile_json_refused(raw: bytes) -> None:
     assert sniff_media_type(raw) == OCI_MANIFEST
 
 
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b'{"schemaVersion": 2, "manifests": [], "manifests": []}', "appears twice"),
+        (b'\xef\xbb\xbf{"schemaVersion": 2}', "byte order mark"),
+        ('{"schemaVersion": 2}'.encode("utf-16"), "not valid JSON"),
+        (b'{"schemaVersion": 2, "a\xed\xa0\x80": 1}', "not valid JSON"),
+    ],
+)
+def test_only_strict_utf8_json_is_read(raw: bytes, says: str) -> None:
+    """One payload, one reading: encodings, byte order marks, encoded surrogates and repeated
+    keys, which parsers read differently, are refused."""
+    assert_refused(raw, OCI_INDEX, says)
+
+
+@pytest.mark.parametrize(
+    ("child", "says"),
+    [
+        ({"platform": "linux/amd64"}, "manifests[0].platform must be an object"),
+        ({"platform": {"os": "linux"}}, "manifests[0].platform.architecture is required"),
+        ({"platform": {"os": None, "architecture": "amd64"}}, "platform.os must be a string"),
+        ({"platform": {"os": "linux", "architecture": "arm", "variant": 7}}, "variant"),
+        ({"platform": {"os": "w", "architecture": "a", "os.features": "x"}}, "os.features"),
+        ({"urls": False}, "manifests[0].urls must be a list of strings"),
+        ({"urls": {}}, "manifests[0].urls must be a list of strings"),
+        ({"data": "not base64!"}, "manifests[0].data must be base64 text"),
+    ],
+)
+def test_descriptor_fields_of_the_wrong_type_are_refused(child: dict[str, Any], says: str) -> None:
+    document = index(manifests=[{**descriptor(OCI_MANIFEST, LAYER), **child}])
+    assert_refused(document, None, says)
+
+
 @pytest.mark.parametrize("document", [[], "manifest", 2, None])
 def test_non_object_refused(document: Any) -> None:
     assert_refused(document, OCI_MANIFEST, "JSON object")

@@ -27,6 +27,7 @@ from moorage.storage.driver import (
     registered,
 )
 from moorage.storage.driver.base import ValidatingDriver
+from tests.emulators import AzureServer, GcsServer
 from tests.servers import S3Server
 
 T = TypeVar("T")
@@ -53,6 +54,14 @@ def _parameters(name: str, tmp_path: Path, request: pytest.FixtureRequest) -> di
         store: S3Server = request.getfixturevalue("s3_store")
         store.create_bucket("conformance")
         return store.params("conformance", rootdirectory=f"/{uuid.uuid4().hex}")
+    if name == "gcs":
+        gcs: GcsServer = request.getfixturevalue("gcs_store")
+        gcs.create_bucket("conformance")
+        return gcs.params("conformance", rootdirectory=f"/{uuid.uuid4().hex}")
+    if name == "azure":
+        azure: AzureServer = request.getfixturevalue("azure_store")
+        azure.create_container("conformance")
+        return azure.params("conformance", rootdirectory=f"/{uuid.uuid4().hex}")
     return {}
 
 

@@ -70,3 +70,9 @@ def test_referrers() -> None:
     assert paths.referrer_link(NAME, DIGEST, OTHER) == (
         f"{REPO}/_referrers/sha256/{HEX}/sha256/{'cd34' * 16}/link"
     )
+
+
+def test_pull_records() -> None:
+    assert paths.pulls(NAME) == f"{REPO}/_pulls"
+    assert paths.tag_pull(NAME, TAG) == f"{REPO}/_pulls/tags/3.19"
+    assert paths.manifest_pull(NAME, DIGEST) == f"{REPO}/_pulls/manifests/sha256/{HEX}"

@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from moorage.config.schema import Redis as RedisSettings
-from moorage.config.schema import seconds
+from moorage.durations import seconds
 from moorage.registry.digest import Digest
 from moorage.storage.cache.base import CachedBlob, CacheUnavailable, register
 

@@ -4,13 +4,15 @@ Paths are absolute, slash-separated keys (`/docker/registry/v2/...`) made by moo
 each component is `[A-Za-z0-9._-]+`. A directory exists while something lies below it; drivers
 need not keep empty ones.
 
-Errors: a missing path raises PathNotFound, a malformed one InvalidPath; any other failure of the
-backend is a StorageError carrying the driver's name. Nothing else escapes a driver.
+Errors: a missing path raises PathNotFound, a malformed one InvalidPath, a write that finds no
+space left StorageFull; any other failure of the backend is a StorageError carrying the driver's
+name. Nothing else escapes a driver.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -31,6 +33,11 @@ class PathNotFound(StorageError):
     def __init__(self, driver: str, path: str) -> None:
         super().__init__(driver, f"path not found: {path}")
         self.path = path
+
+
+class StorageFull(StorageError):
+    """No space is left for the write (a full disk, an exhausted quota). What the write stored
+    is as its contract says after any failure: nothing, or for an append a prefix of the data."""
 
 
 class InvalidPath(StorageError):
@@ -235,16 +242,27 @@ DriverFactory = Callable[[dict[str, Any]], StorageDriver]
 _FACTORIES: dict[str, DriverFactory] = {}
 
 
+_MODULES: dict[str, str] = {}  # name -> the module that registers it when imported
+
+
 def register(name: str, factory: DriverFactory) -> None:
     """Makes a driver available under the name the config's `storage` section uses."""
     _FACTORIES[name] = factory
 
 
+def register_module(name: str, module: str) -> None:
+    """Names a driver whose module is imported only when the driver is created (one with a
+    heavy client library), so that commands which never use it do not pay for loading it."""
+    _MODULES[name] = module
+
+
 def registered() -> list[str]:
-    return sorted(_FACTORIES)
+    return sorted({*_FACTORIES, *_MODULES})
 
 
 def create(name: str, parameters: dict[str, Any]) -> StorageDriver:
     """The named driver, built from its config parameters and wrapped for path validation.
     Raises KeyError for an unknown name; factories raise ValueError for bad parameters."""
+    if name not in _FACTORIES and name in _MODULES:
+        importlib.import_module(_MODULES[name])
     return ValidatingDriver(_FACTORIES[name](parameters))

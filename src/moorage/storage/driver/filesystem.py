@@ -3,14 +3,17 @@
 Small operations (stat, links, manifests) run inline: they hit the page cache and take
 microseconds, far less than a hop to a worker thread. Operations over whole trees (recursive
 delete, walk, prune) run in a worker thread. Files are written aside and renamed into place, so
-a killed server never leaves a half-written file visible. A write whose directory a concurrent
-prune removes between making it and creating the file makes it again.
+a killed server never leaves a half-written file visible; a write that fails also takes away the
+directories it made, so that no empty one is left to list (as a tag, or a repository). A write
+whose directory a concurrent prune removes between making it and creating the file makes it
+again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import itertools
 import os
 import shutil
@@ -19,7 +22,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, BinaryIO, TypeVar
 
-from moorage.storage.driver.base import FileInfo, PathNotFound, StorageError, register
+from moorage.storage.driver.base import (
+    FileInfo,
+    PathNotFound,
+    StorageError,
+    StorageFull,
+    register,
+)
 
 NAME = "filesystem"
 DEFAULT_ROOT = "/var/lib/registry"
@@ -62,9 +71,16 @@ class FilesystemWriter:
         self._append = append
         # A fresh file is written aside and renamed in on commit; appends go to the file itself.
         self._target = path if append else _temp_name(path)
-        self._file: BinaryIO = _in_directory(
-            self._target, lambda: open(self._target, "ab" if append else "wb")  # noqa: SIM115
-        )
+        self._made: list[str] = []
+        try:
+            self._file: BinaryIO = _in_directory(
+                self._target,
+                lambda: open(self._target, "ab" if append else "wb"),  # noqa: SIM115
+                self._made,
+            )
+        except OSError:
+            _remove_made(self._made)
+            raise
         self._size = self._file.seek(0, os.SEEK_END)
         self._closed = False
 
@@ -76,18 +92,24 @@ class FilesystemWriter:
         try:
             self._file.write(data)
         except OSError as exc:
-            raise StorageError(NAME, f"write {self._path}: {exc}") from exc
+            raise _failure("write", self._path, exc) from exc
         self._size += len(data)
 
     async def commit(self) -> None:
-        self._close()
-        if not self._append:
-            os.replace(self._target, self._path)
+        try:
+            self._close()  # writes out what is buffered: may find the disk full too
+            if not self._append:
+                os.replace(self._target, self._path)
+        except OSError as exc:
+            await self.cancel()
+            raise _failure("write", self._path, exc) from exc
 
     async def cancel(self) -> None:
-        self._close()
+        with contextlib.suppress(OSError):  # the buffered rest is dropped: nothing to keep
+            self._close()
         if not self._append:
             _unlink_quietly(self._target)
+            _remove_made(self._made)
 
     def _close(self) -> None:
         if not self._closed:
@@ -116,13 +138,15 @@ class FilesystemDriver:
     async def put_content(self, path: str, content: bytes) -> None:
         full = self._full(path)
         temp = _temp_name(full)
+        made: list[str] = []
         try:
-            with _in_directory(temp, lambda: open(temp, "wb")) as file:
+            with _in_directory(temp, lambda: open(temp, "wb"), made) as file:
                 file.write(content)
             os.replace(temp, full)
         except OSError as exc:
             _unlink_quietly(temp)
-            raise StorageError(NAME, f"write {path}: {exc}") from exc
+            _remove_made(made)
+            raise _failure("write", path, exc) from exc
 
     async def reader(self, path: str, offset: int = 0) -> AsyncIterator[bytes]:
         try:
@@ -138,7 +162,7 @@ class FilesystemDriver:
         try:
             return FilesystemWriter(self, self._full(path), append)
         except OSError as exc:
-            raise StorageError(NAME, f"open {path}: {exc}") from exc
+            raise _failure("open", path, exc) from exc
 
     async def stat(self, path: str) -> FileInfo:
         try:
@@ -194,6 +218,7 @@ class FilesystemDriver:
 
     async def move(self, source: str, dest: str) -> None:
         full_source, full_dest = self._full(source), self._full(dest)
+        made: list[str] = []
         try:
             os.utime(full_source)  # moved content is new where it lands
 
@@ -205,11 +230,16 @@ class FilesystemDriver:
                         raise PathNotFound(NAME, source) from None
                     raise  # the destination's directory was pruned: make it again
 
-            _in_directory(full_dest, replace)
+            _in_directory(full_dest, replace, made)
+        except PathNotFound:
+            _remove_made(made)
+            raise
         except (FileNotFoundError, NotADirectoryError) as exc:
+            _remove_made(made)
             raise PathNotFound(NAME, source) from exc
         except OSError as exc:
-            raise StorageError(NAME, f"move {source} to {dest}: {exc}") from exc
+            _remove_made(made)
+            raise _failure("move", f"{source} to {dest}", exc) from exc
 
     async def touch(self, path: str) -> None:
         full = self._full(path)
@@ -339,17 +369,54 @@ def _prune(full: str, top: str) -> None:
         parent = os.path.dirname(parent)
 
 
-def _in_directory(full: str, create: Callable[[], T]) -> T:
+def _in_directory(full: str, create: Callable[[], T], made: list[str]) -> T:
     """Runs `create`, which makes a file at `full`, once `full`'s directory exists; again when
-    a concurrent prune removed the directory in between (FileNotFoundError)."""
+    a concurrent prune removed the directory in between (FileNotFoundError). `made` is set to
+    the directories made for it (see `_make_parents`), for the caller to remove if it fails."""
     for attempt in range(CREATE_ATTEMPTS):
-        os.makedirs(os.path.dirname(full), exist_ok=True)
         try:
+            made[:] = _make_parents(full)
             return create()
         except FileNotFoundError:
             if attempt == CREATE_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+def _failure(operation: str, path: str, exc: OSError) -> StorageError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageFull(NAME, f"{operation} {path}: {exc.strerror}")
+    return StorageError(NAME, f"{operation} {path}: {exc}")
+
+
+def _make_parents(path: str) -> list[str]:
+    """Makes the missing directories above `path`; returns those this call made, deepest
+    first, for `_remove_made` to take away if the write fails."""
+    missing: list[str] = []
+    parent = os.path.dirname(path)
+    while not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    made: list[str] = []
+    try:
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # made by a concurrent write
+                os.mkdir(directory)
+                made.insert(0, directory)
+    except OSError:
+        _remove_made(made)
+        raise
+    return made
+
+
+def _remove_made(made: list[str]) -> None:
+    """Removes directories a failed write made, deepest first, up to the first that is not
+    empty (a concurrent write put something there)."""
+    for directory in made:
+        try:
+            os.rmdir(directory)
+        except OSError:
+            return
 
 
 def _unlink_quietly(path: str) -> None:

@@ -461,16 +461,25 @@ class S3Driver:
             raise PathNotFound(NAME, path)
         return FileInfo(path, 0, contents[0]["LastModified"].timestamp(), True)
 
+    async def _pages(
+        self, path: str, prefix: str, delimiter: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every page of a listing of the keys under `prefix` (ListObjectsV2's answers, a
+        thousand keys each), the continuation followed."""
+        kwargs: dict[str, Any] = {"Prefix": prefix}
+        if delimiter:
+            kwargs["Delimiter"] = delimiter
+        while True:
+            listed = await self._call("list_objects_v2", path, **kwargs)
+            yield listed
+            if not listed.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = listed["NextContinuationToken"]
+
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
         """One listing of every key below the prefix, a thousand a request. An appended file
         shows the size of its base object only (its tails and open part are left out)."""
-        prefix = self.key(path).rstrip("/") + "/"
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"Prefix": prefix}
-            if token:
-                kwargs["ContinuationToken"] = token
-            listed = await self._call("list_objects_v2", path, **kwargs)
+        async for listed in self._pages(path, self.key(path).rstrip("/") + "/"):
             for item in listed.get("Contents", []):
                 key = item["Key"]
                 if key.endswith("/") or "~" in key.rpartition("/")[2]:
@@ -478,9 +487,6 @@ class S3Driver:
                 yield FileInfo(
                     self._path(key), int(item["Size"]), item["LastModified"].timestamp(), False
                 )
-            if not listed.get("IsTruncated"):
-                return
-            token = listed["NextContinuationToken"]
 
     async def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
         """One listing of everything below, as walk."""
@@ -493,20 +499,12 @@ class S3Driver:
     async def list(self, path: str) -> list[str]:
         prefix = self.key(path).rstrip("/") + "/"
         children: list[str] = []
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {"Prefix": prefix, "Delimiter": "/"}
-            if token:
-                kwargs["ContinuationToken"] = token
-            listed = await self._call("list_objects_v2", path, **kwargs)
+        async for listed in self._pages(path, prefix, delimiter="/"):
             for item in listed.get("Contents", []):
                 if item["Key"] != prefix:  # the directory's own `dir/` key, on some stores
                     children.append(item["Key"].rstrip("/"))
             for common in listed.get("CommonPrefixes", []):
                 children.append(common["Prefix"].rstrip("/"))
-            if not listed.get("IsTruncated"):
-                break
-            token = listed["NextContinuationToken"]
         if not children:
             raise PathNotFound(NAME, path)
         names = [key for key in children if "~" not in key.rpartition("/")[2]]  # not tails
@@ -627,16 +625,8 @@ class S3Driver:
             doomed.append(key)
         prefixes = [key.rstrip("/") + "/", key + TAIL]
         for prefix in prefixes:
-            token: str | None = None
-            while True:
-                kwargs: dict[str, Any] = {"Prefix": prefix}
-                if token:
-                    kwargs["ContinuationToken"] = token
-                listed = await self._call("list_objects_v2", path, **kwargs)
+            async for listed in self._pages(path, prefix):
                 doomed += [item["Key"] for item in listed.get("Contents", [])]
-                if not listed.get("IsTruncated"):
-                    break
-                token = listed["NextContinuationToken"]
         aborted = await self._abort_below(key)
         if not doomed and not aborted:
             raise PathNotFound(NAME, path)

@@ -1,0 +1,333 @@
+"""The repository services with events around them, as distribution's notifications listener
+wraps its repository: after an operation succeeds, its events are appended to the spool, and
+only then does the API answer. Handlers never emit events; they call these services.
+
+Which operations emit what follows distribution: a manifest GET or HEAD is a pull (with the tag
+when pulled by tag; a 304 never gets here), a blob GET or HEAD is a pull (a 304 too, as in
+distribution), a manifest PUT a push (with the tag, none when pushed by digest; one per tag for
+OCI's `?tag=`), a finished upload a blob push, a cross-repository mount a mount, a blob DELETE a
+delete of the digest, a manifest DELETE by digest a delete of the digest followed by one delete
+per tag it carried, and a DELETE by tag a delete of that tag (current distribution; 2.8 refused
+it).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from moorage.notifications import events
+from moorage.registry import manifests as schema
+from moorage.registry.blobs import BlobInfo, RepositoryBlobs
+from moorage.registry.context import Client, RequestContext
+from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
+from moorage.registry.manifest_store import PutResult, StoredManifest, Tags
+from moorage.registry.repository import (
+    BlobService,
+    ManifestService,
+    Repository,
+    RepositoryService,
+    UploadService,
+)
+
+log = logging.getLogger("moorage.notifications")
+
+MAX_REFERENCES = 16_384  # manifests whose references are kept, by digest
+MAX_CLIENTS = 4096  # clients whose part of the records is kept
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What one endpoint does not want: actions, and target media types."""
+
+    actions: frozenset[str] = frozenset()
+    media_types: frozenset[str] = frozenset()
+
+    def wants(self, action: str, media_type: str) -> bool:
+        return action not in self.actions and media_type not in self.media_types
+
+
+@dataclass
+class Recorder:
+    """The request path's half of notifications: makes the records of what happened and
+    appends them, in one write per request, to the spool. Events no endpoint wants are never
+    made."""
+
+    append: Callable[[list[str]], Awaitable[None]]
+    filters: list[Filter]
+    include_references: bool
+    source: events.Source
+    ids: events.Ids = field(default_factory=events.Ids)
+    clock: events.Clock = field(default_factory=events.Clock)
+    _wanted: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _references: dict[Digest, str] = field(default_factory=dict)
+    _clients: dict[Client, str] = field(default_factory=dict)
+
+    def wants(self, action: str, media_type: str = "") -> bool:
+        key = (action, media_type)
+        found = self._wanted.get(key)
+        if found is None:
+            if len(self._wanted) > 1024:  # media types come from manifests: keep it bounded
+                self._wanted.clear()
+            found = self._wanted[key] = any(f.wants(action, media_type) for f in self.filters)
+        return found
+
+    def references(self, digest: Digest, payload: bytes) -> str:
+        if not self.include_references:
+            return ""
+        found = self._references.get(digest)
+        if found is None:
+            if len(self._references) >= MAX_REFERENCES:
+                self._references.clear()
+            found = self._references[digest] = events.references(payload)
+        return found
+
+    def __post_init__(self) -> None:
+        self.source_fields = self.source.fields
+        self._failing_since = 0.0
+
+    def facts(self, context: RequestContext) -> str:
+        """events.request_facts, with the client's part remembered for its next requests."""
+        client = self._clients.get(context.client)
+        if client is None:
+            if len(self._clients) >= MAX_CLIENTS:
+                self._clients.clear()
+            client = self._clients[context.client] = events.client_facts(context.client)
+        return events.request_facts(context, client)
+
+    async def write(self, lines: list[str]) -> None:
+        """Appends to the spool. A spool that cannot take them (a full disk, Redis away)
+        loses the events, not the request: what happened in storage stands, and the log says
+        so (once a minute at most)."""
+        try:
+            await self.append(lines)
+        except Exception as exc:
+            now = time.monotonic()
+            if now - self._failing_since > 60:
+                self._failing_since = now
+                log.error("notifications: events lost, the spool cannot take them: %s", exc)
+
+    def wrap(
+        self, repository: Repository, context: Callable[[], RequestContext]
+    ) -> RepositoryService:
+        return NotifyingRepository(repository, self, context)
+
+
+class NotifyingRepository:
+    """One request's view of a repository: its services with events around them, and the
+    events the request makes in it."""
+
+    __slots__ = ("_facts", "_manifests", "_repository", "context", "recorder", "repository")
+
+    def __init__(
+        self, repository: Repository, recorder: Recorder, context: Callable[[], RequestContext]
+    ) -> None:
+        self._repository = repository
+        self.recorder = recorder
+        self.context = context  # made on first use: a request may record nothing
+        self.repository = repository.name
+        self._facts = ""
+        self._manifests: NotifyingManifests | None = None
+
+    def line(
+        self,
+        action: str,
+        *,
+        media_type: str = "",
+        digest: str = "",
+        size: int = 0,
+        tag: str = "",
+        from_repository: str = "",
+        references: str = "",
+    ) -> str:
+        if not self._facts:
+            self._facts = self.recorder.facts(self.context())
+        recorder = self.recorder
+        return events.record(
+            recorder.ids.next(),
+            recorder.clock.now(),
+            recorder.source_fields,
+            self._facts,
+            action,
+            self.repository,
+            media_type=media_type,
+            digest=digest,
+            size=size,
+            tag=tag,
+            from_repository=from_repository,
+            references=references,
+        )
+
+    async def blob(self, action: str, info: BlobInfo, from_repository: str = "") -> None:
+        if self.recorder.wants(action, events.BLOB_MEDIA_TYPE):
+            line = self.line(
+                action,
+                media_type=events.BLOB_MEDIA_TYPE,
+                digest=str(info.digest),
+                size=info.size,
+                from_repository=from_repository,
+            )
+            await self.recorder.write([line])
+
+    async def manifest(
+        self,
+        action: str,
+        media_type: str,
+        digest: Digest,
+        payload: bytes,
+        tags: tuple[str, ...] | list[str],
+    ) -> None:
+        if not self.recorder.wants(action, media_type):
+            return
+        references = self.recorder.references(digest, payload)
+        lines = [
+            self.line(
+                action,
+                media_type=media_type,
+                digest=str(digest),
+                size=len(payload),
+                tag=tag,
+                references=references,
+            )
+            for tag in (tags or [""])
+        ]
+        await self.recorder.write(lines)
+
+    async def deleted(self, digest: Digest | None, tags: list[str]) -> None:
+        if not self.recorder.wants(events.DELETE):
+            return
+        lines = [self.line(events.DELETE, digest=str(digest))] if digest is not None else []
+        lines += [self.line(events.DELETE, tag=tag) for tag in tags]
+        if lines:
+            await self.recorder.write(lines)
+
+    @property
+    def name(self) -> str:
+        return self._repository.name
+
+    @property
+    def tags(self) -> Tags:
+        return self._repository.tags
+
+    @property
+    def blobs(self) -> BlobService:
+        return NotifyingBlobs(self._repository.blobs, self)
+
+    @property
+    def uploads(self) -> UploadService:
+        return NotifyingUploads(self._repository.uploads, self)
+
+    @property
+    def manifests(self) -> ManifestService:
+        if self._manifests is None:  # a pull asks twice: resolve, then get
+            self._manifests = NotifyingManifests(self._repository.manifests, self)
+        return self._manifests
+
+    def exists(self) -> Awaitable[bool]:
+        return self._repository.exists()
+
+
+class NotifyingBlobs:
+    __slots__ = ("_blobs", "_emitter")
+
+    def __init__(self, blobs: RepositoryBlobs, emitter: NotifyingRepository) -> None:
+        self._blobs = blobs
+        self._emitter = emitter
+
+    async def open(self, digest: Digest) -> BlobInfo:
+        info = await self._blobs.open(digest)
+        await self._emitter.blob(events.PULL, info)
+        return info
+
+    async def delete(self, digest: Digest) -> None:
+        await self._blobs.delete(digest)
+        await self._emitter.deleted(digest, [])
+
+    async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
+        info = await self._blobs.mount(digest, source)
+        if info is not None:
+            await self._emitter.blob(events.MOUNT, info, source.name if source else "")
+        return info
+
+    def forget(self, digest: Digest) -> Awaitable[None]:
+        return self._blobs.forget(digest)
+
+
+class NotifyingUploads:
+    __slots__ = ("_emitter", "_uploads")
+
+    def __init__(self, uploads: UploadService, emitter: NotifyingRepository) -> None:
+        self._uploads = uploads
+        self._emitter = emitter
+
+    def start(self, algorithm: str = DEFAULT_ALGORITHM) -> Awaitable[str]:
+        return self._uploads.start(algorithm)
+
+    def size(self, upload_id: str) -> Awaitable[int]:
+        return self._uploads.size(upload_id)
+
+    def append(
+        self,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> Awaitable[int]:
+        return self._uploads.append(upload_id, body, start=start, length=length)
+
+    async def upload(self, digest: Digest, body: AsyncIterator[bytes]) -> BlobInfo:
+        info = await self._uploads.upload(digest, body)
+        await self._emitter.blob(events.PUSH, info)
+        return info
+
+    async def commit(
+        self, upload_id: str, digest: Digest, body: AsyncIterator[bytes] | None = None
+    ) -> BlobInfo:
+        info = await self._uploads.commit(upload_id, digest, body)
+        await self._emitter.blob(events.PUSH, info)
+        return info
+
+    def cancel(self, upload_id: str) -> Awaitable[None]:
+        return self._uploads.cancel(upload_id)
+
+
+class NotifyingManifests:
+    __slots__ = ("_emitter", "_manifests")
+
+    def __init__(self, manifests: ManifestService, emitter: NotifyingRepository) -> None:
+        self._manifests = manifests
+        self._emitter = emitter
+
+    def resolve(self, reference: str) -> Awaitable[Digest]:
+        return self._manifests.resolve(reference)
+
+    async def get(self, reference: str, resolved: Digest | None = None) -> StoredManifest:
+        stored = await self._manifests.get(reference, resolved)
+        tags = [reference] if ":" not in reference else []  # a digest has a colon, a tag none
+        await self._emitter.manifest(
+            events.PULL, stored.media_type, stored.digest, stored.payload, tags
+        )
+        return stored
+
+    async def put(
+        self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
+    ) -> PutResult:
+        result = await self._manifests.put(reference, payload, content_type, extra_tags)
+        await self._emitter.manifest(
+            events.PUSH, result.manifest.media_type, result.digest, payload, result.tags
+        )
+        return result
+
+    async def delete(self, reference: str) -> list[str]:
+        tags = await self._manifests.delete(reference)
+        digest = Digest.parse(reference) if ":" in reference else None
+        await self._emitter.deleted(digest, tags)
+        return tags
+
+    def referrer_descriptors(
+        self, subject: Digest, artifact_type: str | None
+    ) -> Awaitable[list[schema.Descriptor]]:
+        return self._manifests.referrer_descriptors(subject, artifact_type)

@@ -1,0 +1,452 @@
+"""The spool on a filesystem: where events wait, durably, until every endpoint has had them.
+
+    <directory>/
+      inbox/<writer>.<n>       each serving process appends its records to a file of its own, in
+                               one write per request, before the request is answered
+      log/<first, 16 hex>      every inbox's records merged in time order and numbered, in
+                               segments of SEGMENT_RECORDS records
+      collected                how far each inbox has been merged into the log
+      cursors/<hash>           per endpoint: the number of the first record it has not had
+      lock                     held by the one process that merges and delivers
+
+A record is `\\x1e` + one line (moorage.notifications.events) + `\\n`: a record cut short (a
+full disk) is recognised and skipped, never misread.
+
+Durability: a write reaches the kernel's page cache before the request is answered, so a
+record survives the process (kill -9, a crash, a restart). A machine that loses power can
+lose the last seconds of records, as it can lose the registry's own writes of those seconds
+(the storage driver does not sync them either). The merging process syncs the log about once
+a second; it leaves the inboxes to the kernel, since syncing pages a writer is filling would
+make the writer wait for the disk.
+
+Order: each writer's records are in time order (events.Clock); the merge takes, in each
+round, the records stamped before the round began, in stamp order. A record written before a
+request was answered is stamped before any record that request caused anywhere else, so the
+log keeps the order in which clients saw things happen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import mmap
+import os
+import time
+
+from moorage.notifications import events
+
+log = logging.getLogger("moorage.notifications")
+
+RS = b"\x1e"
+INBOX_SIZE = 16 << 20  # bytes of an inbox file: records up to this, then the next file
+SEGMENT_RECORDS = 10_000
+READ_CHUNK = 4 << 20  # bytes of a log segment read at once
+INBOX_READ = 256 << 10  # bytes of an inbox read at once (what follows its records is zeros)
+PROBE = 4096  # bytes read first: a writer that wrote nothing new costs no more
+SYNC_INTERVAL = 1.0  # seconds between syncs of what the merge wrote and read
+
+
+class InboxWriter:
+    """Appends a process's records to its inbox. An inbox file is INBOX_SIZE bytes of zeros
+    (sparse) mapped into memory: appending is a copy into the page cache, no system call, and
+    survives the process like a write would. A record's first byte (the `\\x1e`) is stored
+    last, so a reader never takes a record for complete before its bytes are all there (it
+    also refuses one with a zero byte in it: a record has none, and unwritten bytes are zero).
+    The file is held under an exclusive lock, which tells the merge its writer is alive; a
+    full file is left for the next one."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = os.path.join(directory, "inbox")
+        self._fd = -1
+        self._map: mmap.mmap | None = None
+        self._at = INBOX_SIZE  # where the next record goes; nothing open yet
+        self._name = ""
+        self._number = 0
+        os.register_at_fork(after_in_child=self._forked)
+
+    def _forked(self) -> None:
+        """A forked process writes a file of its own; what it inherited is the parent's."""
+        self._fd, self._map, self._at, self._name = -1, None, INBOX_SIZE, ""
+
+    async def append(self, lines: list[str]) -> None:
+        self.write(lines)
+
+    def write(self, lines: list[str]) -> None:
+        for line in lines:
+            body = line.encode() + b"\n"
+            end = self._at + 1 + len(body)
+            if end > INBOX_SIZE:
+                if len(body) + 1 > INBOX_SIZE:
+                    log.error("notifications: an event of %d bytes is too large", len(body))
+                    continue
+                self._open()
+                end = 1 + len(body)
+            mapped = self._map
+            assert mapped is not None
+            mapped[self._at + 1 : end] = body
+            mapped[self._at] = 0x1E
+            self._at = end
+
+    def _open(self) -> None:
+        if not self._name:  # a fresh process: a name of its own
+            self._name = f"{time.time_ns():016x}-{os.getpid()}"
+            self._number = 0
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self._number += 1
+        path = os.path.join(self.directory, f"{self._name}.{self._number:06d}")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, INBOX_SIZE)
+            mapped = mmap.mmap(fd, INBOX_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.close(fd)
+            raise
+        self.close()  # the previous file, complete: closing it releases its lock
+        self._fd, self._map, self._at = fd, mapped, 0
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+        if self._fd >= 0:
+            os.close(self._fd)
+        self._fd, self._map, self._at = -1, None, INBOX_SIZE
+
+
+def _records(data: bytes, complete_end: bool) -> tuple[list[bytes], int]:
+    """The records in `data` (each without its framing) and how many bytes they take. Zero
+    bytes are what is not written yet: a record with one, or a zero where a record should
+    start, is where reading stops, unless `complete_end` (the writer is gone: what is left is
+    torn, and skipped). A record cut short by the next one (a failed write) is skipped."""
+    found: list[bytes] = []
+    used = 0
+    while used < len(data):
+        if data[used] != 0x1E:
+            if data[used] == 0 and not complete_end:
+                return found, used  # not written yet
+            start = data.find(RS, used)  # garbage (or the zeros a dead writer left)
+            if start < 0:
+                return found, len(data) if complete_end else used
+            used = start
+        end = data.find(b"\n", used)
+        following = data.find(RS, used + 1)
+        if end < 0 or (following >= 0 and following < end):
+            if following >= 0:  # torn by a failed write, then another record: skip it
+                used = following
+                continue
+            return found, len(data) if complete_end else used
+        body = data[used + 1 : end]
+        if b"\x00" in body:  # some of its bytes are not there yet
+            if not complete_end:
+                return found, used
+        else:
+            found.append(body)
+        used = end + 1
+    return found, used
+
+
+def _writer_gone(path: str) -> bool:
+    """Whether no process holds the inbox file's lock (its writer moved on, or died)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+class FileLog:
+    """The deliverer's side of a spool directory: merging the inboxes into the log, reading
+    it, cursors, trimming. One process at a time (`lock`)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.inbox = os.path.join(directory, "inbox")
+        self.logdir = os.path.join(directory, "log")
+        self.cursors = os.path.join(directory, "cursors")
+        self._offsets: dict[str, int] = {}
+        self._segments: list[int] = []  # first record number of each segment, ascending
+        self._fd = -1  # the last segment, for appending
+        self._in_segment = 0
+        self.next = 0  # the number the next record gets
+        self._lock = -1
+        self._synced = 0.0
+        self._saved_offsets: dict[str, int] = {}
+
+    # -- ownership -------------------------------------------------------------------------
+
+    async def keep(self) -> bool:
+        """Whether this process still has the spool (a lock on a file is never lost)."""
+        return self._lock >= 0
+
+    async def lock(self) -> bool:
+        """Takes the spool for this process; False while another one has it."""
+        if self._lock >= 0:
+            return True
+        for path in (self.inbox, self.logdir, self.cursors):
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        fd = os.open(os.path.join(self.directory, "lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._lock = fd
+        self._load()
+        return True
+
+    async def close(self) -> None:
+        self._sync(force=True)
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._lock >= 0:
+            os.close(self._lock)
+            self._lock = -1
+
+    def _load(self) -> None:
+        path = os.path.join(self.directory, "collected")
+        with contextlib.suppress(FileNotFoundError, ValueError), open(path) as file:
+            self._offsets = {str(k): int(v) for k, v in json.load(file).items()}
+        self._saved_offsets = dict(self._offsets)
+        self._segments = sorted(int(name, 16) for name in os.listdir(self.logdir) if _is_hex(name))
+        self.next = 0
+        if self._segments:
+            last = self._segments[-1]
+            records = self._segment_records(last)
+            self.next = last + len(records)
+            self._in_segment = len(records)
+            self._fd = os.open(self._segment_path(last), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+
+    # -- merging ---------------------------------------------------------------------------
+
+    async def collect(self) -> int:
+        return await asyncio.to_thread(self._collect)
+
+    def _collect(self) -> int:
+        """Merges what the inboxes hold into the log; the number of records added."""
+        cutoff = time.time_ns()
+        ready: list[tuple[int, int, bytes]] = []
+        offsets = dict(self._offsets)
+        names = sorted(os.listdir(self.inbox))
+        for order, name in enumerate(names):
+            path = os.path.join(self.inbox, name)
+            offset = offsets.get(name, 0)
+            gone = _writer_gone(path)  # before reading: then what is read is all there is
+            try:
+                with open(path, "rb") as file:
+                    size = os.fstat(file.fileno()).st_size
+                    file.seek(offset)
+                    data = file.read(PROBE)
+                    if data[:1] == RS:  # something new: read on
+                        data += file.read(INBOX_READ)
+            except FileNotFoundError:
+                continue
+            records, used = _records(data, complete_end=gone)
+            if gone and not records and RS not in data:
+                used = max(size - offset, 0)  # only the zeros of an unfilled file are left
+            taken = 0
+            for position, body in enumerate(records):
+                stamp = _stamp(body)
+                if stamp >= cutoff:
+                    break
+                ready.append((stamp, order, body))
+                taken = position + 1
+            if taken < len(records):  # stopped at the cutoff: the rest waits for the next round
+                used = sum(len(body) + 2 for body in records[:taken])
+            offsets[name] = offset + used
+        ready.sort(key=lambda item: (item[0], item[1]))
+        if ready:
+            self._append([body for _, _, body in ready])
+        if offsets != self._offsets:
+            self._offsets = offsets
+            self._retire()
+        self._sync()
+        return len(ready)
+
+    def _append(self, bodies: list[bytes]) -> None:
+        chunk: list[bytes] = []
+        for body in bodies:
+            if self._fd < 0 or self._in_segment >= SEGMENT_RECORDS:
+                self._write(chunk)
+                chunk = []
+                self._new_segment()
+            chunk.append(RS + f"{self.next}\t".encode() + body + b"\n")
+            self.next += 1
+            self._in_segment += 1
+        self._write(chunk)
+
+    def _write(self, chunk: list[bytes]) -> None:
+        if chunk:
+            view = memoryview(b"".join(chunk))
+            while view:
+                view = view[os.write(self._fd, view) :]
+
+    def _new_segment(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+        path = self._segment_path(self.next)
+        self._fd = os.open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_TRUNC, 0o600
+        )
+        self._segments.append(self.next)
+        self._in_segment = 0
+
+    def _retire(self) -> None:
+        """Removes the inbox files merged to their end whose writer has moved on (a writer
+        never goes back to a file it left)."""
+        for name in list(self._offsets):
+            path = os.path.join(self.inbox, name)
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                del self._offsets[name]
+                continue
+            if self._offsets[name] >= size and _writer_gone(path):
+                os.unlink(path)
+                del self._offsets[name]
+
+    def _save_offsets(self) -> None:
+        _replace(os.path.join(self.directory, "collected"), json.dumps(self._offsets).encode())
+
+    def _sync(self, force: bool = False) -> None:
+        """Syncs the log, then saves how far the inboxes were merged (what the log holds is
+        on disk before the inboxes it came from are taken for merged), about once a
+        second: a restart after a crash merges again what came after (duplicates, never a
+        loss)."""
+        now = time.monotonic()
+        if not force and now - self._synced < SYNC_INTERVAL:
+            return
+        self._synced = now
+        if self._fd >= 0:
+            os.fdatasync(self._fd)
+        if self._offsets != self._saved_offsets:
+            self._save_offsets()
+            self._saved_offsets = dict(self._offsets)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    @property
+    def first(self) -> int:
+        """The number of the oldest record still in the log."""
+        return self._segments[0] if self._segments else self.next
+
+    def _segment_path(self, first: int) -> str:
+        return os.path.join(self.logdir, f"{first:016x}")
+
+    def _segment_records(self, first: int) -> list[tuple[int, bytes]]:
+        try:
+            with open(self._segment_path(first), "rb") as file:
+                data = file.read()
+        except FileNotFoundError:
+            return []
+        records, _ = _records(data, complete_end=True)
+        found = []
+        for body in records:
+            number, _, line = body.partition(b"\t")
+            with contextlib.suppress(ValueError):
+                found.append((int(number), line))
+        return found
+
+    async def read(self, reader: Reader, limit: int) -> list[tuple[int, str]]:
+        return await asyncio.to_thread(self._read, reader, limit)
+
+    def _read(self, reader: Reader, limit: int) -> list[tuple[int, str]]:
+        """Up to `limit` records from the reader's position on, with their numbers."""
+        found: list[tuple[int, str]] = []
+        while len(found) < limit and reader.next < self.next:
+            if reader.next < self.first:  # trimmed meanwhile
+                reader.next, reader.segment = self.first, -1
+            index = bisect.bisect_right(self._segments, reader.next) - 1
+            segment = self._segments[index]
+            if reader.segment != segment:
+                reader.segment, reader.offset = segment, 0
+            try:
+                with open(self._segment_path(segment), "rb") as file:
+                    file.seek(reader.offset)
+                    data = file.read(READ_CHUNK)
+            except FileNotFoundError:
+                data = b""
+            records, _ = _records(data, complete_end=False)
+            if not records:
+                if index + 1 < len(self._segments):  # this segment is done: the next one
+                    reader.next, reader.segment = self._segments[index + 1], -1
+                    continue
+                break
+            for body in records:
+                reader.offset += len(body) + 2
+                number_text, _, line = body.partition(b"\t")
+                with contextlib.suppress(ValueError):
+                    number = int(number_text)
+                    if number >= reader.next:
+                        found.append((number, line.decode("utf-8", "replace")))
+                        reader.next = number + 1
+                if len(found) >= limit:
+                    break
+        return found
+
+    async def trim(self, before: int) -> None:
+        """Removes the segments whose every record is numbered below `before`."""
+        while len(self._segments) > 1 and self._segments[1] <= before:
+            first = self._segments.pop(0)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._segment_path(first))
+
+    # -- cursors ---------------------------------------------------------------------------
+
+    def _cursor_path(self, endpoint: str) -> str:
+        return os.path.join(self.cursors, hashlib.sha256(endpoint.encode()).hexdigest()[:32])
+
+    async def load_cursor(self, endpoint: str) -> int | None:
+        return await asyncio.to_thread(self._load_cursor, endpoint)
+
+    def _load_cursor(self, endpoint: str) -> int | None:
+        try:
+            with open(self._cursor_path(endpoint)) as file:
+                number, _, name = file.read().partition("\t")
+            return int(number) if name == endpoint else None
+        except (FileNotFoundError, ValueError):
+            return None
+
+    async def save_cursor(self, endpoint: str, number: int) -> None:
+        _replace(self._cursor_path(endpoint), f"{number}\t{endpoint}".encode())
+
+
+class Reader:
+    """A position in the log for one endpoint: the next record number it wants, and where in
+    which segment the last read left off."""
+
+    def __init__(self, number: int) -> None:
+        self.next = number
+        self.segment = -1
+        self.offset = 0
+
+
+def _stamp(body: bytes) -> int:
+    try:
+        return int(body.split(b"\t", 2)[events.STAMP])
+    except (ValueError, IndexError):
+        return 0
+
+
+def _is_hex(name: str) -> bool:
+    return len(name) == 16 and all(c in "0123456789abcdef" for c in name)
+
+
+def _replace(path: str, content: bytes) -> None:
+    """Writes a small file whole, in place of the old one."""
+    temporary = f"{path}.tmp"
+    with open(temporary, "wb") as file:
+        file.write(content)
+    os.replace(temporary, path)

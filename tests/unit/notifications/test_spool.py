@@ -1,0 +1,134 @@
+"""The filesystem spool (moorage.notifications.spool): inboxes merged into the log in time
+order, torn and unfinished records, cursors, reading across segments, trimming."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from moorage.notifications import spool
+from moorage.notifications.spool import FileLog, InboxWriter, Reader
+
+run = asyncio.run
+
+
+def record(stamp: int, text: str) -> str:
+    """A line shaped as a record (its second field is the stamp the merge orders by)."""
+    return f"{text}\t{stamp}\t" + "\t".join(["x"] * 17)
+
+
+def texts(found: list[tuple[int, str]]) -> list[str]:
+    return [line.split("\t")[0] for _, line in found]
+
+
+def test_inboxes_merge_in_time_order(tmp_path: Path) -> None:
+    first, second = InboxWriter(str(tmp_path)), InboxWriter(str(tmp_path))
+    now = time.time_ns() - 1000
+    first.write([record(now + 1, "a1"), record(now + 4, "a2")])
+    second.write([record(now + 2, "b1")])
+    second.write([record(now + 3, "b2")])
+    log = FileLog(str(tmp_path))
+    assert run(log.lock())
+    assert run(log.collect()) == 4
+    assert texts(run(log.read(Reader(0), 10))) == ["a1", "b1", "b2", "a2"]
+    first.write([record(now + 5, "a3")])
+    assert run(log.collect()) == 1
+    assert run(log.read(Reader(4), 10)) == [(4, record(now + 5, "a3"))]
+    run(log.close())
+
+
+def test_records_stamped_after_a_round_began_wait_for_the_next(tmp_path: Path) -> None:
+    writer = InboxWriter(str(tmp_path))
+    now = time.time_ns()
+    writer.write([record(now - 10, "past"), record(now + 60 * 10**9, "future")])
+    log = FileLog(str(tmp_path))
+    assert run(log.lock())
+    assert run(log.collect()) == 1
+    assert texts(run(log.read(Reader(0), 10))) == ["past"]
+
+
+def test_unfinished_records_wait_and_torn_ones_are_skipped(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    now = time.time_ns() - 1000
+    whole = record(now, "whole").encode()
+    # a writer still at work: the second record has bytes missing (zeros)
+    unfinished = b"\x1e" + whole + b"\n\x1e" + whole[:10] + b"\x00" * 5 + whole[15:] + b"\n"
+    (inbox / "w.000001").write_bytes(unfinished + b"\x00" * 64)
+    log = FileLog(str(tmp_path))
+    assert run(log.lock())
+    import fcntl
+
+    held = os.open(inbox / "w.000001", os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # its writer is alive
+    assert run(log.collect()) == 1
+    assert run(log.collect()) == 0  # still waiting for the rest
+    os.close(held)  # the writer died: the unfinished record is torn
+    torn_then_whole = b"\x1e" + whole[:20] + b"\x1e" + record(now + 1, "after").encode() + b"\n"
+    (inbox / "v.000001").write_bytes(torn_then_whole)
+    assert run(log.collect()) == 1
+    assert texts(run(log.read(Reader(0), 10))) == ["whole", "after"]
+    assert run(log.collect()) == 0
+    assert sorted(os.listdir(inbox)) == []  # read to the end, writers gone: removed
+
+
+def test_a_full_inbox_goes_on_in_the_next_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "INBOX_SIZE", 4096)
+    writer = InboxWriter(str(tmp_path))
+    now = time.time_ns() - 10**6
+    lines = [record(now + i, f"r{i}") for i in range(100)]
+    for line in lines:
+        writer.write([line])
+    assert len(os.listdir(tmp_path / "inbox")) > 1
+    log = FileLog(str(tmp_path))
+    assert run(log.lock())
+    while run(log.collect()):
+        pass
+    assert [line for _, line in run(log.read(Reader(0), 1000))] == lines
+    writer.close()
+    run(log.collect())
+    assert os.listdir(tmp_path / "inbox") == []
+
+
+def test_reading_across_segments_cursors_and_trimming(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(spool, "SEGMENT_RECORDS", 3)
+    writer = InboxWriter(str(tmp_path))
+    now = time.time_ns() - 10**6
+    writer.write([record(now + i, f"r{i}") for i in range(10)])
+    log = FileLog(str(tmp_path))
+    assert run(log.lock())
+    assert run(log.collect()) == 10
+    reader = Reader(0)
+    assert texts(run(log.read(reader, 4))) == ["r0", "r1", "r2", "r3"]
+    assert texts(run(log.read(reader, 4))) == ["r4", "r5", "r6", "r7"]
+    assert texts(run(log.read(Reader(8), 10))) == ["r8", "r9"]
+    run(log.save_cursor("hook", 7))
+    assert run(log.load_cursor("hook")) == 7 and run(log.load_cursor("other")) is None
+    run(log.trim(7))
+    assert log.first == 6  # the segment holding 6, 7 and 8 stays
+    assert texts(run(log.read(Reader(0), 10))) == ["r6", "r7", "r8", "r9"]
+    run(log.close())
+    again = FileLog(str(tmp_path))  # after a restart: the numbering goes on
+    assert run(again.lock())
+    assert again.next == 10
+    writer.write([record(time.time_ns() - 10, "r10")])
+    assert run(again.collect()) == 1
+    assert run(again.read(Reader(10), 1))[0][0] == 10
+    run(again.close())
+
+
+def test_one_process_at_a_time(tmp_path: Path) -> None:
+    first, second = FileLog(str(tmp_path)), FileLog(str(tmp_path))
+    assert run(first.lock())
+    assert not run(second.lock())
+    run(first.close())
+    assert run(second.lock())
+    run(second.close())
