@@ -24,6 +24,7 @@ from moorage.storage.driver import (
     StorageDriver,
     StorageError,
     create,
+    filesystem,
     registered,
 )
 from moorage.storage.driver.base import ValidatingDriver
@@ -826,22 +827,21 @@ def test_filesystem_uncommitted_writer_not_listed(tmp_path: Path) -> None:
     run(scenario())
 
 
-def test_filesystem_write_survives_a_concurrent_prune(tmp_path: Path) -> None:
+def test_filesystem_write_survives_a_concurrent_prune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A prune removing a directory between a writer's making it and creating its file costs
     the writer nothing: it makes the directory again."""
     driver = create("filesystem", {"rootdirectory": str(tmp_path)})
-    real_makedirs = os.makedirs
+    real_make_parents = filesystem._make_parents
     pruned: list[str] = []
 
-    def makedirs_then_prune(name: str, mode: int = 0o777, exist_ok: bool = False) -> None:
-        os.makedirs = real_makedirs  # type: ignore[assignment]  (it recurses through os)
-        try:
-            real_makedirs(name, mode, exist_ok)
-        finally:
-            os.makedirs = makedirs_then_prune  # type: ignore[assignment]
-        if len(pruned) < 2:  # the first two attempts lose their directory at once
-            pruned.append(name)
-            os.rmdir(name)
+    def make_parents_then_prune(path: str) -> list[str]:
+        made = real_make_parents(path)
+        if made and len(pruned) < 2:  # the first two attempts lose their directory at once
+            pruned.append(made[0])
+            os.rmdir(made[0])
+        return made
 
     async def scenario() -> None:
         await driver.put_content("/w/src", b"4")
@@ -856,11 +856,8 @@ def test_filesystem_write_survives_a_concurrent_prune(tmp_path: Path) -> None:
         pruned.clear()
         await driver.move("/w/src", "/w/f/g/data")
 
-    os.makedirs = makedirs_then_prune  # type: ignore[assignment]
-    try:
-        run(scenario())
-    finally:
-        os.makedirs = real_makedirs  # type: ignore[assignment]
+    monkeypatch.setattr(filesystem, "_make_parents", make_parents_then_prune)
+    run(scenario())
     assert len(pruned) == 2
     assert (tmp_path / "w/c/d/link").read_bytes() == b"2"
     assert (tmp_path / "w/e/data").read_bytes() == b"3"
