@@ -4,6 +4,8 @@ per deletion (unless --quiet), then a summary.
 
 It runs beside serving registries, under the root's lease (lifecycle/lease.py), with the config's
 `storage.maintenance.gc.delay`; a Redis cache and catalog configured there are kept true. The
+config's retention policies decide, for the repositories they cover, whether untagged manifests
+go (lifecycle/retention.py); untagging by policy is the server's, before its own collections. The
 in-memory caches of running servers cannot be reached from here: such a server may answer a blob
 HEAD from its cache for a blob collected here, and the push that relies on it then fails once at
 its manifest PUT (which checks storage and drops the stale entry); `storage.maintenance.gc`, run
@@ -27,6 +29,7 @@ from moorage.config.schema import Config
 from moorage.durations import seconds
 from moorage.lifecycle import lease
 from moorage.lifecycle.gc import Collector, Event, Options, Summary
+from moorage.lifecycle.retention import Retention
 from moorage.registry.errors import Unavailable
 from moorage.registry.repository import Registry
 from moorage.storage import cache as caches
@@ -103,13 +106,16 @@ async def _collect(config: Config, driver: StorageDriver, options: Options, quie
     cache = _shared_cache(config)
     shared = RedisNames(cache.client) if isinstance(cache, RedisCache) else None
     registry = Registry(driver, cache=cache, shared_names=shared, gc_delay=options.delay)
+    settings = config.storage.maintenance.retention
+    retention = Retention.from_config(settings) if settings.policies else None
     held, client = lease.from_config(config, driver)
     try:
         if not options.dryrun and (other := await held.acquire()) is not None:
             raise Failed(f"another garbage collection is running on this root ({other})")
         report = None if quiet else _printer(options.dryrun)
         still = None if options.dryrun else held.held  # a dry run writes nothing: no lease
-        return await Collector(registry, options, report=report, held=still).collect()
+        collector = Collector(registry, options, report=report, held=still, retention=retention)
+        return await collector.collect()
     finally:
         await held.release()
         if client is not None:

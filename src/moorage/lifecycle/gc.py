@@ -8,9 +8,15 @@ what makes them reachable), and, from those, the children of every kept index an
 whose subject is kept (signatures, SBOMs, attestations), recursively. Marked: each kept manifest,
 the content its config and layers' links name, and its children.
 
+Retention policies (lifecycle/retention.py) decide per repository, where one covers it, whether
+untagged manifests go (`deleteuntagged`, else `delete_untagged`) and whether, when they do, a
+referrer whose subject the repository does not have goes too (`deletereferrers`); in a repository
+no policy covers, such a referrer goes with the other untagged manifests.
+
 Swept, each only when its content has not been used for `delay`, under an announcement:
 - with `delete_untagged`, the revisions no longer kept: the revision link, its entries in tags'
-  histories and its entry in the referrers index;
+  histories, its entry in the referrers index and its pull record (and the pull records of
+  manifests the repository no longer has);
 - layer links that no kept manifest of their repository names (distribution leaves these);
 - content that no kept manifest names;
 then a repository left with nothing is pruned from storage and leaves the catalog. The caches
@@ -37,6 +43,7 @@ from typing import TypeVar
 
 from moorage.lifecycle.inventory import Inventory, inventory
 from moorage.lifecycle.references import References, references
+from moorage.lifecycle.retention import CollectorRules, Retention
 from moorage.registry.blobs import DEFAULT_DELAY, RepositoryBlobs, child_names, read_link
 from moorage.registry.digest import Digest
 from moorage.registry.errors import ManifestInvalid, NameInvalid
@@ -130,10 +137,13 @@ class Collector:
         *,
         report: Callable[[Event], None] | None = None,
         held: Callable[[], bool] | None = None,
+        retention: Retention | None = None,
     ) -> None:
         """`report` hears of each deletion as it is made; `held` says whether the lease under
-        which the collection runs is still held."""
+        which the collection runs is still held; `retention`'s policies say, for the
+        repositories they cover, what may be removed."""
         self.registry = registry
+        self.retention = retention
         self.driver = registry.driver
         self.store = registry.blobs
         self.options = options
@@ -188,6 +198,14 @@ class Collector:
         if self.report is not None:
             self.report(Event(kind, repository, digest, size))
 
+    def rules(self, name: str) -> CollectorRules:
+        """What may be removed from the repository: as its retention policy says, else
+        untagged manifests with `delete_untagged`, referrers without a subject among them."""
+        own = self.options.delete_untagged
+        if self.retention is None or self.retention.policy_for(name) is None:
+            return CollectorRules(own, own)
+        return self.retention.collector_rules(name, own)
+
     # -- marking, one repository at a time ---------------------------------------------------
 
     async def _repository(self, name: str) -> None:
@@ -195,7 +213,8 @@ class Collector:
             check_name(name)
         except NameInvalid:
             return  # never served: left to fsck
-        files = await inventory(self.driver, name, everything=self.options.delete_untagged)
+        rules = self.rules(name)
+        files = await inventory(self.driver, name, everything=rules.delete_untagged)
         manifests: dict[Digest, References | None] = {}
         for digest in files.revisions:
             try:
@@ -208,8 +227,9 @@ class Collector:
                 manifests[digest] = None
                 self.summary.unreadable.append(f"{name}@{digest}")
         kept: Collection[Digest] = set(manifests)
-        if self.options.delete_untagged:
-            kept = await self._untagged(files, manifests)
+        if rules.delete_untagged:
+            kept = await self._untagged(files, manifests, rules.delete_referrers)
+            await self._stale_pulls(files)
         referenced: set[Digest] = set()
         keep_links = False
         for digest in kept:
@@ -245,14 +265,22 @@ class Collector:
         return await read_link(self.driver, paths.layer_link(files.name, digest))
 
     async def _untagged(
-        self, files: Inventory, manifests: dict[Digest, References | None]
+        self,
+        files: Inventory,
+        manifests: dict[Digest, References | None],
+        delete_referrers: bool,
     ) -> set[Digest]:
-        """The manifests kept when untagged ones go: removes the others, and returns those."""
+        """The manifests kept when untagged ones go: removes the others, and returns those.
+        Without `delete_referrers`, a referrer whose subject the repository lacks is kept."""
         roots: set[Digest] = set()
         for link in files.tags.values():
             digest = await read_link(self.driver, link)
             if digest in manifests:
                 roots.add(digest)
+        if not delete_referrers:
+            for digest, refs in manifests.items():
+                if refs is not None and refs.subject is not None and refs.subject not in manifests:
+                    roots.add(digest)
         for digest in set(manifests) - roots:
             info = await self.store.content(digest)
             if info is None or not self._old(info.modified):
@@ -296,6 +324,21 @@ class Collector:
             await Referrers(self.driver, name).remove(refs.subject, digest)
         revision = files.revisions[digest].rpartition("/")[0]
         await self._blobs(name).unlink(revision, digest)
+        if digest in files.pulls:
+            with contextlib.suppress(PathNotFound):
+                await self.driver.delete(files.pulls[digest][0])
+
+    async def _stale_pulls(self, files: Inventory) -> None:
+        """Deletes the pull records of manifests the repository did not have when listed
+        (deleted by a client), those written before this collection began (one written since
+        may be of a manifest pushed since), and prunes what they leave empty."""
+        if self.options.dryrun or not files.pulls:
+            return
+        for digest, (path, modified) in files.pulls.items():
+            if digest not in files.revisions and modified < self.started:
+                with contextlib.suppress(PathNotFound):
+                    await self.driver.delete(path)
+        await self.driver.prune(paths.manifest_pulls(files.name), paths.repository(files.name))
 
     # -- sweeping ------------------------------------------------------------------------------
 

@@ -1,7 +1,7 @@
 """What one repository holds in storage, read in a few listings rather than a request per link:
 its layer links, manifest revisions and, when asked, its tags, tag histories, referrers index
-entries and upload sessions. Checking a root (fsck) and collecting its garbage (gc) both start
-from this.
+entries, manifests' pull records and upload sessions. Checking a root (fsck) and collecting its
+garbage (gc) both start from this.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class Inventory:
     history: dict[Digest, list[str]] = field(default_factory=dict)
     # (subject, referrer) -> the referrers index entry's link
     referrers: dict[tuple[Digest, Digest], str] = field(default_factory=dict)
+    # manifest -> its pull record (_pulls/manifests/<alg>/<hex>) and the record's time
+    pulls: dict[Digest, tuple[str, float]] = field(default_factory=dict)
     uploads: list[str] = field(default_factory=list)  # upload session ids
 
 
@@ -63,5 +65,10 @@ async def inventory(driver: StorageDriver, name: str, *, everything: bool = True
             subject, referrer = _digest(*parts[:2]), _digest(*parts[2:4])
             if subject and referrer:
                 found.referrers[(subject, referrer)] = info.path
+    pulls = paths.manifest_pulls(name)
+    async for info in driver.walk(pulls):
+        parts = info.path[len(pulls) + 1 :].split("/")
+        if len(parts) == 2 and (digest := _digest(*parts)) is not None:
+            found.pulls[digest] = (info.path, info.modified)
     found.uploads = await child_names(driver, paths.uploads(name))
     return found

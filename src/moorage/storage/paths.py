@@ -170,5 +170,9 @@ def tag_pull(name: str, tag: str) -> str:
     return f"{pulls(name)}/tags/{tag}"
 
 
+def manifest_pulls(name: str) -> str:
+    return f"{pulls(name)}/manifests"
+
+
 def manifest_pull(name: str, digest: Digest) -> str:
-    return f"{pulls(name)}/manifests/{digest.algorithm}/{digest.hex}"
+    return f"{manifest_pulls(name)}/{digest.algorithm}/{digest.hex}"

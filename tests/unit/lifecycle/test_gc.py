@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 
 import pytest
 
+from moorage.config import schema
 from moorage.lifecycle.gc import Collector, Event, Options, Summary
+from moorage.lifecycle.retention import Retention
 from moorage.registry.digest import Digest
 from moorage.registry.manifests import OCI_INDEX, OCI_MANIFEST
 from moorage.registry.repository import Registry
@@ -97,10 +99,15 @@ class Root:
         }
         return await self.manifest(name, reference, document), [config, *blobs]
 
-    async def collect(self, **options: Any) -> tuple[Summary, list[Event]]:
+    async def collect(
+        self, retention: Retention | None = None, **options: Any
+    ) -> tuple[Summary, list[Event]]:
         events: list[Event] = []
         collector = Collector(
-            self.registry, Options(**{"delay": DELAY, **options}), report=events.append
+            self.registry,
+            Options(**{"delay": DELAY, **options}),
+            report=events.append,
+            retention=retention,
         )
         return await collector.collect(), events
 
@@ -355,5 +362,82 @@ def test_a_sha512_blob_is_kept_by_its_links_and_goes_with_them(root: Root) -> No
         assert not root.has_content(stored)
         assert not root.has_link("app", named) and not root.has_link("app", stored)
         assert {e.digest for e in events if e.kind == "link"} == {named, stored, config}
+
+    run(scenario())
+
+
+def policies(*entries: dict[str, Any]) -> Retention:
+    return Retention.from_config(schema.Retention.model_validate({"policies": list(entries)}))
+
+
+def test_retention_policies_decide_which_untagged_manifests_and_referrers_go(root: Root) -> None:
+    """A policy's deleteuntagged overrides the collection's own; its deletereferrers (default
+    false) keeps an untagged referrer whose subject the repository lacks; a repository no
+    policy covers follows the collection's own setting for both."""
+    retention = policies(
+        {"repositories": ["keep/*"], "deleteuntagged": False},
+        {"repositories": ["drop/*"], "deleteuntagged": True},
+        {"repositories": ["sign/*"], "deletereferrers": True},
+    )
+    absent = Digest.of(b"a subject never pushed")
+
+    async def scenario() -> None:
+        untagged: dict[str, Digest] = {}
+        referrers: dict[str, Digest] = {}
+        for name in ("keep/a", "drop/a", "sign/a", "other"):
+            await root.image(name, "v1", [b"tagged"])
+            untagged[name], _ = await root.image(name, "tmp", [name.encode()])
+            referrers[name], _ = await root.image(
+                name, "sig", [b"sig " + name.encode()], subject=descriptor(absent)
+            )
+            for tag in ("tmp", "sig"):
+                await root.registry.repository(name).tags.untag(tag)
+        root.age()
+
+        _, events = await root.collect(retention)
+        removed = {(e.repository, e.digest) for e in events if e.kind == "manifest"}
+        assert removed == {("drop/a", untagged["drop/a"])}  # delete_untagged off: the policy's
+
+        _, events = await root.collect(retention, delete_untagged=True)
+        removed = {(e.repository, e.digest) for e in events if e.kind == "manifest"}
+        assert removed == {
+            ("sign/a", untagged["sign/a"]),
+            ("sign/a", referrers["sign/a"]),
+            ("other", untagged["other"]),
+            ("other", referrers["other"]),
+        }
+        for name in ("keep/a", "drop/a"):
+            manifests = root.registry.repository(name).manifests
+            assert await manifests.exists(referrers[name])
+        assert await root.registry.repository("keep/a").manifests.exists(untagged["keep/a"])
+
+    run(scenario())
+
+
+def test_pull_records_go_with_their_manifests(root: Root) -> None:
+    """The pull record of a manifest the collector removes goes with it, and so does that of a
+    manifest a client deleted; a kept manifest's stays."""
+
+    def record(name: str, digest: Digest) -> Path:
+        path = root.path / paths.manifest_pull(name, digest).lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("2026-11-29T12:00:00Z")
+        return path
+
+    async def scenario() -> None:
+        kept, _ = await root.image("app", "v1", [b"kept"])
+        untagged, _ = await root.image("app", "tmp", [b"untagged"])
+        deleted, _ = await root.image("app", "gone", [b"deleted"])
+        manifests = root.registry.repository("app").manifests
+        await root.registry.repository("app").tags.untag("tmp")
+        await manifests.delete(str(deleted))
+        records = {digest: record("app", digest) for digest in (kept, untagged, deleted)}
+        root.age()
+        dry, _ = await root.collect(delete_untagged=True, dryrun=True)
+        assert dry.manifests == 1 and all(path.exists() for path in records.values())
+        summary, _ = await root.collect(delete_untagged=True)
+        assert summary.manifests == 1
+        assert records[kept].exists()
+        assert not records[untagged].exists() and not records[deleted].exists()
 
     run(scenario())
