@@ -188,7 +188,7 @@ class Server:
             self.metrics.register(UsageCollector(self.maintenance.usage, self.maintenance.quotas))
         # Passes run right before each scheduled garbage collection, under its lease (retention
         # policies untag there): lifecycle.gc.Pass.
-        self.before_collection: list[Pass] = []
+        self.before_collection: list[Pass] = self.maintenance.before_collection()
         check = config.health.storagedriver
         self.health = Health(driver, check.threshold)
         self.health_interval = seconds(check.interval) if check.enabled else None
@@ -372,7 +372,14 @@ class Server:
         held, client = lease.from_config(self.config, self.registry.driver)
         try:
             interval = seconds(settings.interval)
-            await schedule.run(self.registry, options, interval, held, self.before_collection)
+            await schedule.run(
+                self.registry,
+                options,
+                interval,
+                held,
+                self.before_collection,
+                self.maintenance.retention,
+            )
         finally:
             await held.release()
             if client is not None:

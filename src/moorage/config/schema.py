@@ -147,9 +147,9 @@ class RetentionPolicy(Section):
 
 class Retention(Section):
     dryrun: bool = False
-    # moorage's, provisional: how often the policies are applied, until they run with garbage
-    # collection
-    interval: CheckedDuration = "24h"
+    # deprecated and ignored (the loader warns): the policies are applied right before each
+    # garbage collection, every storage.maintenance.gc.interval
+    interval: CheckedDuration | None = None
     # moorage's: pull times are written at most once per tag and manifest per this interval
     pullinterval: CheckedDuration = "1h"
     policies: list[RetentionPolicy] = Field(default_factory=list)

@@ -1,6 +1,7 @@
 """The garbage collection a server runs by itself (`storage.maintenance.gc`), in one of its
 workers: every `interval`, under the root's lease, the passes plugged in before it (retention
-untags there), then a collection. A run another process holds the lease for is skipped."""
+untags there), then a collection (which retention's policies tell what it may remove). A run
+another process holds the lease for is skipped."""
 
 from __future__ import annotations
 
@@ -10,13 +11,18 @@ from collections.abc import Sequence
 
 from moorage.lifecycle.gc import Collector, Event, Options, Pass, Summary
 from moorage.lifecycle.lease import Lease
+from moorage.lifecycle.retention import Retention
 from moorage.registry.repository import Registry
 
 log = logging.getLogger("moorage.gc")
 
 
 async def collect_once(
-    registry: Registry, options: Options, lease: Lease, passes: Sequence[Pass] = ()
+    registry: Registry,
+    options: Options,
+    lease: Lease,
+    passes: Sequence[Pass] = (),
+    retention: Retention | None = None,
 ) -> Summary | None:
     """One scheduled run; None when another collection holds the lease."""
     other = await lease.acquire()
@@ -26,7 +32,9 @@ async def collect_once(
     try:
         for each in passes:
             await each(registry, options.dryrun)
-        summary = await Collector(registry, options, report=_log, held=lease.held).collect()
+        summary = await Collector(
+            registry, options, report=_log, held=lease.held, retention=retention
+        ).collect()
     finally:
         await lease.release()
     log.info(
@@ -57,12 +65,13 @@ async def run(
     interval: float,
     lease: Lease,
     passes: Sequence[Pass] = (),
+    retention: Retention | None = None,
 ) -> None:
     """Collects every `interval` seconds, the first time `interval` after the start; failures
     are logged and the next run tries again."""
     while True:
         await asyncio.sleep(interval)
         try:
-            await collect_once(registry, options, lease, passes)
+            await collect_once(registry, options, lease, passes, retention)
         except Exception:
             log.exception("garbage collection failed")
