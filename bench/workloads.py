@@ -29,6 +29,7 @@ from tests.integration.notifications_support import endpoint, run_receiver
 from tests.servers import S3Server, Server, children
 
 from bench import fixtures
+from bench import gc as gc_tree
 from bench.fixtures import BlobFile, S3Tree, Tree
 from bench.registries import (
     KINDS,
@@ -79,6 +80,7 @@ class Scale:
     listing_requests: int  # per round, at most...
     listing_seconds: float  # ...or for this long (at least 3 requests)
     warm_memory: int  # bytes written and deleted before any timing (see fixtures.warm_memory)
+    gc_repos: int  # repositories of the garbage collection's root (11 blobs each)
 
 
 FULL = Scale(
@@ -97,6 +99,7 @@ FULL = Scale(
     listing_requests=300,
     listing_seconds=3.0,
     warm_memory=6 * 1024 * MIB,
+    gc_repos=10_000,
 )
 SMOKE = Scale(
     blobs=(("2MiB", 2 * MIB), ("6MiB", 6 * MIB)),
@@ -114,6 +117,7 @@ SMOKE = Scale(
     listing_requests=20,
     listing_seconds=0.3,
     warm_memory=0,
+    gc_repos=20,
 )
 # On S3 every byte also crosses SeaweedFS on the same machine: smaller blobs.
 FULL_S3 = replace(FULL, blobs=(("64MiB", 64 * MIB), ("256MiB", 256 * MIB)))
@@ -867,6 +871,43 @@ def rss(bench: Bench) -> None:
                        / peaks[smallest.label].samples[kind][-1])
 
 
+# -- garbage collection -----------------------------------------------------------------------
+
+
+def gc(bench: Bench) -> None:
+    """`garbage-collect` (without -m) of one root by both registries, each on a fresh copy of
+    it (bench/gc.py): blobs examined per second over the whole command, its CPU time and peak
+    memory; and the peak on a root a tenth the size, to show whether memory grows with the
+    registry. Both must delete exactly the garbage."""
+    scale, results = bench.scale, bench.results
+    directory = bench.workdir / "gc"
+    large = gc_tree.write_tree(directory / "tree", scale.gc_repos)
+    label = f"{large.repositories:,} repos, {large.blobs:,} blobs ({large.garbage:,} garbage)"
+    speed = results.metric("gc", f"collection of {label}", "blobs/s", True, at_least(5))
+    seconds = results.metric("gc", "time", "s", False)
+    cpu = results.metric("gc", "CPU time (user + system)", "s", False)
+    peak = results.metric("gc", "peak memory (RSS)", "MB", False)
+    for round_ in range(bench.rounds):
+        for kind in bench.order(round_):
+            root = gc_tree.copy_tree(large, directory / "copy")
+            run = gc_tree.collect(kind, root, directory)
+            deleted = gc_tree.deleted_blobs(root, large)
+            if deleted != large.garbage:
+                raise RuntimeError(f"{kind} deleted {deleted} blobs, not {large.garbage}")
+            speed.add(kind, large.blobs / run.seconds)
+            seconds.add(kind, run.seconds)
+            cpu.add(kind, run.cpu)
+            peak.add(kind, run.peak_mb)
+    small = gc_tree.write_tree(directory / "small", max(scale.gc_repos // 10, 2))
+    growth = results.metric(
+        "gc", f"peak memory at {large.repositories:,} / at {small.repositories:,} repos", "x",
+        False, moorage_at_most(1.5, "x"))
+    for kind in KINDS:
+        run = gc_tree.collect(kind, gc_tree.copy_tree(small, directory / "copy"), directory)
+        growth.add(kind, peak.median(kind) / run.peak_mb)
+    shutil.rmtree(directory)
+
+
 WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,
     "push-chunked": push_chunked,
@@ -880,6 +921,7 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "rss": rss,
     "ui": ui,
     "proxy": proxy,
+    "gc": gc,
 }
 S3_WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,

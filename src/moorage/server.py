@@ -21,12 +21,14 @@ from moorage import ui
 from moorage.api.app import create_app
 from moorage.api.context import Settings, absolute_url
 from moorage.auth import controllers as auth
-from moorage.config.schema import Config
+from moorage.config.schema import Config, GarbageCollection
 from moorage.config.secrets import Redactor, check_private
 from moorage.debug import create_debug_app
 from moorage.drain import InFlight
 from moorage.durations import seconds
 from moorage.health import Health
+from moorage.lifecycle import lease, schedule
+from moorage.lifecycle.gc import Options, Pass
 from moorage.lifecycle.maintenance import Maintenance
 from moorage.lifecycle.usage import UsageCollector
 from moorage.logs import access_logger
@@ -191,11 +193,15 @@ class Server:
             deletes=config.storage.delete.enabled,
             cache=cache,
             shared_names=shared,
+            gc_delay=seconds(config.storage.maintenance.gc.delay),
             admission=self.maintenance.admission,
             pull_log=self.maintenance.pull_log,
         )
         if self.maintenance.usage is not None:
             self.metrics.register(UsageCollector(self.maintenance.usage, self.maintenance.quotas))
+        # Passes run right before each scheduled garbage collection, under its lease (retention
+        # policies untag there): lifecycle.gc.Pass.
+        self.before_collection: list[Pass] = self.maintenance.before_collection()
         check = config.health.storagedriver
         self.health = Health(driver, check.threshold)
         self.health_interval = seconds(check.interval) if check.enabled else None
@@ -358,6 +364,9 @@ class Server:
                         )
                     )
                 )
+            collecting = self.config.storage.maintenance.gc
+            if collecting.enabled and not self.settings.readonly and self.first:
+                tasks.append(asyncio.create_task(self._collect_garbage(collecting)))
             for work in self.maintenance.background(self.registry):
                 tasks.append(asyncio.create_task(work))
             if self.cache is not None and self.first and not self.settings.readonly:
@@ -386,12 +395,33 @@ class Server:
                 self.notifications.close()
             for each in reversed(runners):
                 await each.cleanup()
+            if self.registry.blobs.uses is not None:
+                await self.registry.blobs.uses.close()
             await self.maintenance.close()
             if self.cache is not None:
                 await self.cache.close()
             await self.registry.driver.close()
             if self.registry.blobs.cache is not None:
                 await self.registry.blobs.cache.close()
+
+    async def _collect_garbage(self, settings: GarbageCollection) -> None:
+        """The scheduled garbage collection (lifecycle/schedule.py), until cancelled."""
+        options = Options(seconds(settings.delay), settings.deleteuntagged, settings.dryrun)
+        held, client = lease.from_config(self.config, self.registry.driver)
+        try:
+            interval = seconds(settings.interval)
+            await schedule.run(
+                self.registry,
+                options,
+                interval,
+                held,
+                self.before_collection,
+                self.maintenance.retention,
+            )
+        finally:
+            await held.release()
+            if client is not None:
+                await client.aclose()
 
 
 def notifications(config: Config, create_files: bool) -> Notifications | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from aiohttp import web
@@ -10,7 +11,7 @@ from moorage.api.context import registry, repository, settings
 from moorage.api.responses import FileResponse, parse_range, stream_arriving, stream_chunks
 from moorage.registry.blobs import BlobInfo
 from moorage.registry.digest import Digest
-from moorage.registry.errors import BlobUnknown
+from moorage.registry.errors import BlobUnknown, Unavailable
 
 CACHE_FOREVER = "max-age=31536000"
 
@@ -50,7 +51,10 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         return web.Response(status=307, headers={"Location": url, **headers})
     local = store.local_file(info.stored)
     if local is not None:
-        if not os.path.exists(local):
+        if not os.path.exists(local):  # collected by a process whose cache is not this one's
+            with contextlib.suppress(Unavailable):
+                await repo.blobs.forget(digest)
+                await store.forget(info.stored)
             raise BlobUnknown(detail={"digest": str(digest)})
         return FileResponse(local, first, count, status, headers)
     return await stream_chunks(request, store.reader(info.stored, first), count, status, headers)

@@ -145,9 +145,9 @@ class RetentionPolicy(Section):
 
 class Retention(Section):
     dryrun: bool = False
-    # moorage's, provisional: how often the policies are applied, until they run with garbage
-    # collection
-    interval: CheckedDuration = "24h"
+    # deprecated and ignored (the loader warns): the policies are applied right before each
+    # garbage collection, every storage.maintenance.gc.interval
+    interval: CheckedDuration | None = None
     # moorage's: pull times are written at most once per tag and manifest per this interval
     pullinterval: CheckedDuration = "1h"
     policies: list[RetentionPolicy] = Field(default_factory=list)
@@ -160,9 +160,29 @@ class UsageSettings(Section):
     interval: CheckedDuration = "10m"
 
 
+class GarbageCollection(Section):
+    """moorage's: the garbage collection the server runs by itself (lifecycle/gc.py). `delay`
+    applies to `moorage garbage-collect` too, and to what the server records of uses, enabled
+    or not."""
+
+    enabled: bool = False
+    interval: CheckedDuration = "24h"
+    delay: CheckedDuration = "1h"  # content used within this is kept
+    deleteuntagged: bool = False
+    dryrun: bool = False
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: Duration) -> Duration:
+        if seconds(value) <= 0:
+            raise ValueError("expected a duration above zero")
+        return value
+
+
 class Maintenance(Section):
     uploadpurging: UploadPurging = Field(default_factory=UploadPurging)
     readonly: ReadOnly = Field(default_factory=ReadOnly)
+    gc: GarbageCollection = Field(default_factory=GarbageCollection)
     retention: Retention = Field(default_factory=Retention)
     usage: UsageSettings = Field(default_factory=UsageSettings)
 

@@ -256,6 +256,9 @@ class NotifyingBlobs:
             await self._emitter.blob(events.MOUNT, info, source.name if source else "")
         return info
 
+    def forget(self, digest: Digest) -> Awaitable[None]:
+        return self._blobs.forget(digest)
+
 
 class NotifyingUploads:
     __slots__ = ("_emitter", "_uploads")

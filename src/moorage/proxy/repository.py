@@ -195,6 +195,10 @@ class ProxyBlobs:
     async def delete(self, digest: Digest) -> None:
         self.repository.refuse()
 
+    async def forget(self, digest: Digest) -> None:
+        """The cached link's content is gone (collected): the next pull fetches it again."""
+        await self.local.forget(digest)
+
 
 class ProxyManifests:
     """One request's manifests: what `resolve` learnt is kept for `get`."""

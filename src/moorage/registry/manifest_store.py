@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from moorage.registry import manifests as schema
 from moorage.registry.blobs import (
+    CLAIM_ATTEMPTS,
     BlobStore,
     RepositoryBlobs,
     child_names,
@@ -25,6 +26,7 @@ from moorage.registry.errors import (
     ManifestInvalid,
     ManifestUnknown,
     RegistryError,
+    Unavailable,
     Unsupported,
 )
 from moorage.registry.names import check_tag, parse_reference
@@ -261,6 +263,8 @@ class Manifests:
             payload = await self.store.get(digest)
         except BlobUnknown:
             raise ManifestUnknown(detail={"digest": str(digest)}) from None
+        if ":" in reference:  # by digest (no tag has a colon): an index may name it next
+            self.store.note_use(digest)
         return StoredManifest(digest, payload, schema.stored_media_type(digest, payload))
 
     @needs_space
@@ -290,37 +294,97 @@ class Manifests:
                     detail={"digest": reference, "actual": str(digest)},
                 )
         manifest = schema.parse(payload, content_type)
-        if check_references:
-            await self._check_references(manifest)
-
+        # without the check, nothing it names is here to claim (a pull-through cache's)
+        stored = await self._check_references(manifest) if check_references else {}
         async with self.blobs.admitted(digest, len(payload)):
-            await self.store.put(payload, digest)
-            await write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+            await self._store(digest, payload, manifest, stored, check_references)
         if manifest.subject is not None:
             await self.referrers.add(manifest.subject.digest, digest)
         for tag in tags:
             await self.tags.tag(tag, digest)
         return PutResult(digest, manifest, tuple(tags))
 
-    async def _check_references(self, manifest: schema.Manifest) -> None:
+    async def _check_references(self, manifest: schema.Manifest) -> dict[Digest, Digest]:
+        """Raises unless the repository has every blob and child manifest the manifest names;
+        returns the digest each blob's content is stored under."""
+        stored = {}
         for blob in manifest.blobs:
-            # Foreign layers (with `urls`) live outside the registry.
-            if not blob.urls and not await self.blobs.is_linked(blob.digest):
+            if blob.urls:
+                continue  # a foreign layer lives outside the registry
+            try:
+                stored[blob.digest] = (await self.blobs.stat(blob.digest)).stored
+            except BlobUnknown:
                 raise ManifestBlobUnknown(
                     f"blob {blob.digest} is not in repository {self.name}",
                     detail={"digest": str(blob.digest)},
-                )
+                ) from None
         for child in manifest.children:
             if not await self.exists(child.digest):
                 raise ManifestUnknown(
                     f"manifest {child.digest} is not in repository {self.name}",
                     detail={"digest": str(child.digest)},
                 )
+        return stored
+
+    async def _store(
+        self,
+        digest: Digest,
+        payload: bytes,
+        manifest: schema.Manifest,
+        stored: dict[Digest, Digest],
+        claim_children: bool = True,
+    ) -> None:
+        """Stores the content and the revision link, then claims the manifest with everything
+        it names (`stored`, and the children when `claim_children`; moorage.registry.sweeps):
+        when a garbage collection deleted a blob or child
+        meanwhile, the revision is taken back and the PUT fails, so that no manifest is ever
+        answered for whose blobs are gone; when it took the manifest's own content or revision,
+        they are written again."""
+        revision = paths.manifest_revision_link(self.name, digest)
+        existed = await self.exists(digest)
+        children = [child.digest for child in manifest.children] if claim_children else []
+        for _ in range(CLAIM_ATTEMPTS):
+            await self.store.put(payload, digest)
+            await write_link(self.driver, revision, digest)
+            gone = await self.store.claim([digest, *stored.values(), *children])
+            lost = await self._lost(stored, children, gone)
+            if lost is not None:
+                if not existed:
+                    with contextlib.suppress(Unavailable):
+                        await self.blobs.unlink(revision.rpartition("/")[0], digest)
+                raise lost
+            if digest not in gone and await self.exists(digest):
+                return
+        raise Unavailable("a garbage collection kept deleting this manifest as it was stored")
+
+    async def _lost(
+        self, stored: dict[Digest, Digest], children: list[Digest], gone: set[Digest]
+    ) -> RegistryError | None:
+        """What the manifest names that the repository no longer has, after a claim."""
+        for blob, content in stored.items():
+            if content in gone or await self.blobs.stored(blob) != content:
+                with contextlib.suppress(Unavailable):
+                    await self.blobs.forget(blob)  # so that the client finds it missing
+                return ManifestBlobUnknown(
+                    f"blob {blob} is no longer in repository {self.name} (garbage collected "
+                    "as the manifest was pushed): push it again",
+                    detail={"digest": str(blob)},
+                )
+        for child in children:
+            if child in gone or not await self.exists(child):
+                return ManifestUnknown(
+                    f"manifest {child} is no longer in repository {self.name} (garbage "
+                    "collected as the index was pushed): push it again",
+                    detail={"digest": str(child)},
+                )
+        return None
 
     async def delete(self, reference: str) -> list[str]:
-        """Deleting a tag untags it; deleting a digest removes the manifest, every tag on it and
-        its entry in the referrers of its subject. The content stays for garbage collection.
-        Returns the tags removed, in order."""
+        """Deleting a tag untags it; deleting a digest removes the manifest, then (as
+        distribution does) every tag on it and its entry in the referrers of its subject. The
+        content stays for garbage collection. Returns the tags removed, in order. The revision
+        goes first: untagged first, the manifest could be collected as untagged under the
+        delete, which would then find nothing to remove."""
         if not self.deletes:
             raise Unsupported("deletes are disabled on this registry")
         if isinstance(parse_reference(reference), str):
@@ -332,6 +396,9 @@ class Manifests:
             manifest: schema.Manifest | None = schema.parse(await self.store.get(digest), None)
         except RegistryError:
             manifest = None  # content gone or unparseable: nothing more to unindex
+        link = paths.manifest_revision_link(self.name, digest)
+        if not await self.blobs.unlink(link.rpartition("/")[0], digest):
+            raise ManifestUnknown(detail={"digest": reference})  # a concurrent delete took it
         if manifest is not None and manifest.subject is not None:
             await self.referrers.remove(manifest.subject.digest, digest)
         untagged = []
@@ -339,9 +406,6 @@ class Manifests:
             with contextlib.suppress(ManifestUnknown):  # untagged by a concurrent delete
                 await self.tags.untag(tag)
                 untagged.append(tag)
-        link = paths.manifest_revision_link(self.name, digest)
-        if not await self.blobs.unlink(link.rpartition("/")[0], digest):
-            raise ManifestUnknown(detail={"digest": reference})
         return untagged
 
     async def referrer_descriptors(

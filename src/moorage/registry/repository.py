@@ -15,7 +15,13 @@ from typing import Protocol
 
 from moorage.registry import manifests as schema
 from moorage.registry.admission import Admission
-from moorage.registry.blobs import Arriving, BlobInfo, BlobStore, RepositoryBlobs
+from moorage.registry.blobs import (
+    DEFAULT_DELAY,
+    Arriving,
+    BlobInfo,
+    BlobStore,
+    RepositoryBlobs,
+)
 from moorage.registry.catalog import Catalog, SharedNames
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
 from moorage.registry.errors import NameUnknown, Unsupported
@@ -45,6 +51,10 @@ class BlobService(Protocol):
     def mount(
         self, digest: Digest, source: RepositoryBlobs | None
     ) -> Awaitable[BlobInfo | None]: ...
+
+    def forget(self, digest: Digest) -> Awaitable[None]:
+        """Drops what the cache knows of the repository's link (content found gone)."""
+        ...
 
 
 class UploadService(Protocol):
@@ -195,7 +205,7 @@ class Repository:
         ):
             with contextlib.suppress(PathNotFound):
                 await self._driver.delete(directory)
-        self._catalog.remove(self.name)
+        await self._catalog.remove(self.name)
 
 
 class Registry:
@@ -208,14 +218,17 @@ class Registry:
         deletes: bool = False,
         cache: BlobDescriptorCache | None = None,
         shared_names: SharedNames | None = None,
+        gc_delay: float = DEFAULT_DELAY,
         admission: Admission | None = None,
         pull_log: PullLog | None = None,
     ) -> None:
+        """`gc_delay` is storage.maintenance.gc.delay, which writers and collections share
+        (moorage.registry.sweeps)."""
         self.driver = driver
         self.deletes = deletes
         self.admission = admission
         self.pull_log = pull_log
-        self.blobs = BlobStore(driver, cache)
+        self.blobs = BlobStore(driver, cache, delay=gc_delay)
         self.tag_listings: dict[str, tuple[float, list[str]]] = {}  # see Tags.all
         self.tag_links: dict[str, tuple[str, Digest]] = {}  # see Tags.get
         self.catalog = Catalog(self._walk_repositories, shared=shared_names)

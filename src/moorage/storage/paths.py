@@ -24,6 +24,10 @@ the other. Below the driver's root:
                                                          fetched this blob or manifest from its
                                                          upstream (the file's time; an RFC 3339
                                                          text in it), for expiry (moorage.proxy)
+        _gc/lock                                         moorage's: locked by the garbage collection
+                                                         running on this root (a filesystem root)
+        _gc/sweeps/<id>                                  moorage's: the digests a collection is
+                                                         deleting now, one a line (lifecycle/gc)
 
 A link file holds, with no trailing newline, the digest the content is stored under: the one its
 path names, except for a blob pushed under another algorithm than CONTENT_ALGORITHM (sha512).
@@ -53,6 +57,9 @@ MANIFESTS_MARKER = "_manifests"  # a repository's manifests and tags
 UPLOADS_MARKER = "_uploads"  # a repository's upload sessions
 PROXY_MARKER = "_proxy"  # what a pull-through cache fetched into a repository, and when
 CONTENT_ALGORITHM = "sha256"  # blob content is stored under its digest in this algorithm
+GC = f"{ROOT}/_gc"
+GC_LOCK = f"{GC}/lock"
+SWEEPS = f"{GC}/sweeps"
 
 
 def blob_algorithm(algorithm: str) -> str:
@@ -146,6 +153,22 @@ def referrer_link(name: str, subject: Digest, referrer: Digest) -> str:
     return f"{referrers(name, subject)}/{referrer.algorithm}/{referrer.hex}/link"
 
 
+def sweep(sweep_id: str) -> str:
+    """One announcement of digests being deleted (see moorage.registry.sweeps)."""
+    return f"{SWEEPS}/{sweep_id}"
+
+
+def digest_of_blob_data(path: str) -> Digest | None:
+    """The digest `blob_data` made `path` from; None for any other path."""
+    head, _, name = path.rpartition("/")
+    if name != "data" or not head.startswith(BLOBS + "/"):
+        return None
+    parts = head[len(BLOBS) + 1 :].split("/")
+    if len(parts) != 3 or not parts[2].startswith(parts[1]):
+        return None
+    return Digest.parse_or_none(f"{parts[0]}:{parts[2]}")
+
+
 def pulls(name: str) -> str:
     """moorage's pull records of a repository (`tags/`, `manifests/`)."""
     return f"{REPOSITORIES}/{name}/_pulls"
@@ -155,8 +178,12 @@ def tag_pull(name: str, tag: str) -> str:
     return f"{pulls(name)}/tags/{tag}"
 
 
+def manifest_pulls(name: str) -> str:
+    return f"{pulls(name)}/manifests"
+
+
 def manifest_pull(name: str, digest: Digest) -> str:
-    return f"{pulls(name)}/manifests/{digest.algorithm}/{digest.hex}"
+    return f"{manifest_pulls(name)}/{digest.algorithm}/{digest.hex}"
 
 
 def proxy_records(name: str) -> str:
