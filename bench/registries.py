@@ -88,25 +88,29 @@ def run_registry(
     redirect: bool = True,
     workers: int | str = "auto",
     secret: str = "",
+    proxy: str | None = None,
     sections: dict[str, Any] | None = None,
 ) -> Iterator[Server]:
     """Either registry on `root`; `redirect=False` disables blob redirects (S3); `workers` is
     moorage's http.workers (default auto, one process per core, as the reference's Go runtime);
-    `secret` the http.secret (replicas share one); with `profile` (moorage only), py-spy
-    samples the server for its whole life and writes collapsed stacks there."""
+    `secret` the http.secret (replicas share one); `proxy` makes it a pull-through cache of the
+    registry at that URL (distribution's `proxy.remoteurl`, every name); `sections` are added to
+    moorage's config (its variants: notifications, the web UI off); with `profile` (moorage
+    only), py-spy samples the server for its whole life and writes collapsed stacks there."""
+    proxied = {"proxy": {"remoteurl": proxy}} if proxy else {}
     if kind == REFERENCE:
         storage = storage_section(REFERENCE, root, redirect)
         with run_reference_registry(
-            workdir / REFERENCE, root.path, secret, storage=storage
+            workdir / REFERENCE, root.path, secret, storage=storage, **proxied
         ) as server:
             yield server
         return
-    config = moorage_config(root.path, 0)
+    config = moorage_config(root.path, 0, **proxied)
     config["storage"] = storage_section(MOORAGE, root, redirect)
     config["http"]["workers"] = workers
     if secret:
         config["http"]["secret"] = secret
-    config.update(sections or {})  # moorage's own variants (notifications)
+    config.update(sections or {})  # moorage's own variants (notifications, the web UI off)
     with run_moorage(workdir / MOORAGE, config) as server:
         if profile is None:
             yield server
@@ -132,6 +136,21 @@ def py_spy(pid: int, output: Path) -> Iterator[None]:
         yield
     finally:
         stop(process, timeout=30, sig=signal.SIGINT)  # py-spy writes its file on SIGINT
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) the process and its children (moorage's workers) have used
+    so far."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for each in [pid, *children(pid)]:
+        try:
+            with open(f"/proc/{each}/stat") as stat:
+                fields = stat.read().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def memory(pid: int) -> float:

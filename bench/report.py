@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.registries import KINDS, MOORAGE, REFERENCE
+from bench.registries import KINDS, MOORAGE
 
 
 @dataclass
@@ -32,6 +32,11 @@ def moorage_at_most(limit: float, unit: str) -> Target:
     return Target(f"moorage <= {limit:g} {unit}", lambda m: m.median(MOORAGE) <= limit)
 
 
+def first_at_most(limit: float, unit: str, label: str) -> Target:
+    """For a metric of two of moorage's own setups: the first (`label`) at most `limit`."""
+    return Target(f"{label} <= {limit:g} {unit}", lambda m: m.median(m.kinds[0]) <= limit)
+
+
 @dataclass
 class Metric:
     workload: str
@@ -39,7 +44,13 @@ class Metric:
     unit: str
     higher_is_better: bool
     target: Target | None = None
-    samples: dict[str, list[float]] = field(default_factory=lambda: {k: [] for k in KINDS})
+    # what is compared: the two registries, or two setups of moorage (e.g. a UI page and the
+    # API's listing), named in the table's cells; the ratio is the first over the second
+    kinds: tuple[str, str] = KINDS
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.samples = self.samples or {kind: [] for kind in self.kinds}
 
     def add(self, kind: str, value: float) -> None:
         self.samples[kind].append(value)
@@ -49,13 +60,13 @@ class Metric:
         return statistics.median(values) if values else float("nan")
 
     def ratio(self) -> float | None:
-        moorage, reference = self.median(MOORAGE), self.median(REFERENCE)
-        if not self.samples[MOORAGE] or not self.samples[REFERENCE] or reference == 0:
+        first, second = self.kinds
+        if not self.samples[first] or not self.samples[second] or self.median(second) == 0:
             return None
-        return moorage / reference
+        return self.median(first) / self.median(second)
 
     def met(self) -> bool | None:
-        if self.target is None or not all(self.samples[k] for k in KINDS):
+        if self.target is None or not all(self.samples[k] for k in self.kinds):
             return None
         return bool(self.target.check(self))
 
@@ -76,8 +87,8 @@ class Metric:
             "metric": self.name,
             "unit": self.unit,
             "higher_is_better": self.higher_is_better,
-            MOORAGE: summary(MOORAGE),
-            REFERENCE: summary(REFERENCE),
+            "kinds": list(self.kinds),
+            **{kind: summary(kind) for kind in self.kinds},
             "ratio": self.ratio(),
             "target": self.target.text if self.target else None,
             "met": self.met(),
@@ -96,8 +107,9 @@ class Results:
         unit: str,
         higher_is_better: bool = True,
         target: Target | None = None,
+        kinds: tuple[str, str] = KINDS,
     ) -> Metric:
-        metric = Metric(workload, name, unit, higher_is_better, target)
+        metric = Metric(workload, name, unit, higher_is_better, target, kinds)
         self.metrics.append(metric)
         return metric
 
@@ -113,23 +125,34 @@ class Results:
 
     def table(self) -> str:
         header = [
-            "workload", "metric", "unit", "moorage median [min-max]",
-            "reference median [min-max]", "ratio m/r", "target", "met",
+            "workload",
+            "metric",
+            "unit",
+            "moorage median [min-max]",
+            "reference median [min-max]",
+            "ratio m/r",
+            "target",
+            "met",
         ]
         rows = [header]
         for metric in self.metrics:
             ratio = metric.ratio()
             met = metric.met()
-            rows.append([
-                metric.workload,
-                metric.name,
-                metric.unit + ("" if metric.higher_is_better else " (lower better)"),
-                _spread(metric.samples[MOORAGE]),
-                _spread(metric.samples[REFERENCE]),
-                "-" if ratio is None else f"{ratio:.2f}",
-                metric.target.text if metric.target else "",
-                "" if met is None else ("yes" if met else "NO"),
-            ])
+            rows.append(
+                [
+                    metric.workload,
+                    metric.name,
+                    metric.unit + ("" if metric.higher_is_better else " (lower better)"),
+                    *(
+                        (_spread(metric.samples[k]) for k in KINDS)
+                        if metric.kinds == KINDS
+                        else (f"{k}: {_spread(metric.samples[k])}" for k in metric.kinds)
+                    ),
+                    "-" if ratio is None else f"{ratio:.2f}",
+                    metric.target.text if metric.target else "",
+                    "" if met is None else ("yes" if met else "NO"),
+                ]
+            )
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         lines = []
         for n, row in enumerate(rows):

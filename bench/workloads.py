@@ -29,9 +29,27 @@ from tests.integration.notifications_support import endpoint, run_receiver
 from tests.servers import S3Server, Server, children
 
 from bench import fixtures
+from bench import gc as gc_tree
 from bench.fixtures import BlobFile, S3Tree, Tree
-from bench.registries import KINDS, MOORAGE, REFERENCE, PeakMemory, Root, memory, run_registry
-from bench.report import Results, Target, at_least, moorage_at_most, moorage_below
+from bench.registries import (
+    KINDS,
+    MOORAGE,
+    REFERENCE,
+    PeakMemory,
+    Root,
+    cpu_seconds,
+    memory,
+    run_registry,
+)
+from bench.report import (
+    Results,
+    Target,
+    at_least,
+    first_at_most,
+    moorage_at_most,
+    moorage_below,
+)
+from moorage.ui.pages import CATALOG_PAGE
 
 MIB = 1 << 20
 ACCEPT = ", ".join([
@@ -62,6 +80,7 @@ class Scale:
     listing_requests: int  # per round, at most...
     listing_seconds: float  # ...or for this long (at least 3 requests)
     warm_memory: int  # bytes written and deleted before any timing (see fixtures.warm_memory)
+    gc_repos: int  # repositories of the garbage collection's root (11 blobs each)
 
 
 FULL = Scale(
@@ -80,6 +99,7 @@ FULL = Scale(
     listing_requests=300,
     listing_seconds=3.0,
     warm_memory=6 * 1024 * MIB,
+    gc_repos=10_000,
 )
 SMOKE = Scale(
     blobs=(("2MiB", 2 * MIB), ("6MiB", 6 * MIB)),
@@ -97,6 +117,7 @@ SMOKE = Scale(
     listing_requests=20,
     listing_seconds=0.3,
     warm_memory=0,
+    gc_repos=20,
 )
 # On S3 every byte also crosses SeaweedFS on the same machine: smaller blobs.
 FULL_S3 = replace(FULL, blobs=(("64MiB", 64 * MIB), ("256MiB", 256 * MIB)))
@@ -142,6 +163,7 @@ class Bench:
         redirect: bool = True,
         workers: int | str = "auto",
         secret: str = "",
+        proxy: str | None = None,
         sections: dict[str, Any] | None = None,
     ) -> Iterator[Server]:
         profile = None
@@ -150,7 +172,7 @@ class Bench:
             profile = self.profile / f"profile-{workload}-{len(files)}.txt"
             files.append(profile)
         with run_registry(
-            kind, self.workdir / "logs", root, profile, redirect, workers, secret, sections
+            kind, self.workdir / "logs", root, profile, redirect, workers, secret, proxy, sections
         ) as server:
             yield server
 
@@ -239,6 +261,18 @@ class Bench:
             fixtures.write_image(tree, [TAGS_REPO], tags, seed="tags")
 
         return self.shared_root("read", write)
+
+    def ui_root(self) -> dict[str, Root]:
+        """What the web UI's pages are measured on: the catalog's repositories, a repository
+        with many tags and a small image to GET by tag (no blobs to pull)."""
+
+        def write(tree: Tree) -> None:
+            fixtures.write_image(tree, fixtures.catalog_names(self.scale.repos[1]), ["latest"])
+            tags = [f"v{i:05d}" for i in range(self.scale.tags)]
+            fixtures.write_image(tree, [TAGS_REPO], tags, seed="tags")
+            fixtures.write_image(tree, [MANIFEST_REPO], ["latest"])
+
+        return self.shared_root("ui", write)
 
     def catalog_root(self, count: int) -> dict[str, Root]:
         def write(tree: Tree) -> None:
@@ -419,12 +453,20 @@ def _requests_per_second(output: str, tool: str) -> float:
 
 
 def wrk_get(url: str, connections: int, seconds: int) -> float:
+    return _wrk(url, connections, seconds)[0]
+
+
+def _wrk(url: str, connections: int, seconds: int) -> tuple[float, int]:
+    """Requests a second, and requests made."""
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "-H", f"Accept: {ACCEPT}", url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     for problem in ("Non-2xx or 3xx responses", "Socket errors"):
         if problem in output:
             raise RuntimeError(f"wrk against {url}: {problem}:\n{output}")
-    return _requests_per_second(output, "wrk")
+    made = re.search(r"(\d+) requests in", output)
+    if made is None:
+        raise RuntimeError(f"wrk: no request count in its output:\n{output}")
+    return _requests_per_second(output, "wrk"), int(made.group(1))
 
 
 def hey_head(url: str, connections: int, seconds: int) -> float:
@@ -645,6 +687,149 @@ def catalog(bench: Bench) -> None:
             dependence.add(kind, page_small.samples[kind][-1] / page_large.samples[kind][-1])
 
 
+# -- the web UI ---------------------------------------------------------------------------
+
+UI_ON, UI_OFF = "ui enabled", "ui disabled"
+UI_PAGE, API = "ui page", "api"
+CATALOG_ROWS = CATALOG_PAGE
+PAGE_BUDGET_MS = 100.0  # a page's server time at the largest sizes: a click answered at once
+
+
+def _median_ms(bench: Bench, server: Server, path: str) -> float:
+    return 1000 / _median_rate(bench, server, path)
+
+
+def ui(bench: Bench) -> None:
+    """The web UI (moorage only): the manifest GET with the UI enabled and disabled (the pages
+    must cost the API nothing), and each page's time against the API request that lists the
+    same things: the catalog at 10,000 repositories, a repository with 5,000 tags (by push
+    time and by version), a search as it is typed, a manifest."""
+    scale = bench.scale
+    large = scale.repos[1]
+    results = bench.results
+    manifest_get = results.metric(
+        "ui", f"manifest GET by tag, {scale.connections[0]} connections", "req/s", True,
+        kinds=(UI_ON, UI_OFF))
+    # the steadier figure on a shared machine: what a request costs the server, whatever else
+    # runs beside it
+    manifest_cpu = results.metric(
+        "ui", f"server CPU per manifest GET, {scale.connections[0]} connections", "µs", False,
+        Target("ratio <= 1.05", lambda m: m.ratio() is not None and m.ratio() <= 1.05),
+        kinds=(UI_ON, UI_OFF))
+    budget = first_at_most(PAGE_BUDGET_MS, "ms", UI_PAGE)
+    pages = [
+        (f"catalog page ({CATALOG_ROWS} with sizes, tags), {large:,} repos",
+         "/ui/", f"/v2/_catalog?n={CATALOG_ROWS}"),
+        (f"catalog search as typed, {large:,} repos",
+         f"/ui/?q=repo{large // 2:05d}&fragment=1", f"/v2/_catalog?n={CATALOG_ROWS}"),
+        (f"tags page by push time, {scale.tags:,} tags", f"/ui/r/{TAGS_REPO}",
+         f"/v2/{TAGS_REPO}/tags/list"),
+        (f"tags page by version, {scale.tags:,} tags", f"/ui/r/{TAGS_REPO}?sort=name",
+         f"/v2/{TAGS_REPO}/tags/list"),
+        ("manifest page (config, layers, referrers)", f"/ui/r/{MANIFEST_REPO}/-/manifest/latest",
+         f"/v2/{MANIFEST_REPO}/manifests/latest"),
+    ]
+    page_metrics = [
+        (results.metric("ui", name, "ms", False, budget, kinds=(UI_PAGE, API)), page, api)
+        for name, page, api in pages
+    ]
+    first_view = results.metric(
+        "ui", f"tags page by push time, {scale.tags:,} tags, first view (every push time read)",
+        "ms", False, budget, kinds=(UI_PAGE, API))
+    roots = bench.ui_root()
+    for round_ in range(bench.rounds):
+        settings = (True, False) if round_ % 2 == 0 else (False, True)
+        for enabled in settings:
+            variant = None if enabled else {"ui": {"enabled": False}}
+            with bench.server(MOORAGE, roots[MOORAGE], "ui", sections=variant) as server:
+                url = f"{server.url}/v2/{MANIFEST_REPO}/manifests/latest"
+                wrk_get(url, scale.connections[0], 1)  # untimed warm-up
+                used = cpu_seconds(server.process.pid)
+                rate, made = _wrk(url, scale.connections[0], scale.load_seconds)
+                used = cpu_seconds(server.process.pid) - used
+                setup = UI_ON if enabled else UI_OFF
+                manifest_get.add(setup, rate)
+                manifest_cpu.add(setup, used / made * 1e6)
+                if not enabled:
+                    continue
+                # the repository's first view by push time reads every tag's (a stat each);
+                # later ones use what was read, read again in the background (ui/pages.py)
+                _median_rate(bench, server, pages[3][1], cold=True)  # templates, summaries
+                page, api = pages[2][1], pages[2][2]
+                first_view.add(UI_PAGE, 1000 / _median_rate(bench, server, page, cold=True))
+                first_view.add(API, _median_ms(bench, server, api))
+                for metric, page, api in page_metrics:
+                    _median_rate(bench, server, page, cold=True)  # untimed warm-up
+                    _median_rate(bench, server, api, cold=True)
+                    metric.add(UI_PAGE, _median_ms(bench, server, page))
+                    metric.add(API, _median_ms(bench, server, api))
+
+# -- pull-through cache ---------------------------------------------------------------------
+
+
+def _upstream_gets(upstream: Server, digest: str) -> int:
+    """The blob GETs the upstream (the reference registry) answered, from its access log."""
+    line = re.compile(rf'"GET /v2/{BLOB_REPO}/blobs/{re.escape(digest)} HTTP/[0-9.]+" 200 ')
+    return len(line.findall(upstream.logs()))
+
+
+def proxy(bench: Bench) -> None:
+    """Both registries as pull-through caches (distribution's `proxy.remoteurl`) of one
+    upstream, the reference registry serving the read root, each cache on a fresh root per
+    round: a blob's first pull by 1 client (fetched upstream, stored and streamed at once), its
+    cached pulls by 1 and 8 clients, and the first pull of a blob by 8 clients at once (MB/s
+    summed, and how many times the upstream was asked for it); peak memory over first pulls."""
+    results = bench.results
+    scale = bench.scale
+    first = {b.label: results.metric("proxy", f"first pull {b.label}, 1 client", "MB/s")
+             for b in bench.blobs}
+    cached = {
+        (b.label, n): results.metric(
+            "proxy", f"cached pull {b.label}, {n} client{'s' if n > 1 else ''}", "MB/s")
+        for b in bench.blobs
+        for n in scale.pull_clients
+    }
+    crowd = max(scale.pull_clients)
+    together = {b.label: results.metric("proxy", f"first pull {b.label}, {crowd} clients at once",
+                                        "MB/s") for b in bench.blobs}
+    fetches = {b.label: results.metric(
+        "proxy", f"upstream GETs of {b.label} for {crowd} clients at once", "GETs", False)
+        for b in bench.blobs}
+    peak = results.metric("proxy", "peak Pss over the first pulls", "MB", False)
+    upstream_root = bench.read_root()[REFERENCE]
+    with run_registry(REFERENCE, bench.workdir / "upstream", upstream_root) as upstream:
+        for round_ in range(bench.rounds):
+            for kind in bench.order(round_):
+                root = bench.fresh_root(f"proxy-{kind}", kind)
+                with bench.server(kind, root, "proxy", proxy=upstream.url) as server:
+                    bench.client(op="pull", base=server.url, repo=BLOB_REPO,  # untimed
+                                 digest=bench.warm.digest, size=bench.warm.size, clients=1)
+                    with PeakMemory(server.process.pid) as peaked:
+                        for blob in bench.blobs:
+                            out = bench.client(op="pull", base=server.url, repo=BLOB_REPO,
+                                               digest=blob.digest, size=blob.size, clients=1)
+                            first[blob.label].add(kind, out["bytes"] / out["seconds"] / 1e6)
+                    peak.add(kind, peaked.peak)
+                    for blob in bench.blobs:
+                        for n in scale.pull_clients:
+                            out = bench.client(op="pull", base=server.url, repo=BLOB_REPO,
+                                               digest=blob.digest, size=blob.size, clients=n)
+                            cached[(blob.label, n)].add(kind, out["bytes"] / out["seconds"] / 1e6)
+                bench.drop_root(root)
+                root = bench.fresh_root(f"proxy-{kind}", kind)
+                with bench.server(kind, root, "proxy", proxy=upstream.url) as server:
+                    bench.client(op="pull", base=server.url, repo=BLOB_REPO,  # untimed
+                                 digest=bench.warm.digest, size=bench.warm.size, clients=1)
+                    for blob in bench.blobs:
+                        before = _upstream_gets(upstream, blob.digest)
+                        out = bench.client(op="pull", base=server.url, repo=BLOB_REPO,
+                                           digest=blob.digest, size=blob.size, clients=crowd)
+                        together[blob.label].add(kind, out["bytes"] / out["seconds"] / 1e6)
+                        fetches[blob.label].add(kind, _upstream_gets(upstream, blob.digest)
+                                                - before)
+                bench.drop_root(root)
+
+
 # -- memory ---------------------------------------------------------------------------------
 
 
@@ -686,6 +871,43 @@ def rss(bench: Bench) -> None:
                        / peaks[smallest.label].samples[kind][-1])
 
 
+# -- garbage collection -----------------------------------------------------------------------
+
+
+def gc(bench: Bench) -> None:
+    """`garbage-collect` (without -m) of one root by both registries, each on a fresh copy of
+    it (bench/gc.py): blobs examined per second over the whole command, its CPU time and peak
+    memory; and the peak on a root a tenth the size, to show whether memory grows with the
+    registry. Both must delete exactly the garbage."""
+    scale, results = bench.scale, bench.results
+    directory = bench.workdir / "gc"
+    large = gc_tree.write_tree(directory / "tree", scale.gc_repos)
+    label = f"{large.repositories:,} repos, {large.blobs:,} blobs ({large.garbage:,} garbage)"
+    speed = results.metric("gc", f"collection of {label}", "blobs/s", True, at_least(5))
+    seconds = results.metric("gc", "time", "s", False)
+    cpu = results.metric("gc", "CPU time (user + system)", "s", False)
+    peak = results.metric("gc", "peak memory (RSS)", "MB", False)
+    for round_ in range(bench.rounds):
+        for kind in bench.order(round_):
+            root = gc_tree.copy_tree(large, directory / "copy")
+            run = gc_tree.collect(kind, root, directory)
+            deleted = gc_tree.deleted_blobs(root, large)
+            if deleted != large.garbage:
+                raise RuntimeError(f"{kind} deleted {deleted} blobs, not {large.garbage}")
+            speed.add(kind, large.blobs / run.seconds)
+            seconds.add(kind, run.seconds)
+            cpu.add(kind, run.cpu)
+            peak.add(kind, run.peak_mb)
+    small = gc_tree.write_tree(directory / "small", max(scale.gc_repos // 10, 2))
+    growth = results.metric(
+        "gc", f"peak memory at {large.repositories:,} / at {small.repositories:,} repos", "x",
+        False, moorage_at_most(1.5, "x"))
+    for kind in KINDS:
+        run = gc_tree.collect(kind, gc_tree.copy_tree(small, directory / "copy"), directory)
+        growth.add(kind, peak.median(kind) / run.peak_mb)
+    shutil.rmtree(directory)
+
+
 WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,
     "push-chunked": push_chunked,
@@ -697,6 +919,9 @@ WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "tags": tags,
     "catalog": catalog,
     "rss": rss,
+    "ui": ui,
+    "proxy": proxy,
+    "gc": gc,
 }
 S3_WORKLOADS: dict[str, Callable[[Bench], None]] = {
     "push-monolithic": push_monolithic,

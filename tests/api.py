@@ -117,6 +117,46 @@ class Client:
         assert response.status_code == 201, response.text
         return payload, sha256(payload)
 
+    def push_index(self, name: str, reference: str, children: list[bytes]) -> tuple[bytes, str]:
+        """Pushes an OCI index of the (pushed) image manifests `children`; returns its payload
+        and digest."""
+        payload = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": [
+                    {"mediaType": OCI_MANIFEST, "digest": sha256(child), "size": len(child)}
+                    for child in children
+                ],
+            }
+        ).encode()
+        response = self.put_manifest(name, reference, payload, OCI_INDEX)
+        assert response.status_code == 201, response.text
+        return payload, sha256(payload)
+
+    def push_artifact(
+        self, name: str, subject: bytes, seed: str, reference: str = ""
+    ) -> tuple[bytes, str]:
+        """Pushes an artifact (a signature) whose subject is the manifest `subject`, by digest
+        unless a `reference` is given; returns its payload and digest."""
+        payload = self.manifest(
+            name,
+            b"{}",
+            [f"signature {seed}".encode()],
+            config_type=EMPTY_CONFIG,
+            extra={
+                "artifactType": "application/vnd.example.signature",
+                "subject": {
+                    "mediaType": OCI_MANIFEST,
+                    "digest": sha256(subject),
+                    "size": len(subject),
+                },
+            },
+        )
+        response = self.put_manifest(name, reference or sha256(payload), payload)
+        assert response.status_code == 201, response.text
+        return payload, sha256(payload)
+
 
 class RepeatedBody:
     """A request body of `block` repeated `count` times, produced as it is sent: a file-like

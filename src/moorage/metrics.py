@@ -93,6 +93,21 @@ class Metrics:
             ["cache", "result"],
             registry=own,
         )
+        self.proxy = Counter(
+            "moorage_proxy_requests_total",
+            "Pull-through cache answers by upstream, kind (manifest, blob, tags) and result: "
+            "cached (from the cache), fetched (from the upstream), confirmed (held content "
+            "linked once the upstream confirmed it), stale (from the cache, the upstream "
+            "failing), failed.",
+            ["upstream", "kind", "result"],
+            registry=own,
+        )
+        self.proxy_bytes = Counter(
+            "moorage_proxy_fetched_bytes_total",
+            "Blob bytes fetched from each upstream.",
+            ["upstream"],
+            registry=own,
+        )
 
         self.notifications_sent = Counter(
             "moorage_notifications_sent_total",
@@ -160,6 +175,12 @@ class Metrics:
 
     def observe_cache(self, cache: str, hit: bool) -> None:
         self._child(self.cache, cache, "hit" if hit else "miss").inc()
+
+    def observe_proxy(self, upstream: str, kind: str, result: str) -> None:
+        self._child(self.proxy, upstream, kind, result).inc()
+
+    def observe_proxy_bytes(self, upstream: str, count: int) -> None:
+        self._child(self.proxy_bytes, upstream).inc(count)
 
     # moorage.notifications.sinks.DeliveryMetrics
     def sent(self, endpoint: str, count: int, latencies: list[float]) -> None:

@@ -18,20 +18,24 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from moorage import health
+from moorage import health, ui
 from moorage.api.app import create_app
 from moorage.api.context import Settings, absolute_url
 from moorage.auth import controllers as auth
-from moorage.config.schema import CIPHER_SUITES, Config
+from moorage.config.schema import CIPHER_SUITES, Config, GarbageCollection
 from moorage.config.secrets import Redactor, check_private
 from moorage.debug import create_debug_app
 from moorage.drain import InFlight
 from moorage.durations import seconds
 from moorage.health import Check, Health
+from moorage.lifecycle import lease, schedule
+from moorage.lifecycle.gc import Options, Pass
 from moorage.lifecycle.maintenance import Maintenance
 from moorage.lifecycle.usage import UsageCollector
 from moorage.logs import access_logger
 from moorage.metrics import Metrics
+from moorage.proxy import PullThrough
+from moorage.proxy import from_config as pull_through
 from moorage.registry import purge
 from moorage.registry.catalog import FileNames, SharedNames
 from moorage.registry.manifest_store import IndexChildren, LayerURLs
@@ -120,6 +124,16 @@ def tls_context(config: Config, strict_secrets: bool) -> ssl.SSLContext | None:
     return context
 
 
+def cors_origins(config: Config) -> frozenset[str]:
+    """The origins whose pages may call the API from a browser: `ui.cors.origins`, and those
+    `http.headers` names in Access-Control-Allow-Origin (distribution's way to allow one)."""
+    origins = set(config.ui.cors.origins)
+    for name, values in config.http.headers.items():
+        if name.lower() == "access-control-allow-origin":
+            origins.update(value.strip() for value in values if value.strip())
+    return frozenset(origins)
+
+
 def _readable_file(key: str, path: str) -> None:
     """Raises StartupError naming the key unless `path` is a file this process can read."""
     if not path:
@@ -191,6 +205,7 @@ class Server:
             deletes=config.storage.delete.enabled,
             cache=cache,
             shared_names=shared,
+            gc_delay=seconds(config.storage.maintenance.gc.delay),
             admission=self.maintenance.admission,
             pull_log=self.maintenance.pull_log,
             layer_urls=layer_urls(config),
@@ -202,6 +217,9 @@ class Server:
         )
         if self.maintenance.usage is not None:
             self.metrics.register(UsageCollector(self.maintenance.usage, self.maintenance.quotas))
+        # Passes run right before each scheduled garbage collection, under its lease (retention
+        # policies untag there): lifecycle.gc.Pass.
+        self.before_collection: list[Pass] = self.maintenance.before_collection()
         self.health = health_checks(config, driver)
         self.tls = tls_context(config, strict_secrets)
         http = config.http
@@ -216,12 +234,23 @@ class Server:
             secret=http.secret.encode(),
             redirect=not config.storage.redirect.disable,
             trusted_proxies=[ipaddress.ip_network(n, strict=False) for n in http.trustedproxies],
+            cors_origins=cors_origins(config),
         )
         try:
             self.access = auth.create(config.auth, absolute_url, create_files=create_files)
+            self.cache: PullThrough | None = pull_through(config, self.registry, self.metrics)
         except ValueError as exc:
             raise StartupError(str(exc)) from None
         self.notifications = notifications(config, create_files)
+        self.ui = ui.from_config(
+            config,
+            self.registry,
+            self.access,
+            prefix=prefix,
+            usage=self.maintenance.usage,
+            quotas=self.maintenance.quotas,
+            records_pulls=self.maintenance.pull_log is not None,
+        )
         self.app = create_app(
             self.registry,
             self.settings,
@@ -230,7 +259,9 @@ class Server:
             access=self.access,
             usage=self.maintenance.usage,
             quotas=self.maintenance.quotas,
+            namespace=self.cache,
             wrapper=self.notifications.wrap if self.notifications else None,
+            pages=self.ui,
         )
         self.debug_app = (
             create_debug_app(config, redactor, self.metrics, self.health)
@@ -258,18 +289,24 @@ class Server:
             return MeasuredCache(GenerationalCache(cache, generation), self.metrics.observe_cache)
         return MeasuredCache(cache, self.metrics.observe_cache)
 
-    def describe(self) -> str:
+    def describe(self, workers: int | None = None) -> str:
+        """The start-up line; the web UI's address last, to be opened from it."""
         root = self.config.storage.parameters.get("rootdirectory")
         storage = self.config.storage.driver + (f" at {root}" if root else "")
         http = self.config.http
+        # a browser cannot open the wildcard address: the UI's address names the machine
+        pages_at = ""
         if http.net == "unix":
             where = f"unix:{http.addr}"
         else:
             host, port = split_addr(http.addr)
-            shown = host or "*"
-            where = f"{'https' if self.tls else 'http'}://{shown}:{port}{self.settings.prefix}"
+            scheme = "https" if self.tls else "http"
+            where = f"{scheme}://{host or '*'}:{port}{self.settings.prefix}"
+            pages_at = f"{scheme}://{host or 'localhost'}:{port}"
         debug = f", debug on {http.debug.addr}" if http.debug.addr else ""
-        return f"moorage listening on {where}, storage {storage}{debug}"
+        processes = f", {workers} workers" if workers is not None else ""
+        pages = f", web UI at {pages_at}{self.ui.path}/" if self.ui is not None else ""
+        return f"moorage listening on {where}, storage {storage}{debug}{processes}{pages}"
 
     async def _warm_catalog(self) -> None:
         """Builds the catalog index in the background at start, so that the first catalog
@@ -343,14 +380,21 @@ class Server:
                         )
                     )
                 )
+            collecting = self.config.storage.maintenance.gc
+            if collecting.enabled and not self.settings.readonly and self.first:
+                tasks.append(asyncio.create_task(self._collect_garbage(collecting)))
             for work in self.maintenance.background(self.registry):
                 tasks.append(asyncio.create_task(work))
+            if self.cache is not None and self.first and not self.settings.readonly:
+                tasks.append(asyncio.create_task(self.cache.run_expiry()))
             if self.notifications is not None and self.worker is None:
                 # With several workers a process of its own delivers (moorage/workers.py).
                 notifier = asyncio.create_task(self._notify(notify_stop))
                 tasks.append(notifier)
             if self.worker is None:
                 log.info(self.describe())
+                if self.cache is not None:
+                    log.info(self.cache.describe())
             await stop.wait()
             log.info("moorage stopping: draining requests for up to %.1fs", drain)
             for site in sites:
@@ -367,10 +411,33 @@ class Server:
                 self.notifications.close()
             for each in reversed(runners):
                 await each.cleanup()
+            if self.registry.blobs.uses is not None:
+                await self.registry.blobs.uses.close()
             await self.maintenance.close()
+            if self.cache is not None:
+                await self.cache.close()
             await self.registry.driver.close()
             if self.registry.blobs.cache is not None:
                 await self.registry.blobs.cache.close()
+
+    async def _collect_garbage(self, settings: GarbageCollection) -> None:
+        """The scheduled garbage collection (lifecycle/schedule.py), until cancelled."""
+        options = Options(seconds(settings.delay), settings.deleteuntagged, settings.dryrun)
+        held, client = lease.from_config(self.config, self.registry.driver)
+        try:
+            interval = seconds(settings.interval)
+            await schedule.run(
+                self.registry,
+                options,
+                interval,
+                held,
+                self.before_collection,
+                self.maintenance.retention,
+            )
+        finally:
+            await held.release()
+            if client is not None:
+                await client.aclose()
 
 
 def layer_urls(config: Config) -> LayerURLs:

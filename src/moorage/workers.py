@@ -300,7 +300,7 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
             start(index)
         if checked.notifications is not None:
             start(NOTIFIER)
-        log.info("%s, %d workers", checked.describe(), workers)
+        log.info("%s", checked.describe(workers))
         while children or (due and not stopping):
             received = signal.sigtimedwait(_SIGNALS, 1.0)
             if received is not None and received.si_signo != signal.SIGCHLD and not stopping:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from tests.api import OCI_INDEX, OCI_MANIFEST, Client, RepeatedBody, sha256
+from tests.api import OCI_MANIFEST, Client, RepeatedBody, sha256
 from tests.integration.s3_support import bucket, list_multipart_uploads, s3_client
 from tests.servers import (
     RedisServer,
@@ -96,39 +96,6 @@ def upload_id(location: str) -> str:
     return urlsplit(location).path.rstrip("/").rpartition("/")[2]
 
 
-def artifact(client: Client, name: str, subject: bytes, seed: str) -> tuple[bytes, str]:
-    """Pushes an artifact whose subject is the manifest `subject`, by digest."""
-    payload = client.manifest(
-        name,
-        b"{}",
-        [f"signature {seed}".encode()],
-        config_type="application/vnd.oci.empty.v1+json",
-        extra={
-            "artifactType": "application/vnd.example.signature",
-            "subject": {"mediaType": OCI_MANIFEST, "digest": sha256(subject), "size": len(subject)},
-        },
-    )
-    response = client.put_manifest(name, sha256(payload), payload)
-    assert response.status_code == 201, response.text
-    return payload, sha256(payload)
-
-
-def index(client: Client, name: str, tag: str, children: list[bytes]) -> tuple[bytes, str]:
-    payload = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": OCI_INDEX,
-            "manifests": [
-                {"mediaType": OCI_MANIFEST, "digest": sha256(child), "size": len(child)}
-                for child in children
-            ],
-        }
-    ).encode()
-    response = client.put_manifest(name, tag, payload, OCI_INDEX)
-    assert response.status_code == 201, response.text
-    return payload, sha256(payload)
-
-
 def referrers(client: Client, name: str, subject: str) -> list[str]:
     response = client.request("GET", f"/v2/{name}/referrers/{subject}")
     assert response.status_code == 200, response.text
@@ -151,8 +118,8 @@ def test_damaged_moorage_root_is_reported_repaired_and_served(tmp_path: Path) ->
         one, one_digest = client.push_image(name, "v1", seed="one")
         _, two_digest = client.push_image(name, "v2", seed="two")
         three, three_digest = client.push_image(name, "v3", seed="three")
-        index(client, name, "multi", [three])
-        _, signature = artifact(client, name, one, "a")
+        client.push_index(name, "multi", [three])
+        _, signature = client.push_artifact(name, one, "a")
         # sha512 blobs are stored under their sha256: no false alarm for their links
         sha512 = "sha512:" + hashlib.sha512(b"sha512 blob").hexdigest()
         location = client.start_upload(name)
@@ -357,8 +324,8 @@ def test_distribution_root_gets_a_referrers_index(tmp_path: Path) -> None:
     with run_reference_registry(tmp_path / "distribution", root) as server:
         client = Client(server.url, monolithic=False)
         image, image_digest = client.push_image(name, "v1", seed="d")
-        _, kept = artifact(client, name, image, "kept")
-        _, dropped = artifact(client, name, image, "dropped")
+        _, kept = client.push_artifact(name, image, "kept")
+        _, dropped = client.push_artifact(name, image, "dropped")
         assert client.request("DELETE", f"/v2/{name}/manifests/{dropped}").status_code == 202
         unfinished = client.start_upload(name)
         (repository(root, name) / "_uploads" / upload_id(unfinished) / "startedat").write_bytes(OLD)
@@ -378,7 +345,7 @@ def test_distribution_root_gets_a_referrers_index(tmp_path: Path) -> None:
     with run_moorage(tmp_path / "moorage", root=root) as server:
         client = Client(server.url)
         assert referrers(client, name, image_digest) == [kept]
-        _, later = artifact(client, name, image, "later")
+        _, later = client.push_artifact(name, image, "later")
         assert referrers(client, name, image_digest) == sorted([kept, later])
 
     with run_reference_registry(tmp_path / "distribution", root) as server:

@@ -168,6 +168,78 @@ def test_events_are_distributions(tmp_path: Path) -> None:
     assert media_types == {"/events/reference": EVENTS_V1, "/events/moorage": EVENTS_V2}
 
 
+def pulls_through(base: str, digests: dict[str, str]) -> None:
+    """Pulls of team/app from a pull-through cache of the upstream that holds it: by tag
+    (fetched), a HEAD by digest, a 304, the blobs (fetched) and a HEAD of one, and by tag
+    again (cached)."""
+    client = Client(base)
+    accept = {"Accept": OCI_MANIFEST}
+    manifest = f"/v2/team/app/manifests/{digests['manifest']}"
+    assert client.request("GET", "/v2/team/app/manifests/v1", headers=accept).status_code == 200
+    assert client.request("HEAD", manifest, headers=accept).status_code == 200
+    not_modified = {**accept, "If-None-Match": f'"{digests["manifest"]}"'}
+    answer = client.request("GET", "/v2/team/app/manifests/v1", headers=not_modified)
+    assert answer.status_code == 304
+    for blob in (digests["config"], digests["layer"]):
+        assert client.request("GET", f"/v2/team/app/blobs/{blob}").status_code == 200
+    assert client.request("HEAD", f"/v2/team/app/blobs/{digests['layer']}").status_code == 200
+    assert client.request("GET", "/v2/team/app/manifests/v1", headers=accept).status_code == 200
+
+
+def test_pulls_through_the_cache_are_distributions(tmp_path: Path) -> None:
+    """distribution 2.8 and moorage as pull-through caches (`proxy.remoteurl`) of one upstream,
+    each with an endpoint on one receiver, pulled from alike: the same events, field by field.
+    A pull through the cache is a pull like any other (distribution's listener wraps the
+    cache's repository), and what the cache stores of it is no push."""
+    sections = {"events": {"includereferences": True}}
+    with run_reference_registry(tmp_path / "upstream", tmp_path / "upstream-data") as upstream:
+        payload, digest = Client(upstream.url, monolithic=False).push_image(
+            "team/app", "v1", seed="cached"
+        )
+        parsed = json.loads(payload)
+        digests = {
+            "manifest": digest,
+            "config": parsed["config"]["digest"],
+            "layer": parsed["layers"][0]["digest"],
+        }
+        proxy = {"remoteurl": upstream.url}
+        with run_receiver() as receiver:
+            reference_config = {
+                **sections,
+                "endpoints": [{"name": "r", "url": receiver.url + "/reference", "timeout": "2s"}],
+            }
+            with run_reference_registry(
+                tmp_path / "reference",
+                tmp_path / "reference-data",
+                proxy=proxy,
+                notifications=reference_config,
+            ) as reference:
+                pulls_through(reference.url, digests)
+                wait_for(lambda: len(receiver.events("/events/reference")) >= 6, "2.8's events")
+            config = notifying(tmp_path / "data", endpoint("m", receiver, "/moorage"))
+            config["notifications"].update(sections)
+            config["proxy"] = proxy
+            with run_moorage(tmp_path / "moorage", config) as server:
+                pulls_through(server.url, digests)
+                wait_for(lambda: len(receiver.events("/events/moorage")) >= 6, "moorage's events")
+                assert "Traceback" not in server.logs()
+
+    theirs = [normalized(e, reference.host) for e in receiver.events("/events/reference")]
+    ours = [normalized(e, server.host) for e in receiver.events("/events/moorage")]
+    assert ours == theirs
+    summary = [(e["action"], e["request"]["method"], e["target"].get("tag")) for e in ours]
+    assert summary == [
+        ("pull", "GET", "v1"), ("pull", "HEAD", None),  # the 304 pulled nothing
+        ("pull", "GET", None), ("pull", "GET", None), ("pull", "HEAD", None),  # the blobs
+        ("pull", "GET", "v1"),  # from the cache now
+    ]  # fmt: skip
+    assert [e["target"]["digest"] for e in ours] == [
+        digests["manifest"], digests["manifest"],
+        digests["config"], digests["layer"], digests["layer"],
+        digests["manifest"],
+    ]  # fmt: skip
+
+
 # --- what distribution loses ------------------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """Retention end to end: tags pushed with skopeo and some pulled (by skopeo and by plain GETs, the
 pulls recorded in storage with a handful of writes however many there are), then `moorage
 retention plan` saying what would be untagged and by which rule, a dry run only logging it,
-and the server untagging on its schedule what no rule keeps: on the filesystem with two workers
-and on S3 (SeaweedFS) with two replicas sharing Redis."""
+and the server untagging what no rule keeps right before each scheduled garbage collection,
+which then removes what the untagging released: on the filesystem with two workers and on S3
+(SeaweedFS) with two replicas sharing Redis."""
 
 from __future__ import annotations
 
@@ -39,13 +40,19 @@ PULLS = 40  # manifest GETs of one tag
 MOST_WRITES = 2 * 2  # two processes
 
 
-def retention(interval: str, *, dryrun: bool = False, **policy: Any) -> dict[str, Any]:
+def retention(*, dryrun: bool = False, **policy: Any) -> dict[str, Any]:
     return {
-        "interval": interval,
         "pullinterval": "5s",
         "dryrun": dryrun,
         "policies": [{"repositories": ["team/*"], **policy}],
     }
+
+
+def scheduled(policies: dict[str, Any], interval: str, **gc: Any) -> dict[str, Any]:
+    """`storage.maintenance` with the policies applied before a garbage collection every
+    `interval` (with the default delay of an hour, the collection removes nothing the tests
+    pushed)."""
+    return lifecycle_sections(retention=policies, gc={"enabled": True, "interval": interval, **gc})
 
 
 def images(tmp_path: Path, names: list[str]) -> dict[str, Image]:
@@ -101,7 +108,7 @@ KEEP = {
 def test_retention_on_the_filesystem_with_two_workers(tmp_path: Path) -> None:
     root = tmp_path / "data"
     built = images(tmp_path, ["v1", "v2", "v3", "stable", "dev-a", "dev-b"])
-    waiting = lifecycle_sections(retention=retention("1h", **KEEP))
+    waiting = scheduled(retention(**KEEP), "1h")
     with filesystem_registry(tmp_path / "first", root=root, maintenance=waiting) as registry:
         push_tags(registry, built)
         push(built["v1"], registry.host, "other/app:v1")  # no policy covers other/*
@@ -131,12 +138,12 @@ def test_retention_on_the_filesystem_with_two_workers(tmp_path: Path) -> None:
     assert kept["team/app:stable"].endswith("kept by keeptags[1]: its patterns")
 
     everything = ["dev-a", "dev-b", "stable", "v1", "v2", "v3"]
-    dry = lifecycle_sections(retention=retention("1s", dryrun=True, **KEEP))
+    dry = scheduled(retention(dryrun=True, **KEEP), "1s")
     with filesystem_registry(tmp_path / "dry", root=root, maintenance=dry) as registry:
         wait_for("the dry run", lambda: "retention would untag team/app:v1 " in registry.logs())
         assert tags(registry.url, "team/app") == everything
 
-    enforcing = lifecycle_sections(retention=retention("1s", **KEEP))
+    enforcing = scheduled(retention(**KEEP), "1s")
     with filesystem_registry(tmp_path / "enforced", root=root, maintenance=enforcing) as registry:
         remaining = ["dev-a", "stable", "v2", "v3"]
         wait_for("the untagging", lambda: tags(registry.url, "team/app") == remaining)
@@ -159,7 +166,7 @@ def test_retention_on_s3_with_two_replicas(
     keep = {"keeptags": [{"mostrecentlypushedcount": 1, "mostrecentlypulledcount": 1}]}
 
     def replicas(workdir: str, interval: str) -> Any:
-        maintenance = lifecycle_sections(retention=retention(interval, **keep))
+        maintenance = scheduled(retention(**keep), interval)
         return replicas_on(
             tmp_path / workdir, s3_store, redis_server, "retention", 8, maintenance=maintenance
         )
@@ -187,3 +194,44 @@ def test_retention_on_s3_with_two_replicas(
             for server in registry.servers:
                 assert tags(server.url, "team/app") == ["v1", "v3"]
             registry.no_errors()
+
+
+def test_the_collection_removes_what_retention_untagged_before_it(tmp_path: Path) -> None:
+    """A policy with `deleteuntagged` (the collection's own setting off): the image retention
+    untags goes in the same scheduled run, manifest, blobs and pull record; the kept one is
+    pulled whole afterwards."""
+    root = tmp_path / "data"
+    built = images(tmp_path, ["v1", "v2"])
+    policy = retention(deleteuntagged=True, keeptags=[{"mostrecentlypushedcount": 1}])
+    old = built["v1"]
+    repository = root / "docker/registry/v2/repositories/team/app"
+    record = repository / f"_pulls/manifests/sha256/{old.manifest_digest.split(':')[1]}"
+    with filesystem_registry(
+        tmp_path / "first", root=root, maintenance=scheduled(policy, "1h")
+    ) as registry:
+        push_tags(registry, built)
+        by_digest = f"{registry.url}/v2/team/app/manifests/{old.manifest_digest}"
+        answer = requests.get(by_digest, headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert answer.status_code == 200
+        wait_for("the pull record of v1's manifest", record.exists)
+        registry.no_errors()
+
+    collecting = scheduled(policy, "1s", delay="1s")
+    with filesystem_registry(tmp_path / "second", root=root, maintenance=collecting) as registry:
+        # watched in storage: a GET by digest would mark the manifest as in use
+        revision = repository / f"_manifests/revisions/sha256/{old.manifest_digest[7:]}"
+        wait_for("v1's manifest to be collected", lambda: not revision.exists())
+        assert tags(registry.url, "team/app") == ["v2"]
+        by_digest = f"{registry.url}/v2/team/app/manifests/{old.manifest_digest}"
+        answer = requests.get(by_digest, headers={"Accept": OCI_MANIFEST}, timeout=30)
+        assert answer.status_code == 404
+        assert not record.exists()
+        blobs = root / "docker/registry/v2/blobs/sha256"
+        swept = [blobs / d[7:9] / d[7:] for d in [old.config_digest, *old.layer_digests]]
+        wait_for("v1's blobs to be swept", lambda: not any(path.exists() for path in swept))
+        skopeo(
+            "copy", "--quiet", "--src-tls-verify=false",
+            f"docker://{registry.host}/team/app:v2", f"oci:{tmp_path / 'pulled'}:v2",
+        )  # fmt: skip
+        assert "retention: untag team/app:v1 " in registry.logs()
+        registry.no_errors()

@@ -38,6 +38,10 @@ def test_serve_without_a_config_runs_the_embedded_default(tmp_path: Path) -> Non
         assert len(lines) == 1
         assert f"127.0.0.1:{port}" in lines[0]
         assert f"filesystem at {tmp_path / 'data'}" in lines[0]
+        # the web UI is where the line says, showing what was pushed
+        assert lines[0].endswith(f"web UI at {server.url}/ui/")
+        catalog = requests.get(f"{server.url}/ui/", timeout=30)
+        assert catalog.status_code == 200 and '/ui/r/app">app</a>' in catalog.text
     finally:
         stop(process)
 

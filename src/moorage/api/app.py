@@ -7,6 +7,7 @@ import logging
 import re
 import secrets
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -14,10 +15,11 @@ from aiohttp.typedefs import Middleware
 
 from moorage.api import blobs, listing, manifests, uploads
 from moorage.api import usage as usage_view
-from moorage.api.access import authorize
+from moorage.api.access import PUBLIC_ROUTES, authorize, cors_headers, preflights
 from moorage.api.base import version_check
 from moorage.api.context import (
     ACCESS,
+    NAMESPACE,
     QUOTAS,
     REGISTRY,
     SETTINGS,
@@ -45,7 +47,7 @@ from moorage.lifecycle.quotas import Quotas
 from moorage.lifecycle.usage import UsageTracker
 from moorage.metrics import Metrics
 from moorage.registry.errors import RegistryError, Unsupported
-from moorage.registry.repository import Registry
+from moorage.registry.repository import Namespace, Registry
 
 log = logging.getLogger("moorage.api")
 
@@ -153,6 +155,15 @@ def healthy_only(health: Health) -> Middleware:
     return middleware
 
 
+class Pages(Protocol):
+    """An application served beside the API on its listener (the web UI), at `path` (under
+    the prefix, no trailing slash). It authenticates by itself, so its routes (every one
+    named) pass the access middleware; the API's other middleware runs for it too."""
+
+    path: str
+    app: web.Application
+
+
 def create_app(
     registry: Registry,
     settings: Settings,
@@ -162,21 +173,32 @@ def create_app(
     access: AccessController | None = None,
     usage: UsageTracker | None = None,
     quotas: Quotas | None = None,
+    namespace: Namespace | None = None,
     wrapper: RepositoryWrapper | None = None,
+    pages: Pages | None = None,
 ) -> web.Application:
-    """`wrapper` wraps each request's repository services (moorage.notifications)."""
+    """The API over `registry`. Repositories are served through `namespace` when given (a
+    pull-through cache over the registry), each request's wrapped by `wrapper` when given (the
+    events of moorage.notifications)."""
     middlewares: list[Middleware] = [request_ids()]
     if metrics is not None:
         middlewares.append(metrics.middleware())
+    if settings.cors_origins:
+        middlewares.append(preflights(settings.cors_origins))
     middlewares += [translate_errors, valid_names]
     if health is not None:
         middlewares.append(healthy_only(health))
     if access is not None:
-        middlewares.append(authorize(access))
+        public = set(PUBLIC_ROUTES)
+        if pages is not None:
+            public.update(pages.app.router.named_resources())
+        middlewares.append(authorize(access, public))
     if settings.readonly:
         middlewares.append(read_only(settings.readonly))
     app = web.Application(middlewares=middlewares)
     app[REGISTRY] = registry
+    served: Namespace = registry if namespace is None else namespace
+    app[NAMESPACE] = served
     app[SETTINGS] = settings
     app[TRUSTED] = trusted_checker(settings)
     if access is not None:
@@ -187,6 +209,8 @@ def create_app(
         app[QUOTAS] = quotas
     if wrapper is not None:
         app[WRAPPER] = wrapper
+    if settings.cors_origins:
+        app.on_response_prepare.append(cors_headers(settings.cors_origins))
     app.on_response_prepare.append(_response_headers(settings.headers))
 
     # Route names say what access a request needs (moorage.api.access).
@@ -224,4 +248,7 @@ def create_app(
         token = router.add_resource(f"{settings.prefix}/auth/token", name="token")
         token.add_route("GET", get_token)
         token.add_route("POST", post_token)
+    if pages is not None:
+        pages.app[SETTINGS] = settings  # for absolute_url
+        app.add_subapp(pages.path, pages.app)
     return app

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from aiohttp import web
 
 from moorage.api.context import registry, repository, settings
-from moorage.api.responses import FileResponse, parse_range, stream_chunks
+from moorage.api.responses import FileResponse, parse_range, stream_arriving, stream_chunks
+from moorage.registry.blobs import BlobInfo
 from moorage.registry.digest import Digest
-from moorage.registry.errors import BlobUnknown
+from moorage.registry.errors import BlobUnknown, Unavailable
 
 CACHE_FOREVER = "max-age=31536000"
 
@@ -17,8 +19,10 @@ CACHE_FOREVER = "max-age=31536000"
 async def get_blob(request: web.Request) -> web.StreamResponse:
     repo = repository(request)
     digest = Digest.parse(request.match_info["digest"])
-    info = await repo.blobs.open(digest)
     etag = f'"{digest}"'
+    unchanged = etag in request.headers.get("If-None-Match", "")
+    opened = await repo.blobs.open(digest, content=request.method == "GET" and not unchanged)
+    arriving, info = (None, opened) if isinstance(opened, BlobInfo) else (opened, opened.info)
     headers = {
         "Docker-Content-Digest": str(digest),
         "ETag": etag,
@@ -26,7 +30,7 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         "Cache-Control": CACHE_FOREVER,
         "Content-Type": "application/octet-stream",
     }
-    if etag in request.headers.get("If-None-Match", ""):
+    if unchanged:
         return web.Response(status=304, headers=headers)
 
     selected = parse_range(request.headers.get("Range"), info.size)
@@ -40,12 +44,17 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
         headers["Content-Length"] = str(count)
         return web.Response(status=status, headers=headers)
 
+    if arriving is not None:
+        return await stream_arriving(request, arriving, first, count, status, headers)
     store = registry(request).blobs
     if settings(request).redirect and (url := await store.redirect_url(info.stored)):
         return web.Response(status=307, headers={"Location": url, **headers})
     local = store.local_file(info.stored)
     if local is not None:
-        if not os.path.exists(local):
+        if not os.path.exists(local):  # collected by a process whose cache is not this one's
+            with contextlib.suppress(Unavailable):
+                await repo.blobs.forget(digest)
+                await store.forget(info.stored)
             raise BlobUnknown(detail={"digest": str(digest)})
         return FileResponse(local, first, count, status, headers)
     return await stream_chunks(request, store.reader(info.stored, first), count, status, headers)

@@ -16,7 +16,7 @@ from moorage.lifecycle.quotas import Quotas
 from moorage.lifecycle.usage import UsageTracker
 from moorage.logs import client_address, trusts
 from moorage.registry.context import Client, RequestContext
-from moorage.registry.repository import Registry, Repository, RepositoryService
+from moorage.registry.repository import Namespace, Registry, RepositoryService
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: list[Network] = [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
@@ -35,13 +35,18 @@ class Settings:
     secret: bytes = b""  # signs upload session state
     redirect: bool = True  # blob GETs answer 307 to the driver's direct URL, where it has one
     trusted_proxies: list[Network] = field(default_factory=lambda: list(LOOPBACK))
+    # origins whose pages may call the API from a browser (ui.cors.origins, and those
+    # http.headers allows with Access-Control-Allow-Origin): their preflights pass unauthorized
+    cors_origins: frozenset[str] = frozenset()
 
 
 # Wraps each request's repository in what the config adds around its services (events); the
 # request's context is made when the wrapper first needs it.
-RepositoryWrapper = Callable[[Repository, Callable[[], RequestContext]], RepositoryService]
+RepositoryWrapper = Callable[[RepositoryService, Callable[[], RequestContext]], RepositoryService]
 
 REGISTRY = web.AppKey("registry", Registry)
+# What repositories are served through: the registry, or a pull-through cache over it.
+NAMESPACE = web.AppKey("namespace", Namespace)
 SETTINGS = web.AppKey("settings", Settings)
 ACCESS = web.AppKey("access", AccessController)  # only when auth is configured
 USAGE = web.AppKey("usage", UsageTracker)  # only when usage is computed
@@ -61,9 +66,9 @@ def settings(request: web.Request) -> Settings:
 
 
 def repository(request: web.Request) -> RepositoryService:
-    """The repository named in the path, with what the config wraps around its services;
-    NameInvalid for a name outside the grammar."""
-    found = registry(request).repository(request.match_info["name"])
+    """The repository named in the path, as the namespace serves it and with what the config
+    wraps around its services; NameInvalid for a name outside the grammar."""
+    found = request.app[NAMESPACE].repository(request.match_info["name"])
     wrap = request.app.get(WRAPPER)
     return found if wrap is None else wrap(found, functools.partial(request_context, request))
 

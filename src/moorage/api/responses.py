@@ -6,6 +6,7 @@ written one at a time with backpressure.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator, Mapping
@@ -13,7 +14,8 @@ from collections.abc import AsyncIterator, Mapping
 from aiohttp import web
 from aiohttp.abc import AbstractStreamWriter
 
-from moorage.registry.errors import BlobRangeNotSatisfiable
+from moorage.registry.blobs import Arriving
+from moorage.registry.errors import BlobRangeNotSatisfiable, RegistryError
 
 FALLBACK_CHUNK = 1 << 20
 # At most 19 digits a position (int64 has 19): longer numbers are no range a blob can satisfy.
@@ -96,17 +98,73 @@ async def stream_chunks(
     count: int,
     status: int,
     headers: Mapping[str, str],
+    response: web.StreamResponse | None = None,
 ) -> web.StreamResponse:
-    """Writes `count` bytes from the chunk iterator (which starts at the first byte to send)."""
+    """Writes `count` bytes from the chunk iterator (which starts at the first byte to send),
+    on `response` when it is prepared already. When the iterator raises a RegistryError (the
+    bytes cannot be had: a pull-through cache's upstream failed), the connection is cut, since
+    the status is sent: the client sees a body shorter than announced."""
+    if response is None:
+        response = web.StreamResponse(status=status, headers=headers)
+        response.content_length = count
+        await response.prepare(request)
+    remaining = count
+    try:
+        async for chunk in chunks:
+            if remaining <= 0:
+                break
+            piece = chunk[:remaining]
+            await response.write(piece)
+            remaining -= len(piece)
+    except RegistryError:
+        if request.transport is not None:
+            request.transport.abort()
+        return response
+    await response.write_eof()
+    return response
+
+
+async def stream_arriving(
+    request: web.Request,
+    arriving: Arriving,
+    first: int,
+    count: int,
+    status: int,
+    headers: Mapping[str, str],
+) -> web.StreamResponse:
+    """Writes `count` bytes from `first` of a blob while it arrives: each part by sendfile from
+    the file it arrives in as soon as it is there, or in chunks where sendfile cannot work (TLS
+    in the process). When the blob cannot be completed the connection is cut (see
+    stream_chunks)."""
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = count
     await response.prepare(request)
-    remaining = count
-    async for chunk in chunks:
-        if remaining <= 0:
-            break
-        piece = chunk[:remaining]
-        await response.write(piece)
-        remaining -= len(piece)
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("connection lost")
+    if transport.get_extra_info("sslcontext") is not None or os.environ.get("AIOHTTP_NOSENDFILE"):
+        return await stream_chunks(
+            request, arriving.chunks(first), count, status, headers, response
+        )
+    loop = asyncio.get_running_loop()
+    position, end = first, first + count
+    try:
+        while position < end:
+            ready = min(await arriving.ready(position), end)
+            if ready <= position:
+                break  # the blob ended: only a defect gets here, the length was known
+            try:
+                await loop.sendfile(
+                    transport, arriving.file, position, ready - position, fallback=False
+                )
+            except asyncio.SendfileNotAvailableError:
+                return await stream_chunks(
+                    request, arriving.chunks(position), end - position, status, headers, response
+                )
+            position = ready
+    except RegistryError:
+        if request.transport is not None:
+            request.transport.abort()
+        return response
     await response.write_eof()
     return response

@@ -9,7 +9,7 @@ import sys
 import yaml
 
 from moorage import __version__, logs
-from moorage.cli import admin, fsck, health, retention, usage
+from moorage.cli import admin, fsck, gc, health, retention, usage
 from moorage.config import secrets
 from moorage.config.loader import ConfigError, load
 from moorage.config.schema import Config
@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_arguments(health_parser)
     admin.add_parsers(commands)
     fsck.add_parser(commands)
+    gc.add_parser(commands)
     usage.add_parser(commands)
     retention.add_parser(commands)
     return parser
@@ -129,6 +130,8 @@ def _run(args: argparse.Namespace, redactor: secrets.Redactor) -> int:
         return admin.run_acl(args)
     if args.command == "fsck":
         return fsck.run(args, redactor)
+    if args.command == "garbage-collect":
+        return gc.run(args, redactor)
     if args.command == "health":
         return health.run(args)
     if args.command == "usage":

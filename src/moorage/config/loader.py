@@ -148,7 +148,23 @@ def load(
                 "http.secret is not set: using a random one for this process; replicas behind "
                 "a load balancer need one shared http.secret"
             )
+    _warn_retention(config, serving)
     return config
+
+
+def _warn_retention(config: Config, serving: bool) -> None:
+    maintenance = config.storage.maintenance
+    if maintenance.retention.interval is not None:
+        log.warning(
+            "storage.maintenance.retention.interval is deprecated and ignored: retention "
+            "policies are applied right before each garbage collection, every "
+            "storage.maintenance.gc.interval"
+        )
+    if serving and maintenance.retention.policies and not maintenance.gc.enabled:
+        log.warning(
+            "storage.maintenance.retention: the policies untag only before a scheduled garbage "
+            "collection, and storage.maintenance.gc.enabled is false: nothing is untagged"
+        )
 
 
 def _describe(error: Any) -> str:

@@ -37,9 +37,7 @@ FOREIGN_DRIVERS = ("swift", "oss", "s3-aws", "cloudfront")
 Duration = int | float | str  # distribution takes "10s", "24h" or nanoseconds
 Size = int | str  # bytes, or a number and a unit: "10GiB", "500MB"
 # whole bytes, or a number (with a fraction) and a unit larger than a byte
-_SIZE_TEXT = re.compile(
-    r"\s*(?:[0-9]+\s*B?|[0-9]+(?:\.[0-9]+)?\s*[KMGTPE]i?B)\s*", re.IGNORECASE
-)
+_SIZE_TEXT = re.compile(r"\s*(?:[0-9]+\s*B?|[0-9]+(?:\.[0-9]+)?\s*[KMGTPE]i?B)\s*", re.IGNORECASE)
 
 
 def byte_size(value: Size) -> int:
@@ -183,9 +181,9 @@ class RetentionPolicy(Section):
 
 class Retention(Section):
     dryrun: bool = False
-    # moorage's, provisional: how often the policies are applied, until they run with garbage
-    # collection
-    interval: CheckedDuration = "24h"
+    # deprecated and ignored (the loader warns): the policies are applied right before each
+    # garbage collection, every storage.maintenance.gc.interval
+    interval: CheckedDuration | None = None
     # moorage's: pull times are written at most once per tag and manifest per this interval
     pullinterval: CheckedDuration = "1h"
     policies: list[RetentionPolicy] = Field(default_factory=list)
@@ -198,9 +196,29 @@ class UsageSettings(Section):
     interval: CheckedDuration = "10m"
 
 
+class GarbageCollection(Section):
+    """moorage's: the garbage collection the server runs by itself (lifecycle/gc.py). `delay`
+    applies to `moorage garbage-collect` too, and to what the server records of uses, enabled
+    or not."""
+
+    enabled: bool = False
+    interval: CheckedDuration = "24h"
+    delay: CheckedDuration = "1h"  # content used within this is kept
+    deleteuntagged: bool = False
+    dryrun: bool = False
+
+    @field_validator("interval")
+    @classmethod
+    def _positive(cls, value: Duration) -> Duration:
+        if seconds(value) <= 0:
+            raise ValueError("expected a duration above zero")
+        return value
+
+
 class Maintenance(Section):
     uploadpurging: UploadPurging = Field(default_factory=UploadPurging)
     readonly: ReadOnly = Field(default_factory=ReadOnly)
+    gc: GarbageCollection = Field(default_factory=GarbageCollection)
     retention: Retention = Field(default_factory=Retention)
     usage: UsageSettings = Field(default_factory=UsageSettings)
 
@@ -632,13 +650,91 @@ class Health(Section):
         return self.storagedriver.enabled or bool(self.file or self.http or self.tcp)
 
 
+def _remote_url(url: str) -> str:
+    """An upstream registry's base URL: http(s), a host, no query or fragment."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(
+            f"expected an http or https URL of a registry (https://registry-1.docker.io), "
+            f"got {url!r}"
+        )
+    return url
+
+
+def _ttl(value: Duration | None) -> Duration | None:
+    if value is not None and seconds(value) < 0:
+        raise ValueError("expected a duration of 0 (keep forever) or more")
+    return value
+
+
+class Upstream(Section):
+    """moorage's: the registry the names under `prefix` are a pull-through cache of."""
+
+    prefix: str
+    remoteurl: str
+    username: str = ""
+    password: str = ""
+    ttl: Duration | None = None  # None: distribution's default, 168h; 0: kept forever
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        """One or more name components (`hub`, `mirrors/ghcr`); a trailing `/` is dropped."""
+        from moorage.registry.errors import NameInvalid
+        from moorage.registry.names import check_name
+
+        try:
+            return check_name(prefix.strip().rstrip("/"))
+        except NameInvalid as exc:
+            raise ValueError(exc.message.replace("repository name", "prefix")) from None
+
+    @field_validator("remoteurl")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _remote_url(url)
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, value: Duration | None) -> Duration | None:
+        return _ttl(value)
+
+
 class Proxy(Section):
+    """distribution's pull-through cache (`remoteurl`: every name), and moorage's `upstreams`
+    (one per name prefix). `remoteurl` with `upstreams` is the upstream of the names no
+    prefix covers."""
+
     remoteurl: str = ""
     username: str = ""
     password: str = ""
-    ttl: Duration | None = None
+    ttl: Duration | None = None  # None: 168h, as distribution; 0: kept forever
     exec: dict[str, Any] = Field(default_factory=dict)
     remotenamespace: str = ""
+    upstreams: list[Upstream] = Field(default_factory=list)
+
+    @field_validator("remoteurl")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return _remote_url(url) if url else url
+
+    @field_validator("ttl")
+    @classmethod
+    def _duration(cls, value: Duration | None) -> Duration | None:
+        return _ttl(value)
+
+    @field_validator("upstreams")
+    @classmethod
+    def _distinct(cls, upstreams: list[Upstream]) -> list[Upstream]:
+        """No prefix may hold another: each name has one upstream at most."""
+        for index, upstream in enumerate(upstreams):
+            for other in upstreams[:index]:
+                a, b = upstream.prefix + "/", other.prefix + "/"
+                if a.startswith(b) or b.startswith(a):
+                    raise ValueError(
+                        f"prefixes {other.prefix!r} and {upstream.prefix!r} overlap: each name "
+                        "may have one upstream"
+                    )
+        return upstreams
 
 
 class Catalog(Section):
@@ -805,6 +901,45 @@ class RepositoryPolicy(Section):
 
 class Policy(Section):
     repository: RepositoryPolicy = Field(default_factory=RepositoryPolicy)
+_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+# A URL path of plain segments, as `ui.path` takes it.
+_UI_PATH = re.compile(r"/(?:[A-Za-z0-9._~-]+/)*[A-Za-z0-9._~-]+/?")
+
+
+class UICors(Section):
+    """moorage's: the origins of web pages (an external registry UI) whose scripts may call the
+    API from a browser: preflights from them are answered without credentials."""
+
+    origins: list[str] = Field(default_factory=list)  # scheme://host[:port], or "*"
+
+    @field_validator("origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin: expected scheme://host[:port] (no path), or *"
+                )
+        return origins
+
+
+class UI(Section):
+    """moorage's: the built-in web UI (moorage/ui), on the API listener."""
+
+    enabled: bool = True
+    path: str = "/ui/"  # under http.prefix
+    sessionlifetime: CheckedDuration = "12h"  # how long a sign-in lasts
+    cors: UICors = Field(default_factory=UICors)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, path: str) -> str:
+        if not _UI_PATH.fullmatch(path):
+            raise ValueError(f"{path!r} is not a URL path below / (e.g. /ui/)")
+        first = path.strip("/").split("/")[0]
+        if first in ("v2", "auth"):
+            raise ValueError(f"{path!r} is the API's: choose a path outside /v2/ and /auth/")
+        return "/" + path.strip("/") + "/"
 
 
 class Config(Section):
@@ -824,6 +959,7 @@ class Config(Section):
     compatibility: Compatibility = Field(default_factory=Compatibility)
     policy: Policy = Field(default_factory=Policy)
     catalog: Catalog = Field(default_factory=Catalog)
+    ui: UI = Field(default_factory=UI)
 
     @field_validator("version", mode="before")
     @classmethod

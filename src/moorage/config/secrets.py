@@ -46,6 +46,7 @@ SECRET_PATHS = (
     "redis.password",
     "redis.sentinelpassword",
     "proxy.password",
+    "proxy.upstreams.*.password",
     "notifications.endpoints.*.headers.*",
     "auth.token.jwks.*",
     "reporting.bugsnag.apikey",
@@ -53,7 +54,11 @@ SECRET_PATHS = (
     "log.hooks.*.options.smtp.password",
 )
 # Dotted key paths of URLs whose password (`scheme://user:password@host`) is a secret.
-URL_PATHS = ("notifications.endpoints.*.url", "proxy.remoteurl")
+URL_PATHS = (
+    "notifications.endpoints.*.url",
+    "proxy.remoteurl",
+    "proxy.upstreams.*.remoteurl",
+)
 # Dotted key paths whose value names a file holding secrets that the component configured
 # reads itself: checked for exposure like a secret file, `${CREDENTIALS_DIRECTORY}` allowed.
 SECRET_FILE_PATHS = ("storage.gcs.keyfile",)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from moorage.lifecycle.inventory import inventory
 from moorage.lifecycle.references import References, references
 from moorage.registry import purge
 from moorage.registry.blobs import content_hex, read_link
@@ -275,8 +276,9 @@ class _RepositoryCheck:
         self.layers: dict[Digest, Digest] = {}  # layer link -> the digest it names
 
     async def run(self) -> None:
-        await self.fsck.each(await self.repository.manifests.revisions(), self._revision)
-        await self.fsck.each(await self.repository.blobs.links(), self._layer)
+        files = await inventory(self.driver, self.name, everything=False)
+        await self.fsck.each(sorted(files.revisions), self._revision)
+        await self.fsck.each(files.layers, self._layer)
         await self._tags()
         await self._references()
         await self._referrers()
@@ -296,7 +298,7 @@ class _RepositoryCheck:
         link = paths.manifest_revision_link(self.name, digest)
         named = await read_link(self.driver, link)
         if named is None and not await self.fsck.link_exists(link):
-            return  # the directory a delete by distribution leaves
+            return  # removed meanwhile
         if named != digest:
             self._add(
                 Kind.LINK_INVALID,

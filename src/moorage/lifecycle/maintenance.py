@@ -1,6 +1,8 @@
 """The lifecycle parts a server runs, built from the config: usage kept current, quotas over
 it, pull times recorded and retention applied. The server hands `admission` and `pull_log` to
-the registry and runs `background` beside its requests."""
+the registry, runs `background` beside its requests, and `before_collection` and `retention`
+with its scheduled garbage collection (retention untags there, right before each collection,
+and tells the collector what it may remove)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ from typing import Any
 
 from moorage.config.schema import Config
 from moorage.durations import seconds
-from moorage.lifecycle import retention as retention_pass
+from moorage.lifecycle.gc import Pass
 from moorage.lifecycle.pulls import PullRecorder
 from moorage.lifecycle.quotas import QuotaGate, Quotas
-from moorage.lifecycle.retention import Retention
+from moorage.lifecycle.retention import Retention, enforce
 from moorage.lifecycle.usage import UsageTracker
 from moorage.registry.repository import Registry
 from moorage.storage.driver import StorageDriver
@@ -52,7 +54,6 @@ class Maintenance:
         )
         settings = maintenance.retention
         self.retention = Retention.from_config(settings) if settings.policies else None
-        self.retention_interval = seconds(settings.interval)
         self.pull_log = (
             PullRecorder(driver, seconds(settings.pullinterval))
             if self.retention is not None and not self.readonly
@@ -66,9 +67,23 @@ class Maintenance:
             tasks.append(self.usage.run())
         if self.pull_log is not None:
             tasks.append(self.pull_log.run())
-        if self.retention is not None and self.first and not self.readonly:
-            tasks.append(retention_pass.run(registry, self.retention, self.retention_interval))
         return tasks
+
+    def before_collection(self) -> list[Pass]:
+        """The passes a scheduled garbage collection runs first, under its lease: retention's
+        untagging, so that what it releases is collected in the same run."""
+        retention = self.retention
+        if retention is None:
+            return []
+
+        async def untag(registry: Registry, dryrun: bool) -> None:
+            policies = Retention(retention.policies, dryrun=True) if dryrun else retention
+            try:
+                await enforce(registry, policies)
+            except Exception:  # the collection goes on: it removes only what nothing keeps
+                log.exception("retention failed; collecting garbage without it this time")
+
+        return [untag]
 
     async def close(self) -> None:
         """Writes what is pending (pull times)."""

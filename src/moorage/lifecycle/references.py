@@ -3,8 +3,8 @@ it to be served. Checking a root and collecting its garbage both walk this."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
+from typing import Any
 
 from moorage.registry import manifests as schema
 from moorage.registry.digest import Digest
@@ -23,9 +23,13 @@ def references(payload: bytes) -> References:
     """What the stored payload references. Beside what the registry accepts on push, Docker
     schema 1 (which distribution may hold from older pushes) is read for its layers. Raises
     ManifestInvalid when the payload is none of these: then what it references is unknown."""
-    if _schema_version(payload) == 1:
-        return _schema1(payload)
-    manifest = schema.parse(payload, None)
+    try:
+        document = schema.load_json(payload)
+    except ValueError as exc:  # UnicodeDecodeError included
+        raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
+    if isinstance(document, dict) and document.get("schemaVersion") == 1:
+        return _schema1(document)
+    manifest = schema.parse_document(document, None)
     return References(
         blobs=tuple(blob.digest for blob in manifest.blobs if not blob.urls),
         children=tuple(child.digest for child in manifest.children),
@@ -33,16 +37,8 @@ def references(payload: bytes) -> References:
     )
 
 
-def _schema_version(payload: bytes) -> object:
-    try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return document.get("schemaVersion") if isinstance(document, dict) else None
-
-
-def _schema1(payload: bytes) -> References:
-    layers = json.loads(payload).get("fsLayers")
+def _schema1(document: dict[str, Any]) -> References:
+    layers = document.get("fsLayers")
     if not isinstance(layers, list):
         raise ManifestInvalid("schema 1 manifest without fsLayers")
     blobs: list[Digest] = []

@@ -17,7 +17,9 @@ A tag's push time is its link's modification time (paths.py); its pull time the 
 own pull record and its manifest's (moorage/lifecycle/pulls.py).
 
 `plan` is pure: it decides from the times given. `gather` reads the times from storage, `apply`
-untags, re-checking each tag first; `run` does both on a schedule.
+untags, re-checking each tag first; `enforce` does both, and the server runs it right before each
+scheduled garbage collection (lifecycle/maintenance.py), which asks `collector_rules` per
+repository.
 """
 
 from __future__ import annotations
@@ -290,17 +292,6 @@ async def enforce(registry: Registry, retention: Retention) -> list[Decision]:
     for decision in done:
         log.info("retention: %s", decision)
     return done
-
-
-async def run(registry: Registry, retention: Retention, interval: float) -> None:
-    """Enforces the policies every `interval` seconds (the first time after one interval);
-    failures are logged and retried at the next."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            await enforce(registry, retention)
-        except Exception:
-            log.exception("retention failed; retrying in %.0fs", interval)
 
 
 def _seconds(value: schema.Duration | None) -> float | None:

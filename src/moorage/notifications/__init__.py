@@ -17,7 +17,7 @@ from moorage.notifications.listener import Filter, Recorder
 from moorage.notifications.sinks import DeliveryMetrics, EndpointSettings, Log, Notifier
 from moorage.notifications.spool import FileLog, InboxWriter
 from moorage.registry.context import RequestContext
-from moorage.registry.repository import Repository, RepositoryService
+from moorage.registry.repository import RepositoryService
 
 DEFAULT_DIRECTORY = "/var/lib/moorage/notifications"  # when the storage is not a filesystem
 
@@ -40,7 +40,7 @@ class Notifications:
     max_events: int
 
     def wrap(
-        self, repository: Repository, context: Callable[[], RequestContext]
+        self, repository: RepositoryService, context: Callable[[], RequestContext]
     ) -> RepositoryService:
         return self.recorder.wrap(repository, context)
 

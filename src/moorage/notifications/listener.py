@@ -8,7 +8,9 @@ distribution), a manifest PUT a push (with the tag, none when pushed by digest; 
 OCI's `?tag=`), a finished upload a blob push, a cross-repository mount a mount, a blob DELETE a
 delete of the digest, a manifest DELETE by digest a delete of the digest followed by one delete
 per tag it carried, and a DELETE by tag a delete of that tag (current distribution; 2.8 refused
-it).
+it). The repository wrapped is whatever the API's namespace serves: a pull through the
+pull-through cache (moorage.proxy) is a pull like any other, and what the cache stores of it
+makes no event (it writes beneath the wrapper), as distribution's listener wraps its cache.
 """
 
 from __future__ import annotations
@@ -20,15 +22,15 @@ from dataclasses import dataclass, field
 
 from moorage.notifications import events
 from moorage.registry import manifests as schema
-from moorage.registry.blobs import BlobInfo, RepositoryBlobs
+from moorage.registry.blobs import Arriving, BlobInfo, RepositoryBlobs
 from moorage.registry.context import Client, RequestContext
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
-from moorage.registry.manifest_store import PutResult, StoredManifest, Tags
+from moorage.registry.manifest_store import PutResult, StoredManifest
 from moorage.registry.repository import (
     BlobService,
     ManifestService,
-    Repository,
     RepositoryService,
+    TagService,
     UploadService,
 )
 
@@ -110,7 +112,7 @@ class Recorder:
                 log.error("notifications: events lost, the spool cannot take them: %s", exc)
 
     def wrap(
-        self, repository: Repository, context: Callable[[], RequestContext]
+        self, repository: RepositoryService, context: Callable[[], RequestContext]
     ) -> RepositoryService:
         return NotifyingRepository(repository, self, context)
 
@@ -119,17 +121,19 @@ class NotifyingRepository:
     """One request's view of a repository: its services with events around them, and the
     events the request makes in it."""
 
-    __slots__ = ("_facts", "_manifests", "_repository", "context", "recorder", "repository")
+    __slots__ = ("_facts", "_repository", "context", "recorder", "repository")
 
     def __init__(
-        self, repository: Repository, recorder: Recorder, context: Callable[[], RequestContext]
+        self,
+        repository: RepositoryService,
+        recorder: Recorder,
+        context: Callable[[], RequestContext],
     ) -> None:
         self._repository = repository
         self.recorder = recorder
         self.context = context  # made on first use: a request may record nothing
         self.repository = repository.name
         self._facts = ""
-        self._manifests: NotifyingManifests | None = None
 
     def line(
         self,
@@ -208,7 +212,7 @@ class NotifyingRepository:
         return self._repository.name
 
     @property
-    def tags(self) -> Tags:
+    def tags(self) -> TagService:
         return self._repository.tags
 
     @property
@@ -221,9 +225,9 @@ class NotifyingRepository:
 
     @property
     def manifests(self) -> ManifestService:
-        if self._manifests is None:  # a pull asks twice: resolve, then get
-            self._manifests = NotifyingManifests(self._repository.manifests, self)
-        return self._manifests
+        # made at each use, not kept: kept, it would make a reference cycle that holds the
+        # request until the garbage collector runs (which then ran often, a fifth of a GET)
+        return NotifyingManifests(self._repository.manifests, self)
 
     def exists(self) -> Awaitable[bool]:
         return self._repository.exists()
@@ -232,14 +236,15 @@ class NotifyingRepository:
 class NotifyingBlobs:
     __slots__ = ("_blobs", "_emitter")
 
-    def __init__(self, blobs: RepositoryBlobs, emitter: NotifyingRepository) -> None:
+    def __init__(self, blobs: BlobService, emitter: NotifyingRepository) -> None:
         self._blobs = blobs
         self._emitter = emitter
 
-    async def open(self, digest: Digest) -> BlobInfo:
-        info = await self._blobs.open(digest)
+    async def open(self, digest: Digest, *, content: bool = True) -> BlobInfo | Arriving:
+        opened = await self._blobs.open(digest, content=content)
+        info = opened if isinstance(opened, BlobInfo) else opened.info
         await self._emitter.blob(events.PULL, info)
-        return info
+        return opened
 
     async def delete(self, digest: Digest) -> None:
         await self._blobs.delete(digest)
@@ -250,6 +255,9 @@ class NotifyingBlobs:
         if info is not None:
             await self._emitter.blob(events.MOUNT, info, source.name if source else "")
         return info
+
+    def forget(self, digest: Digest) -> Awaitable[None]:
+        return self._blobs.forget(digest)
 
 
 class NotifyingUploads:

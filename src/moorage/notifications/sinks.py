@@ -226,14 +226,28 @@ class Delivery:
                 self.max_events,
             )
             self.dropping = True
-        self.metrics.dropped(self.settings.name, excess)
         while self.window and self.window[0] < keep_from:
             self.done.discard(self.window.popleft())
+        in_flight = 0  # a lane's request under way decides its events' fate (_forget_dropped)
         for lane in self.lanes.values():
-            while lane.events and lane.events[0][0] < keep_from and not lane.busy:
+            if lane.busy:
+                in_flight += sum(1 for number, _, _ in lane.events if number < keep_from)
+                continue
+            while lane.events and lane.events[0][0] < keep_from:
                 lane.events.popleft()
+        self.metrics.dropped(self.settings.name, excess - in_flight)
         self.reader.next = max(self.reader.next, keep_from)
         self.cursor = keep_from
+
+    def _forget_dropped(self, lane: Lane) -> None:
+        """After a lane's request: its events the bound dropped while it was under way (they
+        are behind the cursor) are dropped now, unless the request delivered them."""
+        dropped = 0
+        while lane.events and lane.events[0][0] < self.cursor:
+            lane.events.popleft()
+            dropped += 1
+        if dropped:
+            self.metrics.dropped(self.settings.name, dropped)
 
     def _advance(self) -> None:
         while self.window and self.window[0] in self.done:
@@ -286,12 +300,14 @@ class Delivery:
             lane.busy = False
         if problem:
             self._failed(len(batch), problem)
+            self._forget_dropped(lane)
             return
         now = time.time_ns()
         for _ in batch:
             number, _, _ = lane.events.popleft() if lane.events else (-1, 0, "")
             if self.window and number >= self.window[0]:  # not dropped meanwhile
                 self.done.add(number)
+        self._forget_dropped(lane)
         self.metrics.sent(name, len(batch), [(now - stamp) / 1e9 for _, stamp, _ in batch])
         if self.failing_since is not None:
             log.info(

@@ -2,28 +2,36 @@
 
 A blob belongs to a repository when the repository links it (`_layers`, or a manifest revision:
 manifests are blobs too). Unlinking is what a blob DELETE does; content goes only with garbage
-collection, since other repositories may link the same digest.
+collection, since other repositories may link the same digest. Whoever links content claims it
+(BlobStore.claim), which is what keeps a collection running at the same time from deleting it
+(moorage.registry.sweeps).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from typing import BinaryIO, Protocol
 
 from moorage.registry.admission import Admission
 from moorage.registry.catalog import Catalog
 from moorage.registry.digest import Digest, new_hasher
 from moorage.registry.errors import BlobUnknown, Unavailable, Unsupported
 from moorage.registry.space import needs_space
+from moorage.registry.sweeps import Sweeps
+from moorage.registry.uses import Uses
 from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache, CachedBlob, CacheUnavailable
-from moorage.storage.driver import PathNotFound, StorageDriver
+from moorage.storage.driver import FileInfo, FileWriter, PathNotFound, StorageDriver
 from moorage.storage.middleware import Redirector
 
 SMALL_CONTENT_CACHE = 32 * 1024 * 1024  # bytes of manifests kept in memory
+DEFAULT_DELAY = 3600.0  # storage.maintenance.gc.delay: content unused this long may be collected
+CLAIM_ATTEMPTS = 3  # a writer's tries to store what a collection keeps deleting under it
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,31 @@ class BlobInfo:
     digest: Digest
     size: int
     stored: Digest  # the digest the content is stored under (see paths: CONTENT_ALGORITHM)
+
+
+class Arriving(Protocol):
+    """A blob on its way into the store (a pull-through cache's fetch from its upstream),
+    readable while it arrives: from a file that fills as it does (for zero-copy sendfile), or
+    in chunks. Either raises a RegistryError (Unavailable) when the blob cannot be completed:
+    the answer must then be cut short, since its status has been sent."""
+
+    @property
+    def info(self) -> BlobInfo: ...
+
+    @property
+    def file(self) -> BinaryIO:
+        """The file the bytes arrive in, at their offsets; read it only at explicit offsets
+        (its position is anyone's)."""
+        ...
+
+    async def ready(self, offset: int) -> int:
+        """Waits until the file holds bytes from `offset` on, and returns where they end (the
+        blob's size once it is whole, `offset` itself at its end)."""
+        ...
+
+    def chunks(self, offset: int) -> AsyncIterator[bytes]:
+        """The blob's bytes from `offset` to its end, as they arrive."""
+        ...
 
 
 async def read_link(driver: StorageDriver, path: str) -> Digest | None:
@@ -92,10 +125,19 @@ class BlobStore:
         driver: StorageDriver,
         cache: BlobDescriptorCache | None = None,
         redirector: Redirector | None = None,
+        *,
+        delay: float = DEFAULT_DELAY,
     ) -> None:
+        """`delay` is the garbage collection's (storage.maintenance.gc.delay): content used
+        within it is kept. 0 is for collections of a stopped registry: uses are not recorded."""
         self.driver = driver
         self.cache = cache
         self.redirector = redirector or driver.redirect_url
+        self.sweeps = Sweeps(driver)
+        # A claim leaves content touched this recently alone: a collection deletes only what
+        # is older than `delay`, within delay/2 of its start (moorage.lifecycle.gc).
+        self.recent = delay / 4 if delay > 0 else None
+        self.uses = Uses(self.use, delay / 8) if delay > 0 else None
         self._small: OrderedDict[Digest, bytes] = OrderedDict()
         self._small_bytes = 0
 
@@ -158,16 +200,63 @@ class BlobStore:
         return content
 
     async def put(self, content: bytes, digest: Digest) -> None:
-        """Stores small content (a manifest) under its digest, computed by the caller."""
-        if not await self.exists(digest):
+        """Stores small content (a manifest) under its digest, computed by the caller, unless
+        storage has it (the cache is not asked: it may not know of a collection)."""
+        if await self.content(digest) is None:
             await self.driver.put_content(paths.blob_data(digest), content)
 
     async def ingest(self, source: str, digest: Digest) -> None:
-        """Moves a verified upload's data into place; drops it when the content is already
-        stored (same digest, same bytes)."""
-        if await self.exists(digest):
-            return
-        await self.driver.move(source, paths.blob_data(digest))
+        """Moves a verified upload's data into place, unless storage has the content already
+        (same digest, same bytes): then the data stays where it is, for the caller to drop."""
+        if await self.content(digest) is None:
+            await self.driver.move(source, paths.blob_data(digest))
+
+    async def content(self, digest: Digest) -> FileInfo | None:
+        """The file holding the content, from storage (never the cache); None when there is
+        none."""
+        try:
+            info = await self.driver.stat(paths.blob_data(digest))
+        except PathNotFound:
+            return None
+        return None if info.is_dir else info
+
+    async def use(self, digest: Digest) -> bool:
+        """Renews the content's modification time unless it is recent; False when there is no
+        content."""
+        info = await self.content(digest)
+        if info is None:
+            return False
+        if self.recent is not None and info.modified < time.time() - self.recent:
+            try:
+                await self.driver.touch(paths.blob_data(digest))
+            except PathNotFound:
+                return False
+        return True
+
+    def note_use(self, digest: Digest) -> None:
+        """Records a read of the content that may lead to a claim (moorage.registry.uses)."""
+        if self.uses is not None:
+            self.uses.note(digest)
+
+    async def claim(self, digests: Iterable[Digest]) -> set[Digest]:
+        """Marks the content under each digest as in use and returns the digests whose
+        content is gone, deleted by a garbage collection (or never there): once this returns,
+        a collection keeps the rest for `delay`. The caller must have written its links to the
+        content first, and check them again after (moorage.registry.sweeps says why)."""
+        wanted = sorted(set(digests))
+        used = await asyncio.gather(*(self.use(digest) for digest in wanted))
+        await self.sweeps.wait({digest for digest, ok in zip(wanted, used, strict=True) if ok})
+        gone = {digest for digest in wanted if await self.content(digest) is None}
+        for digest in gone:  # so that the client's next look finds it missing and pushes it
+            with contextlib.suppress(Unavailable):
+                await self.forget(digest)
+        return gone
+
+    async def writer(self, digest: Digest) -> FileWriter:
+        """A writer of the content under `digest` (of CONTENT_ALGORITHM), streamed: nothing is
+        stored until `commit`, which the caller makes only once it has verified the bytes
+        against the digest, and which replaces content already there (the same bytes)."""
+        return await self.driver.writer(paths.blob_data(digest))
 
     def reader(self, digest: Digest, offset: int = 0) -> AsyncIterator[bytes]:
         return self.driver.reader(paths.blob_data(digest), offset)
@@ -238,6 +327,7 @@ class RepositoryBlobs:
         """Raises BlobUnknown unless the blob is linked here and its content exists."""
         cache = self.store.cache
         if cache is not None and (hit := await cache.get(self.name, digest)) is not None:
+            self.store.note_use(hit.stored)
             return BlobInfo(digest, hit.size, hit.stored)
         stored = await self.stored(digest)
         if stored is None:
@@ -248,10 +338,12 @@ class RepositoryBlobs:
             raise BlobUnknown(detail={"digest": str(digest)}) from None
         if cache is not None:
             await cache.set(self.name, digest, CachedBlob(stored, info.size))
+        self.store.note_use(stored)
         return BlobInfo(digest, info.size, stored)
 
-    async def open(self, digest: Digest) -> BlobInfo:
-        """The blob to serve for a GET or HEAD (a pull): what `stat` says."""
+    async def open(self, digest: Digest, *, content: bool = True) -> BlobInfo:
+        """The blob to serve for a GET or HEAD (a pull): what `stat` says (a blob linked here
+        is stored whole: it is never arriving)."""
         return await self.stat(digest)
 
     async def forget(self, digest: Digest) -> None:
@@ -287,16 +379,26 @@ class RepositoryBlobs:
         if self.catalog is not None:
             self.catalog.add(self.name)  # a first link is what makes a repository
 
+    async def has_link(self, digest: Digest, stored: Digest) -> bool:
+        """Whether storage has this repository's link of `digest` to `stored`."""
+        return await read_link(self.driver, paths.layer_link(self.name, digest)) == stored
+
     @needs_space
     async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
         """Links a blob already in the registry: from `source` when named, else from anywhere.
-        None when there is nothing to mount, so the caller falls back to an upload."""
+        None when there is nothing to mount (or a garbage collection took it meanwhile), so
+        the caller falls back to an upload."""
         try:
             info = await (source.stat(digest) if source else self.store.stat(digest))
         except BlobUnknown:
             return None
         async with self.admitted(digest, info.size):
             await self.link(digest, info.stored)
+        if await self.store.claim([info.stored]) or not await self.has_link(digest, info.stored):
+            link = paths.layer_link(self.name, digest)
+            with contextlib.suppress(Unavailable):
+                await self.unlink(link.rpartition("/")[0], digest)
+            return None
         return info
 
     async def delete(self, digest: Digest) -> None:

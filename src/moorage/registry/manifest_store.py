@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -10,6 +12,7 @@ from urllib.parse import urlsplit
 
 from moorage.registry import manifests as schema
 from moorage.registry.blobs import (
+    CLAIM_ATTEMPTS,
     BlobStore,
     RepositoryBlobs,
     child_names,
@@ -25,6 +28,7 @@ from moorage.registry.errors import (
     ManifestInvalid,
     ManifestUnknown,
     RegistryError,
+    Unavailable,
     Unsupported,
 )
 from moorage.registry.names import check_tag, parse_reference
@@ -92,6 +96,41 @@ class Tags:
             self.links[link] = (info.version, digest)
         return digest
 
+    async def pushed(self, tag: str) -> tuple[Digest, float]:
+        """What the tag points at and when it was pushed (its current link's modification
+        time: every push rewrites it), as `get` finds the digest. ManifestUnknown when there
+        is no such tag."""
+        link = paths.tag_current_link(self.name, tag)
+        try:
+            info = await self.driver.stat(link)
+        except PathNotFound:
+            raise ManifestUnknown(detail={"tag": tag}) from None
+        known = self.links.get(link)
+        if known is not None and info.version is not None and known[0] == info.version:
+            return known[1], info.modified
+        return await self.get(tag), info.modified
+
+    async def push_times(self, tags: list[str] | None = None) -> dict[str, float]:
+        """The push time of every tag, or of `tags` (a tag that is gone is left out): on a
+        local filesystem the link files are stat'ed directly, in a thread; elsewhere the tags
+        are walked (an object store lists a thousand keys a request)."""
+        directory = paths.tags(self.name)
+        local = self.driver.local_file(directory)
+        if local is not None:
+            wanted = await self.all() if tags is None else tags
+            start = len(directory) + 1
+            links = {tag: paths.tag_current_link(self.name, tag)[start:] for tag in wanted}
+            return await asyncio.to_thread(_modified, local, links)
+        found: dict[str, float] = {}
+        base = directory + "/"
+        async for info in self.driver.walk(directory):
+            tag, _, rest = info.path[len(base) :].partition("/")
+            if rest == "current/link":
+                found[tag] = info.modified
+        if tags is not None:
+            found = {tag: found[tag] for tag in tags if tag in found}
+        return found
+
     async def tag(self, tag: str, digest: Digest) -> None:
         # The current link first: a tag is listed as soon as its directory exists, so a write
         # that fails (a full disk, a crash) after a first index link would leave a new tag listed
@@ -136,6 +175,23 @@ class Tags:
             if await read_link(self.driver, paths.tag_current_link(self.name, tag)) == digest:
                 found.append(tag)
         return found
+
+
+def _modified(directory: str, links: dict[str, str]) -> dict[str, float]:
+    """The modification times of files below a local directory, by key (`links`: key -> path
+    relative to the directory, a shorter lookup per file); a missing file is left out."""
+    found: dict[str, float] = {}
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except (FileNotFoundError, NotADirectoryError):
+        return found
+    try:
+        for key, path in links.items():
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                found[key] = os.stat(path, dir_fd=fd).st_mtime
+    finally:
+        os.close(fd)
+    return found
 
 
 class Referrers:
@@ -250,14 +306,24 @@ class Manifests:
             payload = await self.store.get(digest)
         except BlobUnknown:
             raise ManifestUnknown(detail={"digest": str(digest)}) from None
+        if ":" in reference:  # by digest (no tag has a colon): an index may name it next
+            self.store.note_use(digest)
         return StoredManifest(digest, payload, schema.stored_media_type(digest, payload))
 
     @needs_space
     async def put(
-        self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
+        self,
+        reference: str,
+        payload: bytes,
+        content_type: str | None,
+        extra_tags: list[str],
+        *,
+        check_references: bool = True,
     ) -> PutResult:
         """Verifies and stores a manifest, then points the tags at it: the reference when it is
-        a tag, and each of `extra_tags` (the `?tag=` of a push by digest)."""
+        a tag, and each of `extra_tags` (the `?tag=` of a push by digest). Without
+        `check_references`, the blobs and child manifests it names need not be here yet: a
+        pull-through cache stores a manifest before it is asked for what it names."""
         tags = [check_tag(tag) for tag in extra_tags]
         named = parse_reference(reference)
         if isinstance(named, str):
@@ -271,40 +337,106 @@ class Manifests:
                     detail={"digest": reference, "actual": str(digest)},
                 )
         manifest = schema.parse(payload, content_type)
-        await self._check_references(manifest)
-
+        # without the check, nothing it names is here to claim (a pull-through cache's)
+        stored = await self._check_references(manifest) if check_references else {}
         async with self.blobs.admitted(digest, len(payload)):
-            await self.store.put(payload, digest)
-            await write_link(self.driver, paths.manifest_revision_link(self.name, digest), digest)
+            await self._store(digest, payload, manifest, stored, check_references)
         if manifest.subject is not None:
             await self.referrers.add(manifest.subject.digest, digest)
         for tag in tags:
             await self.tags.tag(tag, digest)
         return PutResult(digest, manifest, tuple(tags))
 
-    async def _check_references(self, manifest: schema.Manifest) -> None:
+    async def _check_references(self, manifest: schema.Manifest) -> dict[Digest, Digest]:
+        """Raises unless the repository has every blob and child manifest the manifest names;
+        returns the digest each blob's content is stored under."""
+        stored = {}
         for blob in manifest.blobs:
             if not all(self.layer_urls.permits(url) for url in blob.urls):
                 raise ManifestBlobUnknown(
                     f"invalid URL on layer {blob.digest}", detail={"digest": str(blob.digest)}
                 )
-            # Foreign layers (with `urls`) live outside the registry.
-            if not blob.urls and not await self.blobs.is_linked(blob.digest):
+            if blob.urls:
+                continue  # a foreign layer lives outside the registry
+            try:
+                stored[blob.digest] = (await self.blobs.stat(blob.digest)).stored
+            except BlobUnknown:
                 raise ManifestBlobUnknown(
                     f"blob {blob.digest} is not in repository {self.name}",
                     detail={"digest": str(blob.digest)},
-                )
+                ) from None
         for child in manifest.children:
             if self.index_children.must_exist(child) and not await self.exists(child.digest):
                 raise ManifestUnknown(
                     f"manifest {child.digest} is not in repository {self.name}",
                     detail={"digest": str(child.digest)},
                 )
+        return stored
+
+    async def _store(
+        self,
+        digest: Digest,
+        payload: bytes,
+        manifest: schema.Manifest,
+        stored: dict[Digest, Digest],
+        claim_children: bool = True,
+    ) -> None:
+        """Stores the content and the revision link, then claims the manifest with everything
+        it names (`stored`, and the children that must exist when `claim_children`;
+        moorage.registry.sweeps):
+        when a garbage collection deleted a blob or child
+        meanwhile, the revision is taken back and the PUT fails, so that no manifest is ever
+        answered for whose blobs are gone; when it took the manifest's own content or revision,
+        they are written again."""
+        revision = paths.manifest_revision_link(self.name, digest)
+        existed = await self.exists(digest)
+        children = [
+            child.digest
+            for child in manifest.children
+            if claim_children and self.index_children.must_exist(child)
+        ]
+        for _ in range(CLAIM_ATTEMPTS):
+            await self.store.put(payload, digest)
+            await write_link(self.driver, revision, digest)
+            gone = await self.store.claim([digest, *stored.values(), *children])
+            lost = await self._lost(stored, children, gone)
+            if lost is not None:
+                if not existed:
+                    with contextlib.suppress(Unavailable):
+                        await self.blobs.unlink(revision.rpartition("/")[0], digest)
+                raise lost
+            if digest not in gone and await self.exists(digest):
+                return
+        raise Unavailable("a garbage collection kept deleting this manifest as it was stored")
+
+    async def _lost(
+        self, stored: dict[Digest, Digest], children: list[Digest], gone: set[Digest]
+    ) -> RegistryError | None:
+        """What the manifest names that the repository no longer has, after a claim."""
+        for blob, content in stored.items():
+            if content in gone or await self.blobs.stored(blob) != content:
+                with contextlib.suppress(Unavailable):
+                    await self.blobs.forget(blob)  # so that the client finds it missing
+                return ManifestBlobUnknown(
+                    f"blob {blob} is no longer in repository {self.name} (garbage collected "
+                    "as the manifest was pushed): push it again",
+                    detail={"digest": str(blob)},
+                )
+        for child in children:
+            if child in gone or not await self.exists(child):
+                return ManifestUnknown(
+                    f"manifest {child} is no longer in repository {self.name} (garbage "
+                    "collected as the index was pushed): push it again",
+                    detail={"digest": str(child)},
+                )
+        return None
 
     async def delete(self, reference: str) -> list[str]:
-        """Deleting a tag untags it; deleting a digest removes the manifest, every tag on it and
-        its entry in the referrers of its subject. The content stays for garbage collection.
-        Returns the tags removed, in order."""
+        """Deleting a tag untags it; deleting a digest removes the manifest, then (as
+        distribution does) every tag on it and its entry in the referrers of its subject. The
+        content stays for garbage collection. Returns the tags removed, in order. The revision
+        goes first: untagged first, the manifest could be collected as untagged under the
+        delete, which would then find nothing to remove."""
         if not self.deletes:
             raise Unsupported("deletes are disabled on this registry")
         if isinstance(parse_reference(reference), str):
@@ -316,6 +448,9 @@ class Manifests:
             manifest: schema.Manifest | None = schema.parse(await self.store.get(digest), None)
         except RegistryError:
             manifest = None  # content gone or unparseable: nothing more to unindex
+        link = paths.manifest_revision_link(self.name, digest)
+        if not await self.blobs.unlink(link.rpartition("/")[0], digest):
+            raise ManifestUnknown(detail={"digest": reference})  # a concurrent delete took it
         if manifest is not None and manifest.subject is not None:
             await self.referrers.remove(manifest.subject.digest, digest)
         untagged = []
@@ -323,9 +458,6 @@ class Manifests:
             with contextlib.suppress(ManifestUnknown):  # untagged by a concurrent delete
                 await self.tags.untag(tag)
                 untagged.append(tag)
-        link = paths.manifest_revision_link(self.name, digest)
-        if not await self.blobs.unlink(link.rpartition("/")[0], digest):
-            raise ManifestUnknown(detail={"digest": reference})
         return untagged
 
     async def referrer_descriptors(

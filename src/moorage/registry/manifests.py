@@ -130,6 +130,11 @@ def parse(payload: bytes, content_type: str | None) -> Manifest:
         document = load_json(payload)
     except ValueError as exc:  # UnicodeDecodeError included
         raise ManifestInvalid(f"manifest is not valid JSON: {exc}") from None
+    return parse_document(document, content_type)
+
+
+def parse_document(document: Any, content_type: str | None) -> Manifest:
+    """`parse` of a payload's JSON document, already loaded."""
     if not isinstance(document, dict):
         raise ManifestInvalid("manifest must be a JSON object")
 

@@ -1,25 +1,36 @@
 """The registry and its repositories: the services the API layer calls.
 
-The API layer depends on the services through the protocols below, so that what wraps them
-(moorage.notifications emits events around them) stands in for them unchanged."""
+The API asks a Namespace for each repository it serves and calls the few methods below on it
+(RepositoryService and its parts). The Registry is the namespace of what storage holds; a
+pull-through cache (moorage.proxy) is another, which serves some names from an upstream. What
+wraps a repository's services (moorage.notifications emits events around them) stands in for
+them unchanged, whichever namespace the repository came from.
+"""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from typing import Protocol
 
 from moorage.registry import manifests as schema
 from moorage.registry.admission import Admission
-from moorage.registry.blobs import BlobInfo, BlobStore, RepositoryBlobs
+from moorage.registry.blobs import (
+    DEFAULT_DELAY,
+    Arriving,
+    BlobInfo,
+    BlobStore,
+    RepositoryBlobs,
+)
 from moorage.registry.catalog import Catalog, SharedNames
-from moorage.registry.digest import Digest
+from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
+from moorage.registry.errors import NameUnknown, Unsupported
 from moorage.registry.manifest_store import (
     IndexChildren,
     LayerURLs,
     Manifests,
     PutResult,
     StoredManifest,
-    Tags,
 )
 from moorage.registry.names import check_name
 from moorage.registry.uploads import HashStates, Uploads
@@ -36,7 +47,11 @@ MAX_VIEWS = 10_000  # Repository objects kept for reuse
 class BlobService(Protocol):
     """A repository's blobs, as the API uses them."""
 
-    def open(self, digest: Digest) -> Awaitable[BlobInfo]: ...
+    def open(self, digest: Digest, *, content: bool = True) -> Awaitable[BlobInfo | Arriving]:
+        """The blob a pull (a GET or HEAD) serves: its BlobInfo, to be read from the store, or
+        the blob while it arrives (a pull-through cache's fetch). Without `content` its bytes
+        are not wanted (a HEAD, a 304), and nothing is fetched. Raises BlobUnknown."""
+        ...
 
     def delete(self, digest: Digest) -> Awaitable[None]: ...
 
@@ -44,11 +59,15 @@ class BlobService(Protocol):
         self, digest: Digest, source: RepositoryBlobs | None
     ) -> Awaitable[BlobInfo | None]: ...
 
+    def forget(self, digest: Digest) -> Awaitable[None]:
+        """Drops what the cache knows of the repository's link (content found gone)."""
+        ...
+
 
 class UploadService(Protocol):
     """A repository's upload sessions, as the API uses them (see registry.uploads.Uploads)."""
 
-    def start(self, algorithm: str = ...) -> Awaitable[str]: ...
+    def start(self, algorithm: str = DEFAULT_ALGORITHM) -> Awaitable[str]: ...
 
     def size(self, upload_id: str) -> Awaitable[int]: ...
 
@@ -73,19 +92,33 @@ class UploadService(Protocol):
 class ManifestService(Protocol):
     """A repository's manifests, as the API uses them (see registry.manifest_store)."""
 
-    def resolve(self, reference: str) -> Awaitable[Digest]: ...
+    def resolve(self, reference: str) -> Awaitable[Digest]:
+        """The digest a tag or digest reference names now (for a cached tag: the upstream's)."""
+        ...
 
-    def get(self, reference: str, resolved: Digest | None = None) -> Awaitable[StoredManifest]: ...
+    def get(self, reference: str, resolved: Digest | None = None) -> Awaitable[StoredManifest]:
+        """The manifest `reference` names (a pull); `resolved` is what `resolve(reference)`
+        answered already, when the caller asked first."""
+        ...
 
     def put(
         self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
     ) -> Awaitable[PutResult]: ...
 
-    def delete(self, reference: str) -> Awaitable[list[str]]: ...
+    def delete(self, reference: str) -> Awaitable[list[str]]:
+        """The tags the delete removed, in order."""
+        ...
 
     def referrer_descriptors(
         self, subject: Digest, artifact_type: str | None
     ) -> Awaitable[list[schema.Descriptor]]: ...
+
+
+class TagService(Protocol):
+    def all(self) -> Awaitable[list[str]]:
+        """Every tag, in lexical order; NameUnknown where the service itself knows the
+        repository does not exist."""
+        ...
 
 
 class RepositoryService(Protocol):
@@ -104,9 +137,15 @@ class RepositoryService(Protocol):
     def manifests(self) -> ManifestService: ...
 
     @property
-    def tags(self) -> Tags: ...
+    def tags(self) -> TagService: ...
 
     def exists(self) -> Awaitable[bool]: ...
+
+
+class Namespace(Protocol):
+    def repository(self, name: str) -> RepositoryService:
+        """Raises NameInvalid for a name outside the grammar."""
+        ...
 
 
 class PullLog(Protocol):
@@ -117,14 +156,17 @@ class PullLog(Protocol):
 
 
 class Repository:
-    def __init__(self, registry: Registry, name: str) -> None:
+    def __init__(self, registry: Registry, name: str, *, deletes: bool | None = None) -> None:
+        """`deletes` overrides the registry's setting (storage.delete.enabled): the registry's
+        own housekeeping removes what clients may not."""
         self.name = name
         driver = registry.driver
+        deletes = registry.deletes if deletes is None else deletes
         self.blobs = RepositoryBlobs(
             driver,
             registry.blobs,
             name,
-            deletes=registry.deletes,
+            deletes=deletes,
             catalog=registry.catalog,
             admission=registry.admission,
         )
@@ -134,7 +176,7 @@ class Repository:
             registry.blobs,
             self.blobs,
             name,
-            deletes=registry.deletes,
+            deletes=deletes,
             tag_listings=registry.tag_listings,
             tag_links=registry.tag_links,
             layer_urls=registry.layer_urls,
@@ -142,6 +184,8 @@ class Repository:
         )
         self.tags = self.manifests.tags
         self._driver = driver
+        self._deletes = registry.deletes
+        self._catalog = registry.catalog
 
     async def exists(self) -> bool:
         try:
@@ -149,6 +193,28 @@ class Repository:
         except PathNotFound:
             return False
         return True
+
+    async def delete(self) -> None:
+        """Removes the whole repository: its manifests and tags, referrers index and pull
+        records, then its layer links, which take it out of the catalog. Blob content stays for
+        garbage collection, upload sessions for purging; a repository nested below this one
+        (`team/app/db` below `team/app`) is left whole. NameUnknown when there is none."""
+        if not self._deletes:
+            raise Unsupported("deletes are disabled on this registry")
+        if not await self.exists():
+            raise NameUnknown(detail={"name": self.name})
+        # refused before any change when a shared cache is out of reach
+        for digest in [*await self.manifests.revisions(), *await self.blobs.links()]:
+            await self.blobs.forget(digest)
+        for directory in (
+            paths.manifests(self.name),
+            paths.referrer_subjects(self.name),
+            paths.pulls(self.name),
+            paths.layers(self.name),
+        ):
+            with contextlib.suppress(PathNotFound):
+                await self._driver.delete(directory)
+        await self._catalog.remove(self.name)
 
 
 class Registry:
@@ -161,19 +227,22 @@ class Registry:
         deletes: bool = False,
         cache: BlobDescriptorCache | None = None,
         shared_names: SharedNames | None = None,
+        gc_delay: float = DEFAULT_DELAY,
         admission: Admission | None = None,
         pull_log: PullLog | None = None,
         redirector: Redirector | None = None,
         layer_urls: LayerURLs | None = None,
         index_children: IndexChildren | None = None,
     ) -> None:
+        """`gc_delay` is storage.maintenance.gc.delay, which writers and collections share
+        (moorage.registry.sweeps)."""
         self.driver = driver
         self.layer_urls = layer_urls
         self.index_children = index_children
         self.deletes = deletes
         self.admission = admission
         self.pull_log = pull_log
-        self.blobs = BlobStore(driver, cache, redirector)
+        self.blobs = BlobStore(driver, cache, redirector, delay=gc_delay)
         self.tag_listings: dict[str, tuple[float, list[str]]] = {}  # see Tags.all
         self.tag_links: dict[str, tuple[str, Digest]] = {}  # see Tags.get
         self.catalog = Catalog(self._walk_repositories, shared=shared_names)

@@ -24,7 +24,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from moorage.registry import hashstate
-from moorage.registry.blobs import BlobInfo, BlobStore, RepositoryBlobs, content_hex
+from moorage.registry.blobs import (
+    CLAIM_ATTEMPTS,
+    BlobInfo,
+    BlobStore,
+    RepositoryBlobs,
+    content_hex,
+)
 from moorage.registry.digest import ALGORITHMS, DEFAULT_ALGORITHM, Digest, Hasher
 from moorage.registry.errors import (
     BlobUploadInvalid,
@@ -32,6 +38,7 @@ from moorage.registry.errors import (
     DigestInvalid,
     QuotaExceeded,
     RangeInvalid,
+    Unavailable,
 )
 from moorage.registry.space import needs_space
 from moorage.storage import paths
@@ -273,17 +280,29 @@ class Uploads:
                 stored = Digest(algorithm, await self._hex(upload_id, running, size, algorithm))
             try:
                 async with self.blobs.admitted(stored, size):
-                    await self.store.ingest(data, stored)
                     try:
-                        await self.blobs.link(stored)
-                        if stored != digest:
-                            await self.blobs.link(digest, stored)
+                        await self._store(data, digest, stored)
                     finally:
                         await self._discard(upload_id)  # its data is in the store: spent
             except QuotaExceeded:
                 await self._discard(upload_id)  # refused: nothing of it is kept
                 raise
             return BlobInfo(digest, size, stored)
+
+    async def _store(self, data: str, digest: Digest, stored: Digest) -> None:
+        """Moves the session's bytes into place unless the content is stored already, links them
+        (under both digests for a sha512 blob) and claims them; again when a garbage collection
+        deleted the content or a link meanwhile (the bytes are still in the session then)."""
+        named = {stored, digest}
+        for _ in range(CLAIM_ATTEMPTS):
+            await self.store.ingest(data, stored)
+            for linked in named:
+                await self.blobs.link(linked, stored)
+            if not await self.store.claim([stored]) and all(
+                [await self.blobs.has_link(linked, stored) for linked in named]
+            ):
+                return
+        raise Unavailable("a garbage collection kept deleting this blob as it was stored; retry")
 
     async def cancel(self, upload_id: str) -> None:
         async with self.states.lock((self.name, upload_id)):

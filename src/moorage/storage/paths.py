@@ -20,6 +20,14 @@ the other. Below the driver's root:
                                                          file's modification time)
             _pulls/manifests/<alg>/<hex>                 moorage's: the manifest was pulled by
                                                          digest by then (its modification time)
+            _proxy/<alg>/<hex>/fetched                   moorage's: when a pull-through cache
+                                                         fetched this blob or manifest from its
+                                                         upstream (the file's time; an RFC 3339
+                                                         text in it), for expiry (moorage.proxy)
+        _gc/lock                                         moorage's: locked by the garbage collection
+                                                         running on this root (a filesystem root)
+        _gc/sweeps/<id>                                  moorage's: the digests a collection is
+                                                         deleting now, one a line (lifecycle/gc)
 
 A link file holds, with no trailing newline, the digest the content is stored under: the one its
 path names, except for a blob pushed under another algorithm than CONTENT_ALGORITHM (sha512).
@@ -38,13 +46,20 @@ from __future__ import annotations
 from moorage.registry.digest import Digest
 
 ROOT = "/docker/registry/v2"
+# distribution's pull-through cache keeps its expiry schedule here, beside ROOT: a JSON object of
+# {"Key": "<name>@<digest>", "ExpiryData": <time>, "EntryType": 0 (blob) or 1 (manifest)}
+DISTRIBUTION_PROXY_SCHEDULE = "/scheduler-state.json"
 REPOSITORIES = f"{ROOT}/repositories"
 BLOBS = f"{ROOT}/blobs"
 # The child directory that makes a directory below REPOSITORIES a repository.
 REPOSITORY_MARKER = "_layers"
 MANIFESTS_MARKER = "_manifests"  # a repository's manifests and tags
 UPLOADS_MARKER = "_uploads"  # a repository's upload sessions
+PROXY_MARKER = "_proxy"  # what a pull-through cache fetched into a repository, and when
 CONTENT_ALGORITHM = "sha256"  # blob content is stored under its digest in this algorithm
+GC = f"{ROOT}/_gc"
+GC_LOCK = f"{GC}/lock"
+SWEEPS = f"{GC}/sweeps"
 
 
 def blob_algorithm(algorithm: str) -> str:
@@ -138,6 +153,22 @@ def referrer_link(name: str, subject: Digest, referrer: Digest) -> str:
     return f"{referrers(name, subject)}/{referrer.algorithm}/{referrer.hex}/link"
 
 
+def sweep(sweep_id: str) -> str:
+    """One announcement of digests being deleted (see moorage.registry.sweeps)."""
+    return f"{SWEEPS}/{sweep_id}"
+
+
+def digest_of_blob_data(path: str) -> Digest | None:
+    """The digest `blob_data` made `path` from; None for any other path."""
+    head, _, name = path.rpartition("/")
+    if name != "data" or not head.startswith(BLOBS + "/"):
+        return None
+    parts = head[len(BLOBS) + 1 :].split("/")
+    if len(parts) != 3 or not parts[2].startswith(parts[1]):
+        return None
+    return Digest.parse_or_none(f"{parts[0]}:{parts[2]}")
+
+
 def pulls(name: str) -> str:
     """moorage's pull records of a repository (`tags/`, `manifests/`)."""
     return f"{REPOSITORIES}/{name}/_pulls"
@@ -147,5 +178,19 @@ def tag_pull(name: str, tag: str) -> str:
     return f"{pulls(name)}/tags/{tag}"
 
 
+def manifest_pulls(name: str) -> str:
+    return f"{pulls(name)}/manifests"
+
+
 def manifest_pull(name: str, digest: Digest) -> str:
-    return f"{pulls(name)}/manifests/{digest.algorithm}/{digest.hex}"
+    return f"{manifest_pulls(name)}/{digest.algorithm}/{digest.hex}"
+
+
+def proxy_records(name: str) -> str:
+    """What a pull-through cache fetched into a repository: one `<alg>/<hex>` directory per
+    blob or manifest."""
+    return f"{REPOSITORIES}/{name}/{PROXY_MARKER}"
+
+
+def proxy_record(name: str, digest: Digest) -> str:
+    return f"{proxy_records(name)}/{digest.algorithm}/{digest.hex}/fetched"

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,29 @@ def test_retention_parses(tmp_path: Path) -> None:
     assert first.keeptags[0].mostrecentlypushedcount == 5
     assert first.keeptags[1].patterns == []
     assert (second.deleteuntagged, second.deletereferrers, second.keeptags) == (None, False, [])
+
+
+def test_retention_interval_is_deprecated_and_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention runs before each garbage collection: its own interval, accepted so that an
+    older config still loads, is warned about; so are policies without a scheduled collection."""
+    path = tmp_path / "config.yml"
+    path.write_text(RETENTION)
+    with caplog.at_level(logging.WARNING, logger="moorage.config.loader"):
+        load(str(path), environ={})
+    interval, disabled = [m for m in caplog.messages if m.startswith("storage.")]
+    assert interval.startswith("storage.maintenance.retention.interval is deprecated and ignored")
+    assert "storage.maintenance.gc.enabled is false" in disabled
+    caplog.clear()
+    path.write_text(
+        RETENTION.replace("      interval: 12h\n", "").replace(
+            "    retention:", "    gc:\n      enabled: true\n    retention:"
+        )
+    )
+    with caplog.at_level(logging.WARNING, logger="moorage.config.loader"):
+        load(str(path), environ={})
+    assert [m for m in caplog.messages if m.startswith("storage.")] == []
 
 
 @pytest.mark.parametrize(

@@ -4,10 +4,11 @@ stale without making the caller wait."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import redis.asyncio
 
-from moorage.registry.catalog import Catalog
+from moorage.registry.catalog import Catalog, FileNames
 from moorage.storage.cache.redis import RedisNames
 from tests.servers import RedisServer
 
@@ -118,6 +119,9 @@ def test_catalog_goes_on_when_the_shared_set_fails() -> None:
         async def version(self) -> int:
             raise ConnectionError("redis down")
 
+        async def remove(self, names: list[str]) -> None:
+            raise ConnectionError("redis down")
+
         async def all(self) -> list[str]:
             raise ConnectionError("redis down")
 
@@ -129,5 +133,153 @@ def test_catalog_goes_on_when_the_shared_set_fails() -> None:
         catalog.add("b")
         await asyncio.sleep(0)
         assert await catalog.names() == ["a", "b"]
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_name_goes_at_once_and_one_gone_from_storage_at_the_next_walk() -> None:
+    storage = Storage(["a", "b", "c"])
+    catalog = Catalog(storage.walk, refresh=0.0)
+
+    async def scenario() -> None:
+        await catalog.names()
+        before = catalog.changes
+        storage.names.remove("a")
+        await catalog.remove("a")  # deleted by this process
+        assert await catalog.names() == ["b", "c"]  # a refresh starts here
+        assert catalog.changes > before
+        storage.names.remove("c")  # deleted by another process or registry
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert await catalog.names() == ["b"]
+
+    asyncio.run(scenario())
+
+
+def test_a_removed_name_goes_and_a_later_walk_does_not_bring_it_back() -> None:
+    storage = Storage(["a", "emptied"])
+    catalog = Catalog(storage.walk, refresh=0.0)
+
+    async def scenario() -> None:
+        assert await catalog.names() == ["a", "emptied"]
+        storage.names.remove("emptied")  # what garbage collection does, then tells the catalog
+        await catalog.remove("emptied")
+        assert await catalog.names() == ["a"]
+        for _ in range(10):  # the refreshes started meanwhile
+            await asyncio.sleep(0)
+        assert await catalog.names() == ["a"]
+        catalog.add("emptied")  # pushed to again
+        assert await catalog.names() == ["a", "emptied"]
+
+    asyncio.run(scenario())
+
+
+def test_a_shared_set_does_not_bring_back_a_removed_name() -> None:
+    class Shared:
+        def __init__(self) -> None:
+            self.names = ["gone", "kept"]
+            self.changes = 1
+
+        async def add(self, names: list[str]) -> None:
+            new = set(names) - set(self.names)
+            self.names += sorted(new)
+            self.changes += bool(new)
+
+        async def remove(self, names: list[str]) -> None:
+            self.names = [name for name in self.names if name not in names]
+            self.changes += 1
+
+        async def version(self) -> int:
+            return self.changes
+
+        async def all(self) -> list[str]:
+            return list(self.names)
+
+    storage = Storage(["gone", "kept"])
+    shared = Shared()
+    catalog = Catalog(storage.walk, shared=shared)
+
+    async def scenario() -> None:
+        assert await catalog.names() == ["gone", "kept"]
+        await catalog.remove("gone")
+        await shared.add(["new-elsewhere"])  # another replica pushes
+        assert await catalog.names() == ["kept", "new-elsewhere"]
+
+    asyncio.run(scenario())
+
+
+def test_a_name_gone_from_storage_leaves_at_the_next_refresh() -> None:
+    """Removed by another process (`moorage garbage-collect`): the walk is what counts."""
+    storage = Storage(["a", "b"])
+    catalog = Catalog(storage.walk, refresh=0.0)
+
+    async def scenario() -> None:
+        assert await catalog.names() == ["a", "b"]
+        storage.names.remove("b")
+        await catalog.names()
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert await catalog.names() == ["a"]
+
+    asyncio.run(scenario())
+
+
+def test_workers_share_removals_through_their_file(tmp_path: Path) -> None:
+    one, two = Storage(["a", "b"]), Storage(["a", "b"])
+
+    async def scenario() -> None:
+        first = Catalog(one.walk, shared=FileNames(str(tmp_path / "names")))
+        second = Catalog(two.walk, shared=FileNames(str(tmp_path / "names")))
+        assert await first.names() == await second.names() == ["a", "b"]
+        await first.remove("b")
+        assert await second.names() == ["a"]
+        second.add("b")  # made again in the other worker
+        await asyncio.sleep(0)
+        assert await first.names() == ["a", "b"]
+        second.add("c")
+        await asyncio.sleep(0)
+        assert await first.names() == ["a", "b", "c"]
+        await second.remove("c")
+        assert await first.names() == ["a", "b"]
+        assert await FileNames(str(tmp_path / "names")).all() == ["a", "b"]
+
+    asyncio.run(scenario())
+
+
+def test_replicas_share_removals_through_redis(redis_server: RedisServer) -> None:
+    one, two = Storage(["kept", "emptied"]), Storage(["kept", "emptied"])
+
+    async def scenario() -> None:
+        clients = [redis.asyncio.Redis.from_url(f"redis://{redis_server.addr}/2") for _ in "12"]
+        try:
+            await clients[0].flushdb()
+            first = Catalog(one.walk, shared=RedisNames(clients[0]))
+            second = Catalog(two.walk, shared=RedisNames(clients[1]), refresh=0.0)
+            assert await first.names() == await second.names() == ["emptied", "kept"]
+            # The second replica's refresh walked before the name went from storage: its walk
+            # must not bring the name back into the shared set.
+            walking = asyncio.Event()
+            resume = asyncio.Event()
+
+            async def slow_walk() -> list[str]:
+                listed = list(two.names)
+                walking.set()
+                await resume.wait()
+                return listed
+
+            second._walk = slow_walk
+            await second.names()  # starts the refresh
+            await walking.wait()
+            one.names.remove("emptied")
+            two.names.remove("emptied")
+            await first.remove("emptied")
+            resume.set()
+            for _ in range(20):
+                await asyncio.sleep(0.01)
+            assert await second.names() == ["kept"]
+            assert await first.names() == ["kept"]
+        finally:
+            for client in clients:
+                await client.aclose()
 
     asyncio.run(scenario())

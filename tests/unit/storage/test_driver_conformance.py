@@ -24,6 +24,7 @@ from moorage.storage.driver import (
     StorageDriver,
     StorageError,
     create,
+    filesystem,
     registered,
 )
 from moorage.storage.driver.base import ValidatingDriver
@@ -480,6 +481,40 @@ def test_walk_pages_through_many_keys(driver: StorageDriver) -> None:
     run(scenario())
 
 
+# files_named
+
+
+def test_files_named_finds_the_file_in_each_directory_below(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        before = time.time() - 5
+        await driver.put_content("/f/a/link", b"1")
+        await driver.put_content("/f/b/link", b"22")
+        await driver.put_content("/f/c/other", b"x")  # no link: left out
+        await driver.put_content("/f/d/e/link", b"x")  # deeper: left out
+        await driver.put_content("/f/link", b"x")  # not in a directory below: left out
+        await driver.put_content("/f-sibling/x/link", b"x")
+        found = {info.path: info async for info in driver.files_named("/f", "link")}
+        assert {path: info.size for path, info in found.items()} == {
+            "/f/a/link": 1,
+            "/f/b/link": 2,
+        }
+        for info in found.values():
+            assert before < info.modified < time.time() + 5 and not info.is_dir
+        assert [info async for info in driver.files_named("/nothing", "link")] == []
+        assert [info async for info in driver.files_named("/f/link", "link")] == []
+
+    run(scenario())
+
+
+def test_files_named_in_many_directories(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        expected = {f"/n/d{n}/data" for n in range(1200)}  # past a page of 1000 keys
+        await asyncio.gather(*(driver.put_content(path, b"x") for path in sorted(expected)))
+        assert {info.path async for info in driver.files_named("/n", "data")} == expected
+
+    run(scenario())
+
+
 # move
 
 
@@ -521,6 +556,70 @@ def test_move_missing_source(driver: StorageDriver) -> None:
             await driver.move("/m/missing", "/m/dest")
         assert caught.value.path == "/m/missing"
         assert await driver.get_content("/m/dest") == b"untouched"
+
+    run(scenario())
+
+
+def test_move_makes_the_file_new(driver: StorageDriver) -> None:
+    """What lands by a move (a finished upload) is content in use from then on."""
+
+    async def scenario() -> None:
+        await driver.put_content("/m/src", b"payload")
+        before = (await driver.stat("/m/src")).modified
+        await asyncio.sleep(1.1)  # S3 times have whole seconds
+        await driver.move("/m/src", "/m/dest")
+        assert (await driver.stat("/m/dest")).modified > before
+
+    run(scenario())
+
+
+# touch
+
+
+def test_touch_renews_the_time_and_keeps_the_content(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        content = os.urandom(300_000)
+        await driver.put_content("/t/file", content)
+        before = await driver.stat("/t/file")
+        await asyncio.sleep(1.1)  # S3 times have whole seconds
+        await driver.touch("/t/file")
+        after = await driver.stat("/t/file")
+        assert after.modified > before.modified
+        assert after.size == before.size
+        assert await driver.get_content("/t/file") == content
+        assert [info.modified async for info in driver.walk("/t")] == [after.modified]
+
+    run(scenario())
+
+
+def test_touch_missing_raises_path_not_found(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        await driver.put_content("/t/dir/file", b"x")
+        for path in ("/t/missing", "/t/dir"):
+            with pytest.raises(PathNotFound):
+                await driver.touch(path)
+
+    run(scenario())
+
+
+# prune
+
+
+def test_prune_keeps_every_file_and_leaves_nothing_empty(driver: StorageDriver) -> None:
+    async def scenario() -> None:
+        for path in ("/p/top/a/x/file", "/p/top/a/y/file", "/p/top/b/file", "/p/other/file"):
+            await driver.put_content(path, b"1")
+        for path in ("/p/top/a/x/file", "/p/top/a/y/file"):
+            await driver.delete(path.rpartition("/")[0])
+        await driver.prune("/p/top/a", "/p")
+        assert sorted(await driver.list("/p/top")) == ["/p/top/b"]  # `a` no longer listed
+        await driver.prune("/p/top", "/p")  # nothing empty: nothing goes
+        assert await driver.get_content("/p/top/b/file") == b"1"
+        await driver.delete("/p/top/b/file")
+        await driver.prune("/p/top/b", "/p")
+        assert await driver.list("/p") == ["/p/other"]  # and the emptied parent went too
+        assert [info.path async for info in driver.walk("/p")] == ["/p/other/file"]
+        await driver.prune("/p/nothing", "/p")  # nothing to prune is no error
 
     run(scenario())
 
@@ -592,6 +691,10 @@ INVALID_PATHS = [
 ]
 
 
+async def read_named(driver: StorageDriver, path: str) -> list[Any]:
+    return [info async for info in driver.files_named(path, "link")]
+
+
 def _operations(path: str) -> dict[str, Callable[[StorageDriver], Awaitable[Any]]]:
     async def read(driver: StorageDriver) -> bytes:
         return await read_all(driver, path)
@@ -618,6 +721,9 @@ def _operations(path: str) -> dict[str, Callable[[StorageDriver], Awaitable[Any]
         "move_source": lambda d: d.move(path, "/valid"),
         "move_dest": lambda d: d.move("/valid", path),
         "delete": lambda d: d.delete(path),
+        "touch": lambda d: d.touch(path),
+        "files_named": lambda d: read_named(d, path),
+        "prune": lambda d: d.prune(path, "/valid"),
         "local_file": local_file,
     }
 
@@ -719,3 +825,58 @@ def test_filesystem_uncommitted_writer_not_listed(tmp_path: Path) -> None:
         assert os.listdir(root / "up") == ["other"]
 
     run(scenario())
+
+
+def test_filesystem_write_survives_a_concurrent_prune(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A prune removing a directory between a writer's making it and creating its file costs
+    the writer nothing: it makes the directory again."""
+    driver = create("filesystem", {"rootdirectory": str(tmp_path)})
+    real_make_parents = filesystem._make_parents
+    pruned: list[str] = []
+
+    def make_parents_then_prune(path: str) -> list[str]:
+        made = real_make_parents(path)
+        if made and len(pruned) < 2:  # the first two attempts lose their directory at once
+            pruned.append(made[0])
+            os.rmdir(made[0])
+        return made
+
+    async def scenario() -> None:
+        await driver.put_content("/w/src", b"4")
+        pruned.clear()
+        await driver.put_content("/w/c/d/link", b"2")
+        assert len(pruned) == 2
+        pruned.clear()
+        writer = await driver.writer("/w/e/data")
+        await writer.write(b"3")
+        await writer.commit()
+        assert len(pruned) == 2
+        pruned.clear()
+        await driver.move("/w/src", "/w/f/g/data")
+
+    monkeypatch.setattr(filesystem, "_make_parents", make_parents_then_prune)
+    run(scenario())
+    assert len(pruned) == 2
+    assert (tmp_path / "w/c/d/link").read_bytes() == b"2"
+    assert (tmp_path / "w/e/data").read_bytes() == b"3"
+    assert (tmp_path / "w/f/g/data").read_bytes() == b"4"
+
+
+def test_filesystem_temp_names_differ_in_forked_workers() -> None:
+    """Workers forked from one supervisor write aside under names of their own."""
+    from moorage.storage.driver import filesystem
+
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the worker
+        os.write(write, filesystem._temp_name("/a/link").encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 4096).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    ours = filesystem._temp_name("/a/link")
+    assert child.startswith("/a/link~") and ours.startswith("/a/link~")
+    assert child.split("-")[0] != ours.split("-")[0]

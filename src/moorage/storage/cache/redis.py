@@ -153,7 +153,7 @@ register(NAME, create)
 
 class RedisNames:
     """The catalog's repository names, shared by replicas: one Redis sorted set, and a version
-    counter bumped whenever a name is new to it, so a replica refetches only after a change."""
+    counter bumped whenever a name comes or goes, so a replica refetches only after a change."""
 
     KEY = "moorage:catalog"
     VERSION = "moorage:catalog:version"
@@ -167,6 +167,10 @@ class RedisNames:
             batch = dict.fromkeys(names[start : start + 1000], 0)
             added += int(await self.client.zadd(self.KEY, batch) or 0)
         if added:
+            await self.client.incr(self.VERSION)
+
+    async def remove(self, names: list[str]) -> None:
+        if names and int(await self.client.zrem(self.KEY, *names) or 0):
             await self.client.incr(self.VERSION)
 
     async def version(self) -> int:

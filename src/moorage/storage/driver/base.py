@@ -109,8 +109,29 @@ class StorageDriver(Protocol):
         (upload data) may show fewer bytes than it has."""
         ...
 
+    def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        """The file `name` in each directory directly below `path` (`path/*/name`: a link in
+        each of a repository's link directories, the data in each blob directory of a shard),
+        in no particular order, each with its size and modification time; directories without
+        one are left out. Nothing for a directory that does not exist. Cheaper than a walk of
+        `path` where each directory must be read (a local filesystem)."""
+        ...
+
     async def move(self, source: str, dest: str) -> None:
-        """Moves a file, replacing what is at `dest`, atomically where the backend allows."""
+        """Moves a file, replacing what is at `dest`, atomically where the backend allows. The
+        moved file's modification time is the time of the move."""
+        ...
+
+    async def touch(self, path: str) -> None:
+        """Sets the file's modification time to now and leaves its content as it is: how content
+        is marked as in use, for garbage collection. PathNotFound when there is no file."""
+        ...
+
+    async def prune(self, path: str, top: str) -> None:
+        """Removes the empty directories at and below `path`, then the ancestors of `path` below
+        `top` that this leaves empty. Never a file: a directory something is written into
+        meanwhile stays, and the write succeeds. A driver that keeps no empty directories has
+        nothing to do."""
         ...
 
     async def delete(self, path: str) -> None:
@@ -137,12 +158,13 @@ class StorageDriver(Protocol):
         ...
 
 
-_PATH = re.compile(r"(?:/[A-Za-z0-9._-]+)+")
+# Components of `[A-Za-z0-9._-]`, none of them `.` or `..`.
+_PATH = re.compile(r"(?:/(?!\.\.?(?:/|$))[A-Za-z0-9._-]+)+")
 
 
 @functools.lru_cache(maxsize=65536)
 def _valid(path: str) -> bool:
-    return bool(_PATH.fullmatch(path)) and not any(p in (".", "..") for p in path.split("/"))
+    return _PATH.fullmatch(path) is not None
 
 
 def check_path(driver: str, path: str) -> str:
@@ -185,8 +207,20 @@ class ValidatingDriver:
     def walk(self, path: str) -> AsyncIterator[FileInfo]:
         return self.inner.walk(self._check(path))
 
+    def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        if "/" in name:
+            raise InvalidPath(self.name, name)
+        check_path(self.name, f"/{name}")
+        return self.inner.files_named(self._check(path), name)
+
     async def move(self, source: str, dest: str) -> None:
         await self.inner.move(self._check(source), self._check(dest))
+
+    async def touch(self, path: str) -> None:
+        await self.inner.touch(self._check(path))
+
+    async def prune(self, path: str, top: str) -> None:
+        await self.inner.prune(self._check(path), self._check(top))
 
     async def delete(self, path: str) -> None:
         await self.inner.delete(self._check(path))

@@ -2,9 +2,11 @@
 
 Small operations (stat, links, manifests) run inline: they hit the page cache and take
 microseconds, far less than a hop to a worker thread. Operations over whole trees (recursive
-delete) run in a worker thread. Files are written aside and renamed into place, so a killed
-server never leaves a half-written file visible; a write that fails also takes away the
-directories it made, so that no empty one is left to list (as a tag, or a repository).
+delete, walk, prune) run in a worker thread. Files are written aside and renamed into place, so
+a killed server never leaves a half-written file visible; a write that fails also takes away the
+directories it made, so that no empty one is left to list (as a tag, or a repository). A write
+whose directory a concurrent prune removes between making it and creating the file makes it
+again.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import itertools
 import os
 import shutil
 import stat
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, BinaryIO
+from collections.abc import AsyncIterator, Callable
+from typing import Any, BinaryIO, TypeVar
 
 from moorage.storage.driver.base import (
     FileInfo,
@@ -31,6 +34,11 @@ from moorage.storage.driver.params import Parameters
 NAME = "filesystem"
 DEFAULT_ROOT = "/var/lib/registry"
 READ_CHUNK = 1 << 20
+WALK_BATCH = 2048  # directory entries a walk reads per hop to its worker thread
+INLINE_BATCH = 256  # entries read inline first: most walks (a repository's links) end there
+INLINE_DELETE = 16  # a directory of at most this many files is deleted inline
+CREATE_ATTEMPTS = 5  # makes of a directory a concurrent prune may remove each time
+T = TypeVar("T")
 
 
 # In every temp file's name: a character no key component may hold (`[A-Za-z0-9._-]+`), so a
@@ -38,9 +46,23 @@ READ_CHUNK = 1 << 20
 TEMP_MARK = "~"
 
 
+# A random name for this process, drawn again in each forked worker, and a counter: temp names
+# unique across processes and hosts, without a draw of randomness per file.
+_process = uuid.uuid4().hex
+_counter = itertools.count()
+
+
+def _new_process() -> None:
+    global _process
+    _process = uuid.uuid4().hex
+
+
+os.register_at_fork(after_in_child=_new_process)
+
+
 def _temp_name(path: str) -> str:
     head, _, tail = path.rpartition("/")
-    return f"{head}/{tail}{TEMP_MARK}{uuid.uuid4().hex}.tmp"
+    return f"{head}/{tail}{TEMP_MARK}{_process}-{next(_counter)}.tmp"
 
 
 class FilesystemWriter:
@@ -50,9 +72,13 @@ class FilesystemWriter:
         self._append = append
         # A fresh file is written aside and renamed in on commit; appends go to the file itself.
         self._target = path if append else _temp_name(path)
-        self._made = _make_parents(self._target)
+        self._made: list[str] = []
         try:
-            self._file: BinaryIO = open(self._target, "ab" if append else "wb")  # noqa: SIM115
+            self._file: BinaryIO = _in_directory(
+                self._target,
+                lambda: open(self._target, "ab" if append else "wb"),  # noqa: SIM115
+                self._made,
+            )
         except OSError:
             _remove_made(self._made)
             raise
@@ -115,8 +141,7 @@ class FilesystemDriver:
         temp = _temp_name(full)
         made: list[str] = []
         try:
-            made = _make_parents(full)
-            with open(temp, "wb") as file:
+            with _in_directory(temp, lambda: open(temp, "wb"), made) as file:
                 file.write(content)
             os.replace(temp, full)
         except OSError as exc:
@@ -162,28 +187,77 @@ class FilesystemDriver:
         return [f"{prefix}/{name}" for name in names if TEMP_MARK not in name]
 
     async def walk(self, path: str) -> AsyncIterator[FileInfo]:
-        """Directories are read a batch at a time on a worker thread, so a tree of a million
-        files neither blocks the event loop nor sits in memory whole."""
-        pending = [self._full(path)]
-        while pending:
-            directory = pending.pop()
-            files, directories = await asyncio.to_thread(_scan, directory)
-            pending += directories
+        """A small tree is read inline, as a stat is; a larger one some thousand entries at a
+        time on a worker thread, so that a tree of a million files neither blocks the event loop
+        nor sits in memory whole."""
+        files, pending = _scan_some([self._full(path)], INLINE_BATCH)
+        while True:
             for full, size, modified in files:
                 yield FileInfo(full[len(self.root) :], size, modified, False)
+            if not pending:
+                return
+            files, pending = await asyncio.to_thread(_scan_some, pending, WALK_BATCH)
+
+    async def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        """One listing of `path`, then a stat of each `*/name`: inline for a few, on a worker
+        thread for more."""
+        full = self._full(path)
+        try:
+            children = os.listdir(full)
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as exc:
+            raise StorageError(NAME, f"list {path}: {exc}") from exc
+        for start in range(0, len(children), WALK_BATCH):
+            batch = children[start : start + WALK_BATCH]
+            if len(children) <= INLINE_BATCH:
+                found = _stat_named(full, batch, name)
+            else:
+                found = await asyncio.to_thread(_stat_named, full, batch, name)
+            for child, size, modified in found:
+                yield FileInfo(f"{path}/{child}/{name}", size, modified, False)
 
     async def move(self, source: str, dest: str) -> None:
-        full_dest = self._full(dest)
+        full_source, full_dest = self._full(source), self._full(dest)
         made: list[str] = []
         try:
-            made = _make_parents(full_dest)
-            os.replace(self._full(source), full_dest)
-        except FileNotFoundError as exc:
+            os.utime(full_source)  # moved content is new where it lands
+
+            def replace() -> None:
+                try:
+                    os.replace(full_source, full_dest)
+                except FileNotFoundError:
+                    if not os.path.exists(full_source):
+                        raise PathNotFound(NAME, source) from None
+                    raise  # the destination's directory was pruned: make it again
+
+            _in_directory(full_dest, replace, made)
+        except PathNotFound:
+            _remove_made(made)
+            raise
+        except (FileNotFoundError, NotADirectoryError) as exc:
             _remove_made(made)
             raise PathNotFound(NAME, source) from exc
         except OSError as exc:
             _remove_made(made)
             raise _failure("move", f"{source} to {dest}", exc) from exc
+
+    async def touch(self, path: str) -> None:
+        full = self._full(path)
+        try:
+            if os.path.isdir(full):
+                raise PathNotFound(NAME, path)
+            os.utime(full)
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            raise PathNotFound(NAME, path) from exc
+        except OSError as exc:
+            raise StorageError(NAME, f"touch {path}: {exc}") from exc
+
+    async def prune(self, path: str, top: str) -> None:
+        try:
+            await asyncio.to_thread(_prune, self._full(path), self._full(top))
+        except OSError as exc:
+            raise StorageError(NAME, f"prune {path}: {exc}") from exc
 
     async def delete(self, path: str) -> None:
         """Renames the file or tree aside (atomic: of concurrent deletes exactly one succeeds,
@@ -198,10 +272,10 @@ class FilesystemDriver:
         except OSError as exc:
             raise StorageError(NAME, f"delete {path}: {exc}") from exc
         try:
-            if os.path.isdir(aside) and not os.path.islink(aside):
-                await asyncio.to_thread(shutil.rmtree, aside)
-            else:
+            if not os.path.isdir(aside) or os.path.islink(aside):
                 os.unlink(aside)
+            elif not _remove_small(aside):
+                await asyncio.to_thread(shutil.rmtree, aside)
         except OSError as exc:
             raise StorageError(NAME, f"delete {path}: {exc}") from exc
 
@@ -218,29 +292,96 @@ class FilesystemDriver:
         return None  # nothing loaded on first use
 
 
-def _scan(directory: str) -> tuple[list[tuple[str, int, float]], list[str]]:
-    """A directory's files (path, size, mtime) and subdirectories, leaving out what a writer
-    has not committed (TEMP_MARK) and what is gone or unreadable."""
-    files: list[tuple[str, int, float]] = []
-    directories: list[str] = []
-    try:
-        entries = list(os.scandir(directory))
-    except (FileNotFoundError, NotADirectoryError):
-        return files, directories
-    except OSError as exc:
-        raise StorageError(NAME, f"walk {directory}: {exc}") from exc
+def _remove_small(directory: str) -> bool:
+    """Removes a directory holding only a few files (a link's, a blob's) inline; False, having
+    removed nothing, for any other."""
+    with os.scandir(directory) as listing:
+        entries = list(listing)
+    if len(entries) > INLINE_DELETE or any(e.is_dir(follow_symlinks=False) for e in entries):
+        return False
     for entry in entries:
-        if TEMP_MARK in entry.name:
+        os.unlink(entry.path)
+    os.rmdir(directory)
+    return True
+
+
+def _scan_some(
+    pending: list[str], budget: int
+) -> tuple[list[tuple[str, int, float]], list[str]]:
+    """Reads directories off `pending` (depth first) until about `budget` entries are read:
+    their files (path, size, mtime) and the directories still to read. What a writer has not
+    committed (TEMP_MARK) and what is gone meanwhile are left out."""
+    pending = list(pending)
+    files: list[tuple[str, int, float]] = []
+    read = 0
+    while pending and read < budget:
+        directory = pending.pop()
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise StorageError(NAME, f"walk {directory}: {exc}") from exc
+        read += len(entries) + 1
+        for entry in entries:
+            if TEMP_MARK in entry.name:
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                elif entry.is_file():
+                    st = entry.stat()
+                    files.append((entry.path, st.st_size, st.st_mtime))
+            except FileNotFoundError:
+                continue  # removed since the listing
+    return files, pending
+
+
+def _stat_named(directory: str, children: list[str], name: str) -> list[tuple[str, int, float]]:
+    """(child, size, mtime) of each `directory/child/name` that is a file."""
+    found = []
+    for child in children:
+        if TEMP_MARK in child:
             continue
         try:
-            if entry.is_dir(follow_symlinks=False):
-                directories.append(entry.path)
-            elif entry.is_file():
-                st = entry.stat()
-                files.append((entry.path, st.st_size, st.st_mtime))
+            st = os.stat(f"{directory}/{child}/{name}")
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            raise StorageError(NAME, f"stat {directory}/{child}/{name}: {exc}") from exc
+        if stat.S_ISREG(st.st_mode):
+            found.append((child, st.st_size, st.st_mtime))
+    return found
+
+
+def _prune(full: str, top: str) -> None:
+    """Removes the empty directories at and below `full`, deepest first, then its ancestors
+    below `top` while they are empty. rmdir refuses a directory that is not empty, so a file
+    written meanwhile keeps its directory."""
+    for directory, _, _ in os.walk(full, topdown=False):
+        with contextlib.suppress(OSError):
+            os.rmdir(directory)
+    parent = os.path.dirname(full)
+    while parent.startswith(top + "/"):
+        try:
+            os.rmdir(parent)
+        except OSError:
+            return
+        parent = os.path.dirname(parent)
+
+
+def _in_directory(full: str, create: Callable[[], T], made: list[str]) -> T:
+    """Runs `create`, which makes a file at `full`, once `full`'s directory exists; again when
+    a concurrent prune removed the directory in between (FileNotFoundError). `made` is set to
+    the directories made for it (see `_make_parents`), for the caller to remove if it fails."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            made[:] = _make_parents(full)
+            return create()
         except FileNotFoundError:
-            continue  # removed since the listing
-    return files, directories
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _failure(operation: str, path: str, exc: OSError) -> StorageError:

@@ -105,10 +105,25 @@ class InMemoryDriver:
             if found is not None:  # not deleted since the listing
                 yield FileInfo(key, len(found.data), found.modified, False)
 
+    async def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        prefix = path.rstrip("/") + "/"
+        for key in self._below(path):
+            found = self.files.get(key)
+            parts = key[len(prefix) :].split("/")
+            if found is not None and len(parts) == 2 and parts[1] == name:
+                yield FileInfo(key, len(found.data), found.modified, False)
+
     async def move(self, source: str, dest: str) -> None:
         moved = self._get(source)
         del self.files[source]
+        moved.modified = time.time()
         self.files[dest] = moved
+
+    async def touch(self, path: str) -> None:
+        self._get(path).modified = time.time()
+
+    async def prune(self, path: str, top: str) -> None:
+        return None  # directories exist only while files lie below them
 
     async def delete(self, path: str) -> None:
         doomed = self._below(path)

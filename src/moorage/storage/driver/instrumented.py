@@ -51,8 +51,17 @@ class InstrumentedDriver:
     def walk(self, path: str) -> AsyncIterator[FileInfo]:
         return self.inner.walk(path)
 
+    def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        return self.inner.files_named(path, name)
+
     async def move(self, source: str, dest: str) -> None:
         await self._timed("move", self.inner.move(source, dest))
+
+    async def touch(self, path: str) -> None:
+        await self._timed("touch", self.inner.touch(path))
+
+    async def prune(self, path: str, top: str) -> None:
+        await self._timed("prune", self.inner.prune(path, top))
 
     async def delete(self, path: str) -> None:
         await self._timed("delete", self.inner.delete(path))

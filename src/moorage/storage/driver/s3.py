@@ -533,6 +533,14 @@ class S3Driver:
                     self._path(key), int(item["Size"]), item["LastModified"].timestamp(), False
                 )
 
+    async def files_named(self, path: str, name: str) -> AsyncIterator[FileInfo]:
+        """One listing of everything below, as walk."""
+        prefix = path.rstrip("/") + "/"
+        async for info in self.walk(path):
+            parts = info.path[len(prefix) :].split("/")
+            if len(parts) == 2 and parts[1] == name:
+                yield info
+
     async def list(self, path: str) -> list[str]:
         prefix = self.key(path).rstrip("/") + "/"
         children: list[str] = []
@@ -565,6 +573,61 @@ class S3Driver:
         else:
             await self._multipart_copy(src_key, dst_key, size)
         await self._call("delete_object", source, Key=src_key)
+
+    async def touch(self, path: str) -> None:
+        """Copies the object onto itself with its metadata replaced, which S3 allows and which
+        gives it a new LastModified; in parts beyond the single-copy limit, as a move does."""
+        size = await self._object_size(path)
+        key = self.key(path)
+        if size <= self.options.copy_threshold and size <= MAX_SINGLE_COPY:
+            await self._call(
+                "copy_object",
+                path,
+                Key=key,
+                CopySource={"Bucket": self.options.bucket, "Key": key},
+                MetadataDirective="REPLACE",
+                **self._put_extra(),
+            )
+        else:
+            await self._multipart_copy(key, key, size)
+
+    async def prune(self, path: str, top: str) -> None:
+        """Objects need no directories, but stores with a directory tree (SeaweedFS) list an
+        emptied directory as a common prefix until its `dir/` key is deleted, and refuse to
+        delete one that is not empty: those keys are deleted, deepest first."""
+        if await self._prune(self.key(path).rstrip("/") + "/"):
+            parent = path.rpartition("/")[0]
+            while parent.startswith(top + "/"):
+                prefix = self.key(parent).rstrip("/") + "/"
+                listed = await self._call("list_objects_v2", parent, Prefix=prefix, MaxKeys=2)
+                if any(item["Key"] != prefix for item in listed.get("Contents", [])):
+                    return
+                if listed.get("CommonPrefixes") or not await self._prune(prefix):
+                    return
+                parent = parent.rpartition("/")[0]
+
+    async def _prune(self, prefix: str) -> bool:
+        """Deletes the empty directory keys at and below `prefix` (ending in `/`); whether
+        nothing is left below it."""
+        empty = True
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"Prefix": prefix, "Delimiter": "/"}
+            if token:
+                kwargs["ContinuationToken"] = token
+            listed = await self._call("list_objects_v2", prefix, **kwargs)
+            if any(item["Key"] != prefix for item in listed.get("Contents", [])):
+                empty = False
+            for common in listed.get("CommonPrefixes", []):
+                if not await self._prune(common["Prefix"]):
+                    empty = False
+            if not listed.get("IsTruncated"):
+                break
+            token = listed["NextContinuationToken"]
+        if empty:
+            with contextlib.suppress(PathNotFound):
+                await self._call("delete_object", prefix, Key=prefix)
+        return empty
 
     async def _multipart_copy(self, src_key: str, dst_key: str, size: int) -> None:
         upload_id = await self.start_multipart(dst_key)

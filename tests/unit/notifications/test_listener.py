@@ -1,0 +1,108 @@
+"""The request path's half of notifications (moorage.notifications.listener): what a pull,
+push and delete through the wrapped services spool, and that the wrappers leave no garbage
+for the collector (a reference cycle held each request until the next collection)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import hashlib
+import json
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from moorage.notifications import events
+from moorage.notifications.listener import Filter, Recorder
+from moorage.registry.context import Client, RequestContext
+from moorage.registry.digest import Digest
+from moorage.registry.repository import Registry
+from moorage.storage.driver.inmemory import InMemoryDriver
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+CONTEXT = RequestContext(
+    "request-1", "GET", Client("127.0.0.1:4000", "registry.test", "test/1", "alice", "http://x")
+)
+
+
+async def _body(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _image(registry: Registry) -> bytes:
+    """Pushes a config blob and a manifest naming it, as v1 of a/b, unwrapped."""
+    repository = registry.repository("a/b")
+    config = b"{}"
+    digest = Digest.parse("sha256:" + hashlib.sha256(config).hexdigest())
+    await repository.uploads.upload(digest, _body(config))
+    payload = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": str(digest),
+                "size": len(config),
+            },
+            "layers": [],
+        }
+    ).encode()
+    await repository.manifests.put("v1", payload, OCI_MANIFEST, [])
+    return payload
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_a_pull_through_the_wrappers_leaves_no_reference_cycle(collector_off: None) -> None:
+    spooled: list[str] = []
+
+    async def append(lines: list[str]) -> None:
+        spooled.extend(lines)
+
+    async def scenario() -> None:
+        registry = Registry(InMemoryDriver())
+        payload = await _image(registry)
+        recorder = Recorder(append, [Filter()], False, events.Source("registry.test:5000", "i"))
+        gc.collect()
+        for _ in range(3):  # as a GET handler uses them: resolve, then get
+            repository = recorder.wrap(registry.repository("a/b"), lambda: CONTEXT)
+            digest = await repository.manifests.resolve("v1")
+            stored = await repository.manifests.get("v1", digest)
+            assert stored.payload == payload
+            del repository, stored
+        assert len(spooled) == 3
+        # everything the requests made was freed by reference counting alone
+        assert gc.collect() == 0
+
+    asyncio.run(scenario())
+    pulls = [events.parse(line) for line in spooled]
+    assert all(fields is not None for fields in pulls)
+    assert {(f[events.ACTION], f[events.TAG], f[events.ACTOR]) for f in pulls if f} == {
+        ("pull", "v1", "alice")
+    }
+
+
+def test_filtered_actions_spool_nothing() -> None:
+    spooled: list[str] = []
+
+    async def append(lines: list[str]) -> None:
+        spooled.extend(lines)
+
+    async def scenario() -> None:
+        registry = Registry(InMemoryDriver())
+        await _image(registry)
+        ignoring = Filter(actions=frozenset({events.PULL}))
+        recorder = Recorder(append, [ignoring], False, events.Source("registry.test:5000", "i"))
+        repository = recorder.wrap(registry.repository("a/b"), lambda: CONTEXT)
+        await repository.manifests.get("v1", await repository.manifests.resolve("v1"))
+
+    asyncio.run(scenario())
+    assert spooled == []
