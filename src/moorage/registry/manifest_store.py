@@ -383,11 +383,10 @@ class Manifests:
     ) -> None:
         """Stores the content and the revision link, then claims the manifest with everything
         it names (`stored`, and the children that must exist when `claim_children`;
-        moorage.registry.sweeps):
-        when a garbage collection deleted a blob or child
-        meanwhile, the revision is taken back and the PUT fails, so that no manifest is ever
-        answered for whose blobs are gone; when it took the manifest's own content or revision,
-        they are written again."""
+        moorage.registry.sweeps): when a garbage collection deleted a blob or child meanwhile,
+        the revision is taken back and the PUT fails, so that no manifest is ever answered for
+        whose blobs are gone; when it took the manifest's own content or revision, they are
+        written again."""
         revision = paths.manifest_revision_link(self.name, digest)
         existed = await self.exists(digest)
         children = [
