@@ -401,13 +401,14 @@ def test_deletes_by_one_registry_are_seen_by_the_other(
 
 
 def storage_tree(root: Path) -> dict[str, str]:
-    """Every file below docker/registry/v2 but upload sessions and moorage's referrers index:
-    a link file by its content, any other file by its digest."""
+    """Every file below docker/registry/v2 but upload sessions and moorage's own records
+    (the referrers index, pull times): a link file by its content, any other file by its
+    digest."""
     base = root / "docker" / "registry" / "v2"
     tree = {}
     for path in base.rglob("*"):
         relative = path.relative_to(base)
-        if path.is_file() and not {"_uploads", "_referrers"} & set(relative.parts):
+        if path.is_file() and not {"_uploads", "_referrers", "_pulls"} & set(relative.parts):
             content = path.read_bytes()
             tree[relative.as_posix()] = (
                 content.decode() if path.name == "link" else digest_of(content)

@@ -159,8 +159,8 @@ def seed(url: str, root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def acl_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """moorage with the built-in token server, pull times recorded (retention policies in dry
-    run), usage computed every second."""
+    """moorage with the built-in token server, pull times recorded each second (as the web UI
+    has them recorded, without retention policies), usage computed every second."""
     workdir = tmp_path_factory.mktemp("ui-acl")
     users = htpasswd_file(workdir / "users", PASSWORDS)
     acl = workdir / "acl.yml"
@@ -168,7 +168,7 @@ def acl_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]
     config = moorage_config(workdir / "data", 0, auth=builtin_section(users, acl, workdir / "key"))
     config["storage"]["maintenance"] = {
         "usage": {"interval": "1s"},
-        "retention": {"dryrun": True, "pullinterval": "1s", "policies": [{"repositories": ["*"]}]},
+        "retention": {"pullinterval": "1s"},
     }
     config["http"] = {"secret": "a shared secret for the sessions"}
     with run_moorage(workdir, config) as server:

@@ -416,6 +416,10 @@ class Collector:
                 self.summary.repositories += 1
                 self._emit("repository", name, None)
                 continue
+            # its pull times go with it (a repository pushed and pulled again meanwhile loses
+            # those, which only makes its tags look never pulled)
+            with contextlib.suppress(PathNotFound):
+                await self.driver.delete(paths.pulls(name))
             await self.driver.prune(paths.repository(name), paths.REPOSITORIES)
             try:
                 await self.driver.stat(paths.layers(name))

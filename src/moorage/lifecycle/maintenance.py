@@ -54,9 +54,11 @@ class Maintenance:
         )
         settings = maintenance.retention
         self.retention = Retention.from_config(settings) if settings.policies else None
+        # pull times: what retention's pull conditions read and the web UI shows
+        records_pulls = self.retention is not None or config.ui.enabled
         self.pull_log = (
             PullRecorder(driver, seconds(settings.pullinterval))
-            if self.retention is not None and not self.readonly
+            if records_pulls and not self.readonly
             else None
         )
 

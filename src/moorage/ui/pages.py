@@ -84,7 +84,7 @@ class Options:
     base: str  # the UI's URL path, without the trailing slash (`/ui`, `/prefix/ui`)
     deletes: bool  # storage.delete.enabled
     readonly: bool  # storage.maintenance.readonly
-    records_pulls: bool  # pull times are recorded (retention policies configured)
+    records_pulls: bool  # pull times are recorded (the UI on or retention policies, not read-only)
 
 
 def when(timestamp: float | None) -> str:
