@@ -202,7 +202,7 @@ def objects(s3: S3Server, bucket: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for item in asyncio.run(list_objects(s3, bucket, ROOT.strip("/") + "/")):
         key = item["Key"]
-        if key.endswith("/") or {"_uploads", "_referrers"} & set(key.split("/")):
+        if key.endswith("/") or {"_uploads", "_referrers", "_pulls"} & set(key.split("/")):
             continue
         if key.endswith("/link"):
             found[key] = asyncio.run(get_object(s3, bucket, key))[0].decode()
