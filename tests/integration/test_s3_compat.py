@@ -197,8 +197,8 @@ def check_both_ways(
 
 
 def objects(s3: S3Server, bucket: str) -> dict[str, str]:
-    """Every object below the root directory but upload sessions and moorage's referrers: a
-    link by its content, anything else by its size."""
+    """Every object below the root directory but upload sessions and moorage's own records
+    (referrers, pull times): a link by its content, anything else by its size."""
     found: dict[str, str] = {}
     for item in asyncio.run(list_objects(s3, bucket, ROOT.strip("/") + "/")):
         key = item["Key"]
