@@ -202,7 +202,7 @@ class Server:
         elif worker is not None:
             shared = FileNames(worker.path("repositories"))
         try:
-            redirector = middleware.chain(
+            self.redirection = middleware.chain(
                 driver.redirect_url,
                 [(entry.name, entry.options) for entry in config.middleware.active_storage],
                 raw.inner if isinstance(raw, ValidatingDriver) else raw,
@@ -219,7 +219,7 @@ class Server:
             pull_log=self.maintenance.pull_log,
             layer_urls=layer_urls(config),
             index_children=index_children(config),
-            redirector=redirector,
+            redirector=self.redirection.redirector,
         )
         if self.maintenance.usage is not None:
             self.metrics.register(UsageCollector(self.maintenance.usage, self.maintenance.quotas))
@@ -374,6 +374,7 @@ class Server:
             if self.health.checks:
                 tasks.append(asyncio.create_task(self.health.run()))
             tasks.append(asyncio.create_task(self._warm_catalog()))
+            tasks += [asyncio.create_task(work()) for work in self.redirection.background]
             purging = self.config.storage.maintenance.uploadpurging
             if purging.enabled and not self.settings.readonly and self.first:
                 tasks.append(

@@ -794,13 +794,16 @@ def _cloudfront_options(options: dict[str, Any]) -> None:
             except ValueError as exc:
                 raise ValueError(f"options.{key}: {exc}") from None
     filtered = options.get("ipfilteredby", "").strip().lower()
-    if filtered in ("aws", "awsregion"):
-        raise ValueError(
-            f"options.ipfilteredby: {filtered} is not supported: moorage sends every client "
-            "to CloudFront; set none or remove the key"
-        )
-    if filtered not in ("", "none"):
+    if filtered not in ("", "none", "aws", "awsregion"):
         raise ValueError("options.ipfilteredby: expected none, aws or awsregion")
+    if filtered == "awsregion" and not options.get("awsregion", "").strip(", "):
+        raise ValueError(
+            "options.awsregion: required with ipfilteredby: awsregion, the regions (comma "
+            "separated) whose clients go to S3 directly"
+        )
+    url = options.get("iprangesurl")
+    if url is not None and urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError("options.iprangesurl: expected an http:// or https:// URL")
 
 
 def _rewrite_options(options: dict[str, Any]) -> None:
@@ -821,8 +824,7 @@ STORAGE_MIDDLEWARE: dict[str, Callable[[dict[str, Any]], None]] = {
 
 class Middleware(Section):
     """distribution's named middleware. moorage has the storage middleware that changes
-    where blob GETs redirect to (moorage/storage/middleware.py), CloudFront's without its
-    ipfilteredby; the others are refused."""
+    where blob GETs redirect to (moorage/storage/middleware.py); the others are refused."""
 
     registry: list[MiddlewareEntry] = Field(default_factory=list)
     repository: list[MiddlewareEntry] = Field(default_factory=list)

@@ -3,14 +3,19 @@ redirects to. `redirect` sends every blob to `baseurl` followed by the blob's st
 (a CDN or web server in front of the same files); `cloudfront` sends it to a CloudFront URL
 signed for `duration`, `baseurl` followed by the blob's S3 object key; `rewrite` changes the
 scheme, host or path prefix of the URL before it. Entries apply in order, each over the one
-before."""
+before.
+
+CloudFront's `ipfilteredby` (`aws`, or `awsregion` with a list of regions) leaves the clients
+whose address is in AWS's published ranges (of those regions) to the URL before it, the S3
+driver's presigned one: traffic inside AWS need not pay for CloudFront."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -18,9 +23,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from moorage.durations import seconds
+from moorage.storage.aws_ranges import DEFAULT_UPDATE, DEFAULT_URL, AWSRanges
 
-# A storage path to the URL a client may fetch it from, or None to serve it through moorage.
-Redirector = Callable[[str], Awaitable[str | None]]
+# A storage path and the client's address (None when unknown) to the URL the client may fetch
+# it from, or None to serve it through moorage.
+Redirector = Callable[[str, str | None], Awaitable[str | None]]
 DEFAULT_CLOUDFRONT_DURATION = 20 * 60
 # CloudFront's base64: the three characters a URL would escape, replaced.
 _CLOUDFRONT_BASE64 = str.maketrans("+=/", "-_~")
@@ -35,11 +42,20 @@ class S3BucketKeyer(Protocol):
         """The object key of a storage path."""
 
 
+def from_driver(redirect_url: Callable[[str], Awaitable[str | None]]) -> Redirector:
+    """A driver's `redirect_url` (a presigned URL, or None) as a Redirector."""
+
+    async def url(path: str, client: str | None) -> str | None:
+        return await redirect_url(path)
+
+    return url
+
+
 def redirect(base: str) -> Redirector:
     parts = urlsplit(base)
     prefix = parts.path.rstrip("/")
 
-    async def url(path: str) -> str | None:
+    async def url(path: str, client: str | None) -> str | None:
         return urlunsplit((parts.scheme, parts.netloc, prefix + path, "", ""))
 
     return url
@@ -61,13 +77,22 @@ def signed_url(resource: str, key: rsa.RSAPrivateKey, keypairid: str, expires: i
 
 
 def cloudfront(
-    keyer: S3BucketKeyer, base: str, key: rsa.RSAPrivateKey, keypairid: str, duration: float
+    inner: Redirector,
+    keyer: S3BucketKeyer,
+    base: str,
+    key: rsa.RSAPrivateKey,
+    keypairid: str,
+    duration: float,
+    direct: AWSRanges | None = None,
 ) -> Redirector:
+    """Signed CloudFront URLs, except for clients in the `direct` ranges: `inner`'s URL."""
     if "://" not in base:
         base = "https://" + base
     base = base if base.endswith("/") else base + "/"
 
-    async def url(path: str) -> str | None:
+    async def url(path: str, client: str | None) -> str | None:
+        if direct is not None and direct.contains(client):
+            return await inner(path, client)
         expires = int(time.time() + duration)
         return signed_url(base + keyer.s3_bucket_key(path), key, keypairid, expires)
 
@@ -92,8 +117,8 @@ def private_key(path: str, where: str) -> rsa.RSAPrivateKey:
 
 
 def rewrite(inner: Redirector, scheme: str, host: str, trim: str) -> Redirector:
-    async def url(path: str) -> str | None:
-        signed = await inner(path)
+    async def url(path: str, client: str | None) -> str | None:
+        signed = await inner(path, client)
         if signed is None:
             return None
         parts = urlsplit(signed)
@@ -110,15 +135,38 @@ def rewrite(inner: Redirector, scheme: str, host: str, trim: str) -> Redirector:
     return url
 
 
+def aws_ranges(options: Mapping[str, Any]) -> AWSRanges | None:
+    """The ranges of clients CloudFront's `ipfilteredby` sends to S3 directly, if any."""
+    filtered = str(options.get("ipfilteredby", "")).strip().lower()
+    if filtered in ("", "none"):
+        return None
+    every = options.get("updatefrequency", options.get("updatefrenquency"))
+    regions = str(options["awsregion"]).split(",") if filtered == "awsregion" else []
+    return AWSRanges(
+        str(options.get("iprangesurl") or DEFAULT_URL),
+        DEFAULT_UPDATE if every is None else seconds(every),
+        regions,
+    )
+
+
+@dataclass
+class Chain:
+    redirector: Redirector
+    # What runs while the registry serves (fetching AWS's address ranges), until cancelled.
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+
+
 def chain(
-    driver: Redirector,
+    driver: Callable[[str], Awaitable[str | None]],
     entries: Iterable[tuple[str, Mapping[str, Any]]],
     storage: object,
-) -> Redirector:
-    """The driver's redirector under the configured (name, options) entries, validated by the
-    config schema; `storage` is the driver (CloudFront needs an S3BucketKeyer). Raises
-    ValueError naming the key when an entry cannot work (a key file unreadable)."""
-    current = driver
+) -> Chain:
+    """The driver's `redirect_url` under the configured (name, options) entries, validated by
+    the config schema; `storage` is the driver (CloudFront needs an S3BucketKeyer). Raises
+    ValueError naming the key when an entry cannot work (a key file unreadable). Reads files
+    and nothing else: what fetches is in the chain's `background`."""
+    current = from_driver(driver)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = []
     for index, (name, options) in enumerate(entries):
         where = f"middleware.storage.{index}"
         if name == "redirect":
@@ -131,12 +179,17 @@ def chain(
                 )
             key = private_key(str(options["privatekey"]), f"{where}.options.privatekey")
             duration = options.get("duration")
+            direct = aws_ranges(options)
+            if direct is not None:
+                background.append(direct.run)
             current = cloudfront(
+                current,
                 storage,
                 str(options["baseurl"]),
                 key,
                 str(options["keypairid"]),
                 DEFAULT_CLOUDFRONT_DURATION if duration is None else seconds(duration),
+                direct,
             )
         elif name == "rewrite":
             current = rewrite(
@@ -147,4 +200,4 @@ def chain(
             )
         else:
             raise ValueError(f"middleware.storage: unknown middleware {name!r}")
-    return current
+    return Chain(current, background)

@@ -328,6 +328,9 @@ def test_cloudfront_with_a_private_key_file_passes(
 ) -> None:
     code, err = check(tmp_path, S3 + cloudfront(pem, duration="30m", ipfilteredby="none"), capsys)
     assert (code, err) == (0, "")
+    filtered = cloudfront(pem, ipfilteredby="awsregion", awsregion="us-east-1, eu-west-1")
+    code, err = check(tmp_path, S3 + filtered, capsys)
+    assert (code, err) == (0, "")  # the ranges are fetched when serving, not by the check
 
 
 @pytest.mark.parametrize(
@@ -337,9 +340,20 @@ def test_cloudfront_with_a_private_key_file_passes(
         ({"duration": "soon"}, "middleware.storage: [0] cloudfront: options.duration: invalid"),
         ({"keypairid": ""}, "middleware.storage: [0] cloudfront: options.keypairid: required"),
         (
-            {"ipfilteredby": "awsregion", "awsregion": "us-east-1"},
-            "middleware.storage: [0] cloudfront: options.ipfilteredby: awsregion is not "
-            "supported",
+            {"ipfilteredby": "awsregion"},
+            "middleware.storage: [0] cloudfront: options.awsregion: required with ipfilteredby",
+        ),
+        (
+            {"ipfilteredby": "azure"},
+            "middleware.storage: [0] cloudfront: options.ipfilteredby: expected none, aws or",
+        ),
+        (
+            {"ipfilteredby": "aws", "iprangesurl": "ftp://h/ip-ranges.json"},
+            "middleware.storage: [0] cloudfront: options.iprangesurl: expected an http://",
+        ),
+        (
+            {"updatefrequency": "0s"},
+            "middleware.storage: [0] cloudfront: options.updatefrequency: expected a duration",
         ),
     ],
 )
