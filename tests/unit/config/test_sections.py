@@ -408,3 +408,15 @@ def test_cloudfront_needs_the_s3_driver(
     assert problem.startswith(
         "moorage: config: middleware.storage.0: cloudfront signs S3 object keys"
     ), problem
+
+
+def test_a_cloudfront_key_may_be_a_systemd_credential(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pem: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(pem.parent))
+    code, err = check(tmp_path, S3 + cloudfront("${CREDENTIALS_DIRECTORY}/cloudfront.pem"), capsys)
+    assert (code, err) == (0, "")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    (problem,) = refused(tmp_path, S3 + cloudfront("${CREDENTIALS_DIRECTORY}/x.pem"), capsys)
+    assert "middleware.storage.0.options.privatekey: secret file" in problem
+    assert "names $CREDENTIALS_DIRECTORY, which is not set" in problem
