@@ -47,6 +47,7 @@ from moorage.storage.cache import BlobDescriptorCache, MeasuredCache
 from moorage.storage.cache.generation import Generation, GenerationalCache
 from moorage.storage.cache.inmemory import InMemoryCache
 from moorage.storage.cache.redis import RedisCache, RedisNames
+from moorage.storage.driver.base import ValidatingDriver
 from moorage.storage.driver.instrumented import InstrumentedDriver
 
 if TYPE_CHECKING:
@@ -200,6 +201,14 @@ class Server:
             shared = RedisNames(cache.inner.client)
         elif worker is not None:
             shared = FileNames(worker.path("repositories"))
+        try:
+            self.redirection = middleware.chain(
+                driver.redirect_url,
+                [(entry.name, entry.options) for entry in config.middleware.active_storage],
+                raw.inner if isinstance(raw, ValidatingDriver) else raw,
+            )
+        except ValueError as exc:
+            raise StartupError(str(exc)) from None
         self.registry = Registry(
             driver,
             deletes=config.storage.delete.enabled,
@@ -210,10 +219,7 @@ class Server:
             pull_log=self.maintenance.pull_log,
             layer_urls=layer_urls(config),
             index_children=index_children(config),
-            redirector=middleware.chain(
-                driver.redirect_url,
-                [(entry.name, entry.options) for entry in config.middleware.active_storage],
-            ),
+            redirector=self.redirection.redirector,
         )
         if self.maintenance.usage is not None:
             self.metrics.register(UsageCollector(self.maintenance.usage, self.maintenance.quotas))
@@ -368,6 +374,7 @@ class Server:
             if self.health.checks:
                 tasks.append(asyncio.create_task(self.health.run()))
             tasks.append(asyncio.create_task(self._warm_catalog()))
+            tasks += [asyncio.create_task(work()) for work in self.redirection.background]
             purging = self.config.storage.maintenance.uploadpurging
             if purging.enabled and not self.settings.readonly and self.first:
                 tasks.append(

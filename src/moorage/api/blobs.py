@@ -7,7 +7,7 @@ import os
 
 from aiohttp import web
 
-from moorage.api.context import registry, repository, settings
+from moorage.api.context import client_ip, registry, repository, settings
 from moorage.api.responses import FileResponse, parse_range, stream_arriving, stream_chunks
 from moorage.registry.blobs import BlobInfo
 from moorage.registry.digest import Digest
@@ -47,7 +47,9 @@ async def get_blob(request: web.Request) -> web.StreamResponse:
     if arriving is not None:
         return await stream_arriving(request, arriving, first, count, status, headers)
     store = registry(request).blobs
-    if settings(request).redirect and (url := await store.redirect_url(info.stored)):
+    if settings(request).redirect and (
+        url := await store.redirect_url(info.stored, client_ip(request))
+    ):
         return web.Response(status=307, headers={"Location": url, **headers})
     local = store.local_file(info.stored)
     if local is not None:

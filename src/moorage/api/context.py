@@ -126,6 +126,11 @@ def _client(request: web.Request, trusted: Callable[[str], bool]) -> str:
     return address
 
 
+def client_ip(request: web.Request) -> str:
+    """The client's address through the trusted proxies."""
+    return client_address(request, request.app[TRUSTED])
+
+
 def trusted_checker(current: Settings) -> Callable[[str], bool]:
     return trusts(current.trusted_proxies)
 

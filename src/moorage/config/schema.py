@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
@@ -741,9 +742,6 @@ class Catalog(Section):
     maxentries: int = Field(default=1000, gt=0)
 
 
-STORAGE_MIDDLEWARE = ("redirect", "rewrite")
-
-
 class MiddlewareEntry(Section):
     name: str = Field(min_length=1)
     disabled: bool = False
@@ -762,12 +760,66 @@ def _redirect_options(options: dict[str, Any]) -> None:
         raise ValueError("options.baseurl: expected a URL with a scheme and a host")
 
 
+CLOUDFRONT_OPTIONS = (
+    "baseurl",
+    "privatekey",
+    "keypairid",
+    "duration",
+    "ipfilteredby",
+    "awsregion",
+    "updatefrequency",
+    "updatefrenquency",  # distribution's old misspelling, still read
+    "iprangesurl",
+)
+
+
+def _cloudfront_options(options: dict[str, Any]) -> None:
+    for key, value in options.items():
+        if key not in CLOUDFRONT_OPTIONS:
+            raise ValueError(f"options.{key}: unknown key")
+        if not isinstance(value, str):
+            raise ValueError(f"options.{key}: expected a string")
+    for key, what in (
+        ("baseurl", "the CloudFront distribution's URL"),
+        ("privatekey", "the PEM file of the key pair's private key"),
+        ("keypairid", "the CloudFront key pair's id"),
+    ):
+        if not options.get(key):
+            raise ValueError(f"options.{key}: required, {what}")
+    for key in ("duration", "updatefrequency", "updatefrenquency"):
+        if key in options:
+            try:
+                if seconds(options[key]) <= 0:
+                    raise ValueError("expected a duration above zero")
+            except ValueError as exc:
+                raise ValueError(f"options.{key}: {exc}") from None
+    filtered = options.get("ipfilteredby", "").strip().lower()
+    if filtered not in ("", "none", "aws", "awsregion"):
+        raise ValueError("options.ipfilteredby: expected none, aws or awsregion")
+    if filtered == "awsregion" and not options.get("awsregion", "").strip(", "):
+        raise ValueError(
+            "options.awsregion: required with ipfilteredby: awsregion, the regions (comma "
+            "separated) whose clients go to S3 directly"
+        )
+    url = options.get("iprangesurl")
+    if url is not None and urlsplit(url).scheme not in ("http", "https"):
+        raise ValueError("options.iprangesurl: expected an http:// or https:// URL")
+
+
 def _rewrite_options(options: dict[str, Any]) -> None:
     for key, value in options.items():
         if key not in ("scheme", "host", "trimpathprefix"):
             raise ValueError(f"options.{key}: unknown key")
         if not isinstance(value, str):
             raise ValueError(f"options.{key}: expected a string")
+
+
+# Each storage middleware moorage has, and the check of its options.
+STORAGE_MIDDLEWARE: dict[str, Callable[[dict[str, Any]], None]] = {
+    "redirect": _redirect_options,
+    "cloudfront": _cloudfront_options,
+    "rewrite": _rewrite_options,
+}
 
 
 class Middleware(Section):
@@ -797,17 +849,12 @@ class Middleware(Section):
             if entry.disabled:
                 continue
             where = f"[{index}] {entry.name}"
-            if entry.name == "cloudfront":
-                raise ValueError(
-                    f"{where}: moorage does not sign CloudFront URLs; point a redirect "
-                    "middleware (baseurl) at a CDN that needs no signature, or remove it"
-                )
-            if entry.name not in STORAGE_MIDDLEWARE:
+            check = STORAGE_MIDDLEWARE.get(entry.name)
+            if check is None:
                 raise ValueError(
                     f"{where}: unknown storage middleware; expected one of "
                     f"{', '.join(STORAGE_MIDDLEWARE)}"
                 )
-            check = _redirect_options if entry.name == "redirect" else _rewrite_options
             try:
                 check(entry.options)
             except ValueError as exc:

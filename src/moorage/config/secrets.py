@@ -61,7 +61,7 @@ URL_PATHS = (
 )
 # Dotted key paths whose value names a file holding secrets that the component configured
 # reads itself: checked for exposure like a secret file, `${CREDENTIALS_DIRECTORY}` allowed.
-SECRET_FILE_PATHS = ("storage.gcs.keyfile",)
+SECRET_FILE_PATHS = ("storage.gcs.keyfile", "middleware.storage.*.options.privatekey")
 # Shorter values are not masked in free text: masking every "abc" would make logs unreadable.
 MIN_REDACTED_LENGTH = 4
 # `Authorization`-style values: the credentials after the scheme are a secret on their own.
@@ -142,7 +142,11 @@ def resolve_files(
     if isinstance(tree, dict):
         for key in list(tree):
             where = ".".join(str(p) for p in (*path, key)).lower()
-            if where in SECRET_FILE_PATHS and isinstance(tree[key], str) and tree[key]:
+            if (
+                any(fnmatch.fnmatchcase(where, pattern) for pattern in SECRET_FILE_PATHS)
+                and isinstance(tree[key], str)
+                and tree[key]
+            ):
                 tree[key] = secret_path(tree[key], where, environ)
                 with contextlib.suppress(FileNotFoundError):  # its reader says it is missing
                     check_private(tree[key], f"secret file for {where}", strict)

@@ -27,7 +27,7 @@ from moorage.registry.uses import Uses
 from moorage.storage import paths
 from moorage.storage.cache import BlobDescriptorCache, CachedBlob, CacheUnavailable
 from moorage.storage.driver import FileInfo, FileWriter, PathNotFound, StorageDriver
-from moorage.storage.middleware import Redirector
+from moorage.storage.middleware import Redirector, from_driver
 
 SMALL_CONTENT_CACHE = 32 * 1024 * 1024  # bytes of manifests kept in memory
 DEFAULT_DELAY = 3600.0  # storage.maintenance.gc.delay: content unused this long may be collected
@@ -132,7 +132,7 @@ class BlobStore:
         within it is kept. 0 is for collections of a stopped registry: uses are not recorded."""
         self.driver = driver
         self.cache = cache
-        self.redirector = redirector or driver.redirect_url
+        self.redirector = redirector or from_driver(driver.redirect_url)
         self.sweeps = Sweeps(driver)
         # A claim leaves content touched this recently alone: a collection deletes only what
         # is older than `delay`, within delay/2 of its start (moorage.lifecycle.gc).
@@ -264,8 +264,9 @@ class BlobStore:
     def local_file(self, digest: Digest) -> str | None:
         return self.driver.local_file(paths.blob_data(digest))
 
-    async def redirect_url(self, digest: Digest) -> str | None:
-        return await self.redirector(paths.blob_data(digest))
+    async def redirect_url(self, digest: Digest, client: str | None = None) -> str | None:
+        """Where the client (its address, when known) may fetch the blob instead, or None."""
+        return await self.redirector(paths.blob_data(digest), client)
 
 
 class RepositoryBlobs:

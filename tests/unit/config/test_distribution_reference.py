@@ -23,15 +23,15 @@ PARENTS = {"accesslog": "log", "hooks": "log", "delete": "storage", "redirect": 
 PARENTS |= {"pool": "redis"}
 
 # What moorage refuses in the reference's examples, by key path. Besides what it does not do
-# (swift, oss, registry and repository middleware, cloudfront, schema 1, mail hooks, several
-# access controllers at once), the examples hold placeholders no registry takes (`<http.Header>`,
-# `[username]`) and files that do not exist on this machine.
+# (swift, oss, registry and repository middleware, cloudfront on another driver than s3,
+# schema 1, mail hooks, several access controllers at once), the examples hold placeholders no
+# registry takes (`<http.Header>`, `[username]`) and files that do not exist on this machine.
 REFUSED = {
     "storage.driver",  # swift, oss
     "storage.gcs.keyfile",  # /path/to/keyfile
     "middleware.registry",
     "middleware.repository",
-    "middleware.storage",  # cloudfront
+    "middleware.storage.0",  # cloudfront on a driver that is not s3
     "compatibility.schema1",
     "log.hooks.0",  # a mail hook not disabled
     "auth",  # silly, token and htpasswd at once

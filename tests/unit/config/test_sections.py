@@ -127,12 +127,6 @@ def test_unknown_keys_in_sections_are_key_path_errors(
             "middleware.repository: [0] openshift: moorage has no registry or repository",
         ),
         (
-            "middleware:\n  storage:\n    - name: cloudfront\n      options:\n"
-            "        baseurl: https://d.cloudfront.net/\n        privatekey: /k.pem\n"
-            "        keypairid: K",
-            "middleware.storage: [0] cloudfront: moorage does not sign CloudFront URLs",
-        ),
-        (
             "middleware:\n  storage:\n    - name: redirect\n      options: {}",
             "middleware.storage: [0] redirect: options.baseurl: required",
         ),
@@ -290,3 +284,139 @@ def test_s3_usefipsendpoint_signs_for_the_fips_endpoint() -> None:
     """distribution 3's key: the presigned URLs name S3's FIPS host."""
     assert s3_signed(usefipsendpoint=True).split("/")[2] == "s3-fips.us-east-1.amazonaws.com"
     assert s3_signed(usefipsendpoint=False).split("/")[2] == "s3.amazonaws.com"
+
+
+S3 = """
+version: 0.1
+http:
+  secret: a-shared-secret
+storage:
+  s3:
+    bucket: b
+    region: us-east-1
+    accesskey: a
+    secretkey: s
+"""
+
+
+def cloudfront(key: Path | str, **options: str) -> str:
+    entry = {"baseurl": "https://d.cloudfront.net/", "privatekey": str(key), "keypairid": "K"}
+    section = {"storage": [{"name": "cloudfront", "options": {**entry, **options}}]}
+    return yaml.safe_dump({"middleware": section})
+
+
+@pytest.fixture
+def pem(tmp_path: Path) -> Path:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    path = tmp_path / "cloudfront.pem"
+    path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    path.chmod(0o600)
+    return path
+
+
+def test_cloudfront_with_a_private_key_file_passes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pem: Path
+) -> None:
+    code, err = check(tmp_path, S3 + cloudfront(pem, duration="30m", ipfilteredby="none"), capsys)
+    assert (code, err) == (0, "")
+    filtered = cloudfront(pem, ipfilteredby="awsregion", awsregion="us-east-1, eu-west-1")
+    code, err = check(tmp_path, S3 + filtered, capsys)
+    assert (code, err) == (0, "")  # the ranges are fetched when serving, not by the check
+
+
+@pytest.mark.parametrize(
+    ("options", "line"),
+    [
+        ({"dration": "1m"}, "middleware.storage: [0] cloudfront: options.dration: unknown key"),
+        ({"duration": "soon"}, "middleware.storage: [0] cloudfront: options.duration: invalid"),
+        ({"keypairid": ""}, "middleware.storage: [0] cloudfront: options.keypairid: required"),
+        (
+            {"ipfilteredby": "awsregion"},
+            "middleware.storage: [0] cloudfront: options.awsregion: required with ipfilteredby",
+        ),
+        (
+            {"ipfilteredby": "azure"},
+            "middleware.storage: [0] cloudfront: options.ipfilteredby: expected none, aws or",
+        ),
+        (
+            {"ipfilteredby": "aws", "iprangesurl": "ftp://h/ip-ranges.json"},
+            "middleware.storage: [0] cloudfront: options.iprangesurl: expected an http://",
+        ),
+        (
+            {"updatefrequency": "0s"},
+            "middleware.storage: [0] cloudfront: options.updatefrequency: expected a duration",
+        ),
+    ],
+)
+def test_cloudfront_options_are_checked_naming_the_key(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    pem: Path,
+    options: dict[str, str],
+    line: str,
+) -> None:
+    (problem,) = refused(tmp_path, S3 + cloudfront(pem, **options), capsys)
+    assert problem.startswith(f"moorage: config: {line}"), problem
+
+
+def test_a_missing_or_unreadable_cloudfront_key_is_one_line_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pem: Path
+) -> None:
+    missing = tmp_path / "missing.pem"
+    assert refused(tmp_path, S3 + cloudfront(missing), capsys) == [
+        "moorage: config: middleware.storage.0.options.privatekey: cannot read "
+        f"{missing}: No such file or directory"
+    ]
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key\n")
+    garbage.chmod(0o600)
+    assert refused(tmp_path, S3 + cloudfront(garbage), capsys) == [
+        "moorage: config: middleware.storage.0.options.privatekey: "
+        f"{garbage} holds no unencrypted PEM private key"
+    ]
+
+
+def test_an_exposed_cloudfront_key_is_warned_about_or_refused_as_a_secret_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pem: Path
+) -> None:
+    pem.chmod(0o644)
+    code, err = check(tmp_path, S3 + cloudfront(pem), capsys)
+    assert code == 0
+    assert f"secret file for middleware.storage.0.options.privatekey {pem} is exposed" in err
+    path = tmp_path / "config.yml"
+    try:
+        code = main(["config", "check", "--strict-secrets", str(path)])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    assert code == 1
+    assert "middleware.storage.0.options.privatekey" in capsys.readouterr().err
+
+
+def test_cloudfront_needs_the_s3_driver(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pem: Path
+) -> None:
+    (problem,) = refused(tmp_path, BASE + cloudfront(pem), capsys)
+    assert problem.startswith(
+        "moorage: config: middleware.storage.0: cloudfront signs S3 object keys"
+    ), problem
+
+
+def test_a_cloudfront_key_may_be_a_systemd_credential(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], pem: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(pem.parent))
+    code, err = check(tmp_path, S3 + cloudfront("${CREDENTIALS_DIRECTORY}/cloudfront.pem"), capsys)
+    assert (code, err) == (0, "")
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")
+    (problem,) = refused(tmp_path, S3 + cloudfront("${CREDENTIALS_DIRECTORY}/x.pem"), capsys)
+    assert "middleware.storage.0.options.privatekey: secret file" in problem
+    assert "names $CREDENTIALS_DIRECTORY, which is not set" in problem

@@ -244,6 +244,11 @@ class S3Driver:
         root = self.options.rootdirectory
         return f"{root}{path}" if root else path.lstrip("/")
 
+    def s3_bucket_key(self, path: str) -> str:
+        """The object key of a path, which a CloudFront distribution in front of the bucket
+        serves (middleware.S3BucketKeyer)."""
+        return self.key(path)
+
     def _path(self, key: str) -> str:
         root = self.options.rootdirectory
         return key[len(root) :] if root else "/" + key
