@@ -93,11 +93,13 @@ def test_index_with_children(client: Client, media_type: str) -> None:
     assert got.headers["Content-Type"] == media_type
 
 
-def test_index_with_a_missing_child_is_manifest_unknown(client: Client) -> None:
+def test_index_with_a_missing_child_is_manifest_blob_unknown(client: Client) -> None:
+    """As distribution answers (2.8 measured): 400 MANIFEST_BLOB_UNKNOWN naming the child."""
     missing = client.manifest("app", b"{}", [b"x"])  # blobs pushed, manifest never put
     response = client.put_manifest("app", "broken", _index([(missing, "amd64")]), OCI_INDEX)
-    assert response.status_code == 404
-    assert error_codes(response) == ["MANIFEST_UNKNOWN"]
+    assert response.status_code == 400
+    assert error_codes(response) == ["MANIFEST_BLOB_UNKNOWN"]
+    assert response.json()["errors"][0]["detail"] == {"digest": sha256(missing)}
     assert client.request("GET", "/v2/app/manifests/broken").status_code == 404
 
 

@@ -365,9 +365,9 @@ class Manifests:
                     f"blob {blob.digest} is not in repository {self.name}",
                     detail={"digest": str(blob.digest)},
                 ) from None
-        for child in manifest.children:
+        for child in manifest.children:  # as distribution: a 400 MANIFEST_BLOB_UNKNOWN
             if self.index_children.must_exist(child) and not await self.exists(child.digest):
-                raise ManifestUnknown(
+                raise ManifestBlobUnknown(
                     f"manifest {child.digest} is not in repository {self.name}",
                     detail={"digest": str(child.digest)},
                 )
@@ -423,7 +423,7 @@ class Manifests:
                 )
         for child in children:
             if child in gone or not await self.exists(child):
-                return ManifestUnknown(
+                return ManifestBlobUnknown(
                     f"manifest {child} is no longer in repository {self.name} (garbage "
                     "collected as the index was pushed): push it again",
                     detail={"digest": str(child)},
