@@ -276,7 +276,7 @@ class FilesystemDriver:
         except OSError as exc:
             raise StorageError(NAME, f"delete {path}: {exc}") from exc
         try:
-            if not os.path.isdir(aside) or os.path.islink(aside):
+            if not stat.S_ISDIR(os.lstat(aside).st_mode):
                 os.unlink(aside)
             elif not _remove_small(aside):
                 shutil.rmtree(aside)
