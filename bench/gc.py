@@ -153,17 +153,31 @@ def collect(kind: str, root: Path, workdir: Path) -> Run:
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     output = workdir / f"gc-{kind}.out"
-    started = time.perf_counter()
+    measured = workdir / f"gc-{kind}.json"
     with open(output, "wb") as out:
-        process = subprocess.Popen([*command, str(path)], stdout=out, stderr=subprocess.STDOUT,
-                                   env=env)
-        _, status, usage = os.wait4(process.pid, 0)
-    seconds = time.perf_counter() - started
-    process.returncode = os.waitstatus_to_exitcode(status)
+        launched = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, str(measured), *command,
+                                   str(path)], stdout=out, stderr=subprocess.STDOUT, env=env)
     text = output.read_text(errors="replace")
-    if process.returncode != 0:
-        raise RuntimeError(f"{kind} garbage-collect exited {process.returncode}:\n{text[-3000:]}")
-    return Run(seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text)
+    if launched.returncode != 0:
+        raise RuntimeError(f"{kind} garbage-collect exited {launched.returncode}:\n{text[-3000:]}")
+    seconds, cpu, peak_kb = json.loads(measured.read_text())
+    return Run(seconds, cpu, peak_kb / 1024, text)
+
+
+# Runs the command and writes [seconds, CPU seconds, peak RSS in KiB] to argv[1]. The kernel's
+# peak for a process starts from its parent's size at the fork (exec keeps the larger one), so
+# the collector is started from this small interpreter (-S: no site), not from the harness,
+# whose size (the tree's writer) would otherwise be every collector's peak.
+LAUNCHER = """
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+process = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(process.pid, 0)
+seconds = time.perf_counter() - started
+with open(sys.argv[1], "w") as out:
+    json.dump([seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss], out)
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
 
 
 def deleted_blobs(root: Path, tree: Tree) -> int:

@@ -1,12 +1,12 @@
 """The filesystem driver: keys are files below `rootdirectory`, laid out as distribution's.
 
 Small operations (stat, links, manifests) run inline: they hit the page cache and take
-microseconds, far less than a hop to a worker thread. Operations over whole trees (recursive
-delete, walk, prune) run in a worker thread. Files are written aside and renamed into place, so
-a killed server never leaves a half-written file visible; a write that fails also takes away the
-directories it made, so that no empty one is left to list (as a tag, or a repository). A write
-whose directory a concurrent prune removes between making it and creating the file makes it
-again.
+microseconds, far less than a hop to a worker thread. Deletes (removing a directory waits on the
+filesystem's journal) and operations over whole trees (walk, prune) run in a worker thread.
+Files are written aside and renamed into place, so a killed server never leaves a half-written
+file visible; a write that fails also takes away the directories it made, so that no empty one
+is left to list (as a tag, or a repository). A write whose directory a concurrent prune removes
+between making it and creating the file makes it again.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ DEFAULT_ROOT = "/var/lib/registry"
 READ_CHUNK = 1 << 20
 WALK_BATCH = 2048  # directory entries a walk reads per hop to its worker thread
 INLINE_BATCH = 256  # entries read inline first: most walks (a repository's links) end there
-INLINE_DELETE = 16  # a directory of at most this many files is deleted inline
+SMALL_DIRECTORY = 16  # files in a directory removed without rmtree (a link's, a blob's)
 CREATE_ATTEMPTS = 5  # makes of a directory a concurrent prune may remove each time
 T = TypeVar("T")
 
@@ -262,7 +262,12 @@ class FilesystemDriver:
     async def delete(self, path: str) -> None:
         """Renames the file or tree aside (atomic: of concurrent deletes exactly one succeeds,
         the others find nothing) and then removes it; what a failed removal leaves carries
-        TEMP_MARK, so it is never taken for a key."""
+        TEMP_MARK, so it is never taken for a key. Runs on a worker thread: removing a
+        directory waits on the filesystem's journal (milliseconds on a busy disk), and
+        concurrent deletes (a garbage collection's) then wait together rather than in turn."""
+        await asyncio.to_thread(self._delete, path)
+
+    def _delete(self, path: str) -> None:
         full = self._full(path)
         aside = _temp_name(full)
         try:
@@ -272,10 +277,10 @@ class FilesystemDriver:
         except OSError as exc:
             raise StorageError(NAME, f"delete {path}: {exc}") from exc
         try:
-            if not os.path.isdir(aside) or os.path.islink(aside):
+            if not stat.S_ISDIR(os.lstat(aside).st_mode):
                 os.unlink(aside)
             elif not _remove_small(aside):
-                await asyncio.to_thread(shutil.rmtree, aside)
+                shutil.rmtree(aside)
         except OSError as exc:
             raise StorageError(NAME, f"delete {path}: {exc}") from exc
 
@@ -293,11 +298,11 @@ class FilesystemDriver:
 
 
 def _remove_small(directory: str) -> bool:
-    """Removes a directory holding only a few files (a link's, a blob's) inline; False, having
-    removed nothing, for any other."""
+    """Removes a directory holding only a few files (a link's, a blob's) with fewer system calls
+    than rmtree; False, having removed nothing, for any other."""
     with os.scandir(directory) as listing:
-        entries = list(listing)
-    if len(entries) > INLINE_DELETE or any(e.is_dir(follow_symlinks=False) for e in entries):
+        entries = list(itertools.islice(listing, SMALL_DIRECTORY + 1))
+    if len(entries) > SMALL_DIRECTORY or any(e.is_dir(follow_symlinks=False) for e in entries):
         return False
     for entry in entries:
         os.unlink(entry.path)
