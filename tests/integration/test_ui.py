@@ -28,7 +28,7 @@ import requests
 import yaml
 from playwright.sync_api import expect
 
-from moorage.lifecycle.usage import human
+from moorage.sizes import human
 from tests.api import OCI_INDEX, OCI_MANIFEST, Client, sha256
 from tests.integration.auth_support import SERVICE, builtin_section, htpasswd_file
 from tests.integration.browser_support import accessibility_violations, launch

@@ -18,6 +18,7 @@ from moorage.cli.storage import CannotRun, create_driver, load_config, stops
 from moorage.config import secrets
 from moorage.config.schema import Config
 from moorage.durations import seconds
+from moorage.sizes import human, plural
 
 if TYPE_CHECKING:  # the checker and the caches load when the command runs, not with the CLI
     from moorage.lifecycle.fsck import Fsck, Kind, Outcome, Report
@@ -105,7 +106,7 @@ async def _check(fsck: Fsck, progress: Progress | None, repair: bool, verify_con
             return 0
         repairable = sum(finding.repairable for finding in report.findings)
         print(
-            f"found {_plural(len(report.findings), 'problem')}: {_kinds(report.counts())}; "
+            f"found {plural(len(report.findings), 'problem')}: {_kinds(report.counts())}; "
             f"{repairable} can be repaired{'' if repair else ' with --repair'}"
         )
         if not repair:
@@ -134,26 +135,14 @@ def _repaired(report: Report, outcomes: list[Outcome]) -> int:
 
 def _checked(report: Report) -> str:
     shown = [key for key in CHECKED if key != "blobs verified" or key in report.checked]
-    text = "checked " + ", ".join(_plural(report.checked[key], *CHECKED[key]) for key in shown)
+    text = "checked " + ", ".join(plural(report.checked[key], *CHECKED[key]) for key in shown)
     if "bytes verified" in report.checked:
-        text += f" ({_bytes(report.checked['bytes verified'])})"
+        text += f" ({human(report.checked['bytes verified'])})"
     return text
 
 
 def _kinds(counts: Counter[Kind]) -> str:
     return ", ".join(f"{count} {kind}" for kind, count in sorted(counts.items()))
-
-
-def _plural(count: int, singular: str, plural: str = "") -> str:
-    return f"{count} {singular if count == 1 else plural or singular + 's'}"
-
-
-def _bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 class Progress:
@@ -172,7 +161,7 @@ class Progress:
         self._drawn_at = now
         share = 100 * done / total if total else 100
         self.stream.write(
-            f"\rverifying content: {_bytes(done)} of {_bytes(total)} ({share:.0f}%)\x1b[K"
+            f"\rverifying content: {human(done)} of {human(total)} ({share:.0f}%)\x1b[K"
         )
         self.stream.flush()
         self._drawn = True

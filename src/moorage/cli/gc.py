@@ -32,6 +32,7 @@ from moorage.lifecycle.gc import Collector, Event, Options, Summary
 from moorage.lifecycle.retention import Retention
 from moorage.registry.errors import Unavailable
 from moorage.registry.repository import Registry
+from moorage.sizes import human, plural
 from moorage.storage import cache as caches
 from moorage.storage.cache import BlobDescriptorCache
 from moorage.storage.cache.redis import RedisCache, RedisNames
@@ -145,7 +146,7 @@ def _printer(dryrun: bool) -> Callable[[Event], None]:
         elif event.kind == "link":
             print(f"{done} layer link {event.repository} {event.digest}")
         elif event.kind == "blob":
-            print(f"{done} blob {event.digest} ({_size(event.size)})")
+            print(f"{done} blob {event.digest} ({human(event.size)})")
         else:
             print(f"{'would remove' if dryrun else 'removed'} empty repository {event.repository}")
 
@@ -154,24 +155,12 @@ def _printer(dryrun: bool) -> Callable[[Event], None]:
 
 def _summary(summary: Summary, dryrun: bool) -> str:
     parts = [
-        _plural(summary.manifests, "manifest"),
-        f"{_plural(summary.blobs, 'blob')} ({_size(summary.bytes)})",
-        _plural(summary.links, "layer link"),
-        _plural(summary.repositories, "empty repository", "empty repositories"),
+        plural(summary.manifests, "manifest"),
+        f"{plural(summary.blobs, 'blob')} ({human(summary.bytes)})",
+        plural(summary.links, "layer link"),
+        plural(summary.repositories, "empty repository", "empty repositories"),
     ]
     return (
         f"{'would delete' if dryrun else 'deleted'} {', '.join(parts)}; "
-        f"{_plural(summary.marked, 'blob')} in use"
+        f"{plural(summary.marked, 'blob')} in use"
     )
-
-
-def _plural(count: int, singular: str, plural: str = "") -> str:
-    return f"{count} {singular if count == 1 else plural or singular + 's'}"
-
-
-def _size(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if count < 1024 or unit == "TiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")

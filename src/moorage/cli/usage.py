@@ -99,7 +99,7 @@ async def _compute(driver: StorageDriver, names: list[str]) -> tuple[Usage, list
 
 
 def _table(usage: Usage, names: list[str] | None, quotas: Quotas) -> None:
-    from moorage.lifecycle.usage import human
+    from moorage.sizes import human
 
     rows = []
     for name in usage.repositories if names is None else names:

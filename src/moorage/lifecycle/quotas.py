@@ -25,8 +25,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from moorage.config import schema
-from moorage.lifecycle.usage import UsageTracker, human
+from moorage.lifecycle.usage import UsageTracker
 from moorage.registry.errors import QuotaExceeded, Unavailable
+from moorage.sizes import human
 
 READY_WAIT = 30.0  # seconds a push waits for the first usage computation
 

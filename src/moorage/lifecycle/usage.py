@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from moorage.registry.digest import Digest
+from moorage.sizes import human
 from moorage.storage import paths
 from moorage.storage.driver import PathNotFound, StorageDriver
 
@@ -181,15 +182,6 @@ async def compute(driver: StorageDriver) -> Usage:
     }
     total = sum(sizes[digest] for digest in owner)
     return Usage(repositories, total, started, time.monotonic() - clock, len(owner))
-
-
-def human(size: float) -> str:
-    """A size for people, in binary units: `512 B`, `1.5 KiB`, `10.0 GiB`."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(size) < 1024 or unit == "PiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
 
 
 class UsageTracker:

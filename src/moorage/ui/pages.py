@@ -41,11 +41,12 @@ from moorage.auth.errors import Denied, TooManyRequests
 from moorage.auth.scopes import DELETE, PULL
 from moorage.lifecycle.pulls import PullTimes, pull_times
 from moorage.lifecycle.quotas import Quotas
-from moorage.lifecycle.usage import Usage, UsageTracker, human
+from moorage.lifecycle.usage import Usage, UsageTracker
 from moorage.registry.digest import Digest
 from moorage.registry.errors import NameInvalid, NameUnknown, RegistryError, Unsupported
 from moorage.registry.names import check_name, check_tag
 from moorage.registry.repository import Registry, Repository
+from moorage.sizes import human
 from moorage.ui import model
 from moorage.ui.gates import Gate
 from moorage.ui.sessions import CSRF_FIELD, Session, Sessions
