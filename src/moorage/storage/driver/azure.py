@@ -48,6 +48,7 @@ from azure.storage.blob.aio import BlobClient, BlobServiceClient, ContainerClien
 
 from moorage.storage.driver.base import FileInfo, PathNotFound, StorageError, register
 from moorage.storage.driver.chunks import Chunks
+from moorage.storage.driver.objects import PerLoop, object_key, object_path
 from moorage.storage.driver.params import Parameters
 
 # The SDK logs every request and response at info; moorage's access log and errors say enough.
@@ -233,24 +234,18 @@ class AzureDriver:
     def __init__(self, options: Options) -> None:
         self.options = options
         # One client per event loop: aiohttp sessions belong to the loop that made them.
-        self._clients: dict[asyncio.AbstractEventLoop, asyncio.Task[Client]] = {}
+        self._clients = PerLoop(self._make_client)
         self._delegation: tuple[UserDelegationKey, datetime.datetime] | None = None
 
     def blob_name(self, path: str) -> str:
-        root = self.options.rootdirectory
-        return f"{root}{path}" if root else path.lstrip("/")
+        return object_key(self.options.rootdirectory, path)
 
     def _path(self, name: str) -> str:
-        root = self.options.rootdirectory
-        return name[len(root) :] if root else "/" + name
+        return object_path(self.options.rootdirectory, name)
 
     async def client(self) -> Client:
         """The running loop's client, made on first use."""
-        loop = asyncio.get_running_loop()
-        task = self._clients.get(loop)
-        if task is None:
-            task = self._clients[loop] = loop.create_task(self._make_client())
-        return await task
+        return await self._clients.get()
 
     async def _make_client(self) -> Client:
         o = self.options
@@ -284,9 +279,8 @@ class AzureDriver:
         """Nothing to load: the client library is loaded with this module."""
 
     async def close(self) -> None:
-        task = self._clients.pop(asyncio.get_running_loop(), None)
-        if task is not None:
-            client = await task
+        client = await self._clients.pop()
+        if client is not None:
             await client.service.close()
             if client.credential is not None:
                 await client.credential.close()

@@ -37,6 +37,7 @@ from gcloud.aio.storage import Storage
 
 from moorage.storage.driver.base import FileInfo, PathNotFound, StorageError, register
 from moorage.storage.driver.chunks import Chunks
+from moorage.storage.driver.objects import PerLoop, object_key, object_path
 from moorage.storage.driver.params import Parameters
 
 NAME = "gcs"
@@ -249,27 +250,21 @@ class GcsDriver:
     def __init__(self, options: Options) -> None:
         self.options = options
         # One client per event loop: aiohttp sessions belong to the loop that made them.
-        self._clients: dict[asyncio.AbstractEventLoop, asyncio.Task[Client]] = {}
+        self._clients = PerLoop(self._make_client)
         bucket = quote(options.bucket, safe="")
         self._root = f"{options.serviceurl}/storage/v1/b/{bucket}/o"
         self._upload_root = f"{options.serviceurl}/upload/storage/v1/b/{bucket}/o"
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
 
     def key(self, path: str) -> str:
-        root = self.options.rootdirectory
-        return f"{root}{path}" if root else path.lstrip("/")
+        return object_key(self.options.rootdirectory, path)
 
     def _path(self, key: str) -> str:
-        root = self.options.rootdirectory
-        return key[len(root) :] if root else "/" + key
+        return object_path(self.options.rootdirectory, key)
 
     async def client(self) -> Client:
         """The running loop's client, made on first use."""
-        loop = asyncio.get_running_loop()
-        task = self._clients.get(loop)
-        if task is None:
-            task = self._clients[loop] = loop.create_task(self._make_client())
-        return await task
+        return await self._clients.get()
 
     async def _make_client(self) -> Client:
         o = self.options
@@ -296,9 +291,8 @@ class GcsDriver:
         """Nothing to load: the client library is loaded with this module."""
 
     async def close(self) -> None:
-        task = self._clients.pop(asyncio.get_running_loop(), None)
-        if task is not None:
-            client = await task
+        client = await self._clients.pop()
+        if client is not None:
             await client.http.close()
 
     async def _call(

@@ -26,6 +26,7 @@ from aiobotocore.session import AioSession, get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from moorage.storage.driver.base import FileInfo, PathNotFound, StorageError, register
+from moorage.storage.driver.objects import PerLoop, object_key, object_path
 
 log = logging.getLogger("moorage.storage.s3")
 
@@ -235,14 +236,10 @@ class S3Driver:
 
     def __init__(self, options: Options) -> None:
         self.options = options
-        # One client per event loop: aiohttp sessions belong to the loop that made them.
-        self._clients: dict[
-            asyncio.AbstractEventLoop, asyncio.Task[tuple[AsyncExitStack, Any]]
-        ] = {}
+        self._clients = PerLoop(self._make_client)
 
     def key(self, path: str) -> str:
-        root = self.options.rootdirectory
-        return f"{root}{path}" if root else path.lstrip("/")
+        return object_key(self.options.rootdirectory, path)
 
     def s3_bucket_key(self, path: str) -> str:
         """The object key of a path, which a CloudFront distribution in front of the bucket
@@ -250,16 +247,11 @@ class S3Driver:
         return self.key(path)
 
     def _path(self, key: str) -> str:
-        root = self.options.rootdirectory
-        return key[len(root) :] if root else "/" + key
+        return object_path(self.options.rootdirectory, key)
 
     async def client(self) -> Any:
         """The running loop's S3 client, made on first use."""
-        loop = asyncio.get_running_loop()
-        task = self._clients.get(loop)
-        if task is None:
-            task = self._clients[loop] = loop.create_task(self._make_client())
-        return (await task)[1]
+        return (await self._clients.get())[1]
 
     async def _make_client(self) -> tuple[AsyncExitStack, Any]:
         o = self.options
@@ -310,10 +302,9 @@ class S3Driver:
         asyncio.run(make_and_close())
 
     async def close(self) -> None:
-        task = self._clients.pop(asyncio.get_running_loop(), None)
-        if task is not None:
-            stack, _ = await task
-            await stack.aclose()
+        made = await self._clients.pop()
+        if made is not None:
+            await made[0].aclose()
 
     def _put_extra(self) -> dict[str, Any]:
         extra: dict[str, Any] = {}
