@@ -116,14 +116,17 @@ def _debug_of(server: Server) -> str:
     return f"http://{config['http']['debug']['addr']}"
 
 
-def moorage_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
+def moorage_cli(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    """`moorage ARGS...`, whose errors are one line, never a traceback."""
+    result = subprocess.run(
         [sys.executable, "-m", "moorage", *args],
         capture_output=True,
         text=True,
-        timeout=TIMEOUT,
+        timeout=timeout,
         check=False,
     )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
 
 
 def skopeo(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from tests.api import OCI_MANIFEST, Client, RepeatedBody, sha256
+from tests.integration.lifecycle_support import moorage_cli
 from tests.integration.s3_support import bucket, list_multipart_uploads, s3_client
 from tests.servers import (
     RedisServer,
@@ -42,15 +43,7 @@ MiB = 1024 * 1024
 
 
 def fsck(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "moorage", "fsck", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    return moorage_cli("fsck", str(config), *args, timeout=300)
 
 
 def findings(result: subprocess.CompletedProcess[str]) -> Counter[str]:

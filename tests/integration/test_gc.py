@@ -37,6 +37,7 @@ import yaml
 from tests.api import OCI_INDEX, OCI_MANIFEST, Client, sha256
 from tests.images import make_image
 from tests.integration.http_support import skopeo
+from tests.integration.lifecycle_support import moorage_cli
 from tests.integration.s3_support import bucket, list_objects
 from tests.servers import (
     RedisServer,
@@ -82,15 +83,7 @@ def reference_config(path: Path, root: Path) -> Path:
 
 
 def moorage_gc(config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "moorage", "garbage-collect", str(config), *flags],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
+    return moorage_cli("garbage-collect", str(config), *flags, timeout=300)
 
 
 def reference_gc(config: Path, *flags: str) -> subprocess.CompletedProcess[str]:
