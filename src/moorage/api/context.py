@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from moorage.auth.controllers import AccessController
 from moorage.lifecycle.quotas import Quotas
@@ -54,7 +54,6 @@ QUOTAS = web.AppKey("quotas", Quotas)
 WRAPPER: web.AppKey[RepositoryWrapper] = web.AppKey("repository_wrapper")  # only when set
 TRUSTED: web.AppKey[Callable[[str], bool]] = web.AppKey("trusted_proxy")
 GRANT = "grant"  # request key: the moorage.auth.scopes.Grant of an authorized request
-_CONTEXT = "request_context"  # request key: its RequestContext, once built
 
 
 def registry(request: web.Request) -> Registry:
@@ -74,41 +73,40 @@ def repository(request: web.Request) -> RepositoryService:
 
 
 def request_context(request: web.Request) -> RequestContext:
-    """The request's facts for the services' wrappers, built once per request. What depends
-    on the connection and the headers (the client's address through the proxies, the URL
-    base) is worked out once for all the requests that repeat them, as a keep-alive
-    connection's do."""
-    context: RequestContext | None = request.get(_CONTEXT)
-    if context is None:
-        headers = request.headers
-        transport = request.transport
-        key = (
-            id(request.app),
-            transport.get_extra_info("peername") if transport is not None else None,
-            headers.get("Host"),
-            headers.get("User-Agent"),
-            headers.get("X-Forwarded-For"),
-            headers.get("Forwarded"),
-            headers.get("X-Forwarded-Proto"),
-            headers.get("X-Forwarded-Host"),
-            request.get("user", ""),
+    """The request's facts for the services' wrappers. What depends on the connection and the
+    headers (the client's address through the proxies, the URL base) is worked out once for
+    all the requests that repeat them, as a keep-alive connection's do."""
+    transport = request.transport
+    user = request.get("user", "")
+    key = (
+        id(request.app),
+        transport.get_extra_info("peername") if transport is not None else None,
+        user,
+        *map(request.headers.get, _CLIENT_HEADERS),
+    )
+    client = _CLIENTS.get(key)
+    if client is None:
+        if len(_CLIENTS) >= MAX_CLIENTS:
+            _CLIENTS.clear()
+        client = _CLIENTS[key] = Client(
+            addr=_client(request, request.app[TRUSTED]),
+            host=request.host,
+            useragent=request.headers.get(hdrs.USER_AGENT, ""),
+            user="" if user == "-" else user,
+            base_url=absolute_url(request, ""),
         )
-        client = _CLIENTS.get(key)
-        if client is None:
-            if len(_CLIENTS) >= MAX_CLIENTS:
-                _CLIENTS.clear()
-            user = request.get("user", "")
-            client = _CLIENTS[key] = Client(
-                addr=_client(request, request.app[TRUSTED]),
-                host=request.host,
-                useragent=headers.get("User-Agent", ""),
-                user="" if user == "-" else user,
-                base_url=absolute_url(request, ""),
-            )
-        context = request[_CONTEXT] = RequestContext(
-            request.get("request_id", ""), request.method, client
-        )
-    return context
+    return RequestContext(request.get("request_id", ""), request.method, client)
+
+
+# The headers a Client follows from, by aiohttp's names for them (found without case folding).
+_CLIENT_HEADERS = (
+    hdrs.HOST,
+    hdrs.USER_AGENT,
+    hdrs.X_FORWARDED_FOR,
+    hdrs.FORWARDED,
+    hdrs.X_FORWARDED_PROTO,
+    hdrs.X_FORWARDED_HOST,
+)
 
 
 # The Client part of RequestContext, by the connection and the headers it follows from.

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,7 +23,8 @@ DEFAULT_DIRECTORY = "/var/lib/moorage/notifications"  # when the storage is not 
 
 
 class Writer(Protocol):
-    async def append(self, lines: list[str]) -> None: ...
+    def append(self, lines: list[str]) -> Awaitable[None] | None:
+        """None when the records are in the spool, else what is done when they are."""
 
     def close(self) -> None: ...
 

@@ -55,9 +55,10 @@ class Filter:
 class Recorder:
     """The request path's half of notifications: makes the records of what happened and
     appends them, in one write per request, to the spool. Events no endpoint wants are never
-    made."""
+    made. `append` writes to the spool: it returns None when the records are there already
+    (a file spool), else an awaitable done when they are (Redis)."""
 
-    append: Callable[[list[str]], Awaitable[None]]
+    append: Callable[[list[str]], Awaitable[None] | None]
     filters: list[Filter]
     include_references: bool
     source: events.Source
@@ -99,17 +100,29 @@ class Recorder:
             client = self._clients[context.client] = events.client_facts(context.client)
         return events.request_facts(context, client)
 
-    async def write(self, lines: list[str]) -> None:
-        """Appends to the spool. A spool that cannot take them (a full disk, Redis away)
-        loses the events, not the request: what happened in storage stands, and the log says
-        so (once a minute at most)."""
+    def write(self, lines: list[str]) -> Awaitable[None] | None:
+        """Appends to the spool: None when done, else an awaitable to wait on before the
+        request is answered. A spool that cannot take them (a full disk, Redis away) loses
+        the events, not the request: what happened in storage stands, and the log says so
+        (once a minute at most)."""
         try:
-            await self.append(lines)
+            pending = self.append(lines)
         except Exception as exc:
-            now = time.monotonic()
-            if now - self._failing_since > 60:
-                self._failing_since = now
-                log.error("notifications: events lost, the spool cannot take them: %s", exc)
+            self._lost(exc)
+            return None
+        return None if pending is None else self._waited(pending)
+
+    async def _waited(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except Exception as exc:
+            self._lost(exc)
+
+    def _lost(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._failing_since > 60:
+            self._failing_since = now
+            log.error("notifications: events lost, the spool cannot take them: %s", exc)
 
     def wrap(
         self, repository: RepositoryService, context: Callable[[], RequestContext]
@@ -164,27 +177,33 @@ class NotifyingRepository:
             references=references,
         )
 
-    async def blob(self, action: str, info: BlobInfo, from_repository: str = "") -> None:
-        if self.recorder.wants(action, events.BLOB_MEDIA_TYPE):
-            line = self.line(
-                action,
-                media_type=events.BLOB_MEDIA_TYPE,
-                digest=str(info.digest),
-                size=info.size,
-                from_repository=from_repository,
-            )
-            await self.recorder.write([line])
+    # Each of these records an event (or none, when no endpoint wants it) and returns what
+    # Recorder.write does: None, or what to wait on before the request is answered.
 
-    async def manifest(
+    def blob(
+        self, action: str, info: BlobInfo, from_repository: str = ""
+    ) -> Awaitable[None] | None:
+        if not self.recorder.wants(action, events.BLOB_MEDIA_TYPE):
+            return None
+        line = self.line(
+            action,
+            media_type=events.BLOB_MEDIA_TYPE,
+            digest=str(info.digest),
+            size=info.size,
+            from_repository=from_repository,
+        )
+        return self.recorder.write([line])
+
+    def manifest(
         self,
         action: str,
         media_type: str,
         digest: Digest,
         payload: bytes,
         tags: tuple[str, ...] | list[str],
-    ) -> None:
+    ) -> Awaitable[None] | None:
         if not self.recorder.wants(action, media_type):
-            return
+            return None
         references = self.recorder.references(digest, payload)
         lines = [
             self.line(
@@ -197,15 +216,14 @@ class NotifyingRepository:
             )
             for tag in (tags or [""])
         ]
-        await self.recorder.write(lines)
+        return self.recorder.write(lines)
 
-    async def deleted(self, digest: Digest | None, tags: list[str]) -> None:
+    def deleted(self, digest: Digest | None, tags: list[str]) -> Awaitable[None] | None:
         if not self.recorder.wants(events.DELETE):
-            return
+            return None
         lines = [self.line(events.DELETE, digest=str(digest))] if digest is not None else []
         lines += [self.line(events.DELETE, tag=tag) for tag in tags]
-        if lines:
-            await self.recorder.write(lines)
+        return self.recorder.write(lines) if lines else None
 
     @property
     def name(self) -> str:
@@ -243,17 +261,23 @@ class NotifyingBlobs:
     async def open(self, digest: Digest, *, content: bool = True) -> BlobInfo | Arriving:
         opened = await self._blobs.open(digest, content=content)
         info = opened if isinstance(opened, BlobInfo) else opened.info
-        await self._emitter.blob(events.PULL, info)
+        pending = self._emitter.blob(events.PULL, info)
+        if pending is not None:
+            await pending
         return opened
 
     async def delete(self, digest: Digest) -> None:
         await self._blobs.delete(digest)
-        await self._emitter.deleted(digest, [])
+        pending = self._emitter.deleted(digest, [])
+        if pending is not None:
+            await pending
 
     async def mount(self, digest: Digest, source: RepositoryBlobs | None) -> BlobInfo | None:
         info = await self._blobs.mount(digest, source)
         if info is not None:
-            await self._emitter.blob(events.MOUNT, info, source.name if source else "")
+            pending = self._emitter.blob(events.MOUNT, info, source.name if source else "")
+            if pending is not None:
+                await pending
         return info
 
     def forget(self, digest: Digest) -> Awaitable[None]:
@@ -285,14 +309,18 @@ class NotifyingUploads:
 
     async def upload(self, digest: Digest, body: AsyncIterator[bytes]) -> BlobInfo:
         info = await self._uploads.upload(digest, body)
-        await self._emitter.blob(events.PUSH, info)
+        pending = self._emitter.blob(events.PUSH, info)
+        if pending is not None:
+            await pending
         return info
 
     async def commit(
         self, upload_id: str, digest: Digest, body: AsyncIterator[bytes] | None = None
     ) -> BlobInfo:
         info = await self._uploads.commit(upload_id, digest, body)
-        await self._emitter.blob(events.PUSH, info)
+        pending = self._emitter.blob(events.PUSH, info)
+        if pending is not None:
+            await pending
         return info
 
     def cancel(self, upload_id: str) -> Awaitable[None]:
@@ -312,24 +340,30 @@ class NotifyingManifests:
     async def get(self, reference: str, resolved: Digest | None = None) -> StoredManifest:
         stored = await self._manifests.get(reference, resolved)
         tags = [reference] if ":" not in reference else []  # a digest has a colon, a tag none
-        await self._emitter.manifest(
+        pending = self._emitter.manifest(
             events.PULL, stored.media_type, stored.digest, stored.payload, tags
         )
+        if pending is not None:
+            await pending
         return stored
 
     async def put(
         self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
     ) -> PutResult:
         result = await self._manifests.put(reference, payload, content_type, extra_tags)
-        await self._emitter.manifest(
+        pending = self._emitter.manifest(
             events.PUSH, result.manifest.media_type, result.digest, payload, result.tags
         )
+        if pending is not None:
+            await pending
         return result
 
     async def delete(self, reference: str) -> list[str]:
         tags = await self._manifests.delete(reference)
         digest = Digest.parse(reference) if ":" in reference else None
-        await self._emitter.deleted(digest, tags)
+        pending = self._emitter.deleted(digest, tags)
+        if pending is not None:
+            await pending
         return tags
 
     def referrer_descriptors(

@@ -73,10 +73,8 @@ class InboxWriter:
         """A forked process writes a file of its own; what it inherited is the parent's."""
         self._fd, self._map, self._at, self._name = -1, None, INBOX_SIZE, ""
 
-    async def append(self, lines: list[str]) -> None:
-        self.write(lines)
-
-    def write(self, lines: list[str]) -> None:
+    def append(self, lines: list[str]) -> None:
+        """Writes the records: done when this returns (listener.Recorder.append)."""
         for line in lines:
             body = line.encode() + b"\n"
             end = self._at + 1 + len(body)

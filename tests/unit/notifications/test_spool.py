@@ -28,14 +28,14 @@ def texts(found: list[tuple[int, str]]) -> list[str]:
 def test_inboxes_merge_in_time_order(tmp_path: Path) -> None:
     first, second = InboxWriter(str(tmp_path)), InboxWriter(str(tmp_path))
     now = time.time_ns() - 1000
-    first.write([record(now + 1, "a1"), record(now + 4, "a2")])
-    second.write([record(now + 2, "b1")])
-    second.write([record(now + 3, "b2")])
+    first.append([record(now + 1, "a1"), record(now + 4, "a2")])
+    second.append([record(now + 2, "b1")])
+    second.append([record(now + 3, "b2")])
     log = FileLog(str(tmp_path))
     assert run(log.lock())
     assert run(log.collect()) == 4
     assert texts(run(log.read(Reader(0), 10))) == ["a1", "b1", "b2", "a2"]
-    first.write([record(now + 5, "a3")])
+    first.append([record(now + 5, "a3")])
     assert run(log.collect()) == 1
     assert run(log.read(Reader(4), 10)) == [(4, record(now + 5, "a3"))]
     run(log.close())
@@ -44,7 +44,7 @@ def test_inboxes_merge_in_time_order(tmp_path: Path) -> None:
 def test_records_stamped_after_a_round_began_wait_for_the_next(tmp_path: Path) -> None:
     writer = InboxWriter(str(tmp_path))
     now = time.time_ns()
-    writer.write([record(now - 10, "past"), record(now + 60 * 10**9, "future")])
+    writer.append([record(now - 10, "past"), record(now + 60 * 10**9, "future")])
     log = FileLog(str(tmp_path))
     assert run(log.lock())
     assert run(log.collect()) == 1
@@ -84,7 +84,7 @@ def test_a_full_inbox_goes_on_in_the_next_file(
     now = time.time_ns() - 10**6
     lines = [record(now + i, f"r{i}") for i in range(100)]
     for line in lines:
-        writer.write([line])
+        writer.append([line])
     assert len(os.listdir(tmp_path / "inbox")) > 1
     log = FileLog(str(tmp_path))
     assert run(log.lock())
@@ -102,7 +102,7 @@ def test_reading_across_segments_cursors_and_trimming(
     monkeypatch.setattr(spool, "SEGMENT_RECORDS", 3)
     writer = InboxWriter(str(tmp_path))
     now = time.time_ns() - 10**6
-    writer.write([record(now + i, f"r{i}") for i in range(10)])
+    writer.append([record(now + i, f"r{i}") for i in range(10)])
     log = FileLog(str(tmp_path))
     assert run(log.lock())
     assert run(log.collect()) == 10
@@ -119,7 +119,7 @@ def test_reading_across_segments_cursors_and_trimming(
     again = FileLog(str(tmp_path))  # after a restart: the numbering goes on
     assert run(again.lock())
     assert again.next == 10
-    writer.write([record(time.time_ns() - 10, "r10")])
+    writer.append([record(time.time_ns() - 10, "r10")])
     assert run(again.collect()) == 1
     assert run(again.read(Reader(10), 1))[0][0] == 10
     run(again.close())
