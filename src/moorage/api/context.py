@@ -3,9 +3,11 @@ client must see them."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import re
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -73,9 +75,33 @@ def repository(request: web.Request) -> RepositoryService:
 
 
 def request_context(request: web.Request) -> RequestContext:
-    """The request's facts for the services' wrappers. What depends on the connection and the
-    headers (the client's address through the proxies, the URL base) is worked out once for
-    all the requests that repeat them, as a keep-alive connection's do."""
+    """The request's facts for the services' wrappers. Its client's part follows from the
+    connection and the headers: it is worked out once per connection and kept while its
+    requests repeat the same headers, as a keep-alive connection's do. (Who signed in
+    follows from the headers too: the Authorization header, or the web UI's cookie.)"""
+    transport = request.transport
+    raw = request.raw_headers
+    app = request.app
+    known = _CONNECTIONS.get(transport) if transport is not None else None
+    if known is not None and known[0] is app and known[1] == raw:
+        client = known[2]
+    else:
+        client = _client_of(request)
+        if transport is not None:
+            with contextlib.suppress(TypeError):  # a transport that cannot be referred to weakly
+                _CONNECTIONS[transport] = (app, raw, client)
+    return RequestContext(request["request_id"], request.method, client)  # request_ids() set it
+
+
+# Each open connection's last Client: the app and the headers it was worked out for, and it.
+_CONNECTIONS: weakref.WeakKeyDictionary[object, tuple[web.Application, object, Client]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _client_of(request: web.Request) -> Client:
+    """The Client of a request, remembered by the inputs it follows from (a client that opens
+    connections one after another gets the same one)."""
     transport = request.transport
     user = request.get("user", "")
     key = (
@@ -95,7 +121,7 @@ def request_context(request: web.Request) -> RequestContext:
             user="" if user == "-" else user,
             base_url=absolute_url(request, ""),
         )
-    return RequestContext(request.get("request_id", ""), request.method, client)
+    return client
 
 
 # The headers a Client follows from, by aiohttp's names for them (found without case folding).
@@ -107,9 +133,7 @@ _CLIENT_HEADERS = (
     hdrs.X_FORWARDED_PROTO,
     hdrs.X_FORWARDED_HOST,
 )
-
-
-# The Client part of RequestContext, by the connection and the headers it follows from.
+# The Client part of RequestContext, by what it follows from.
 _CLIENTS: dict[tuple[object, ...], Client] = {}
 MAX_CLIENTS = 4096
 

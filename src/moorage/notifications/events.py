@@ -130,7 +130,7 @@ def client_facts(client: Client) -> str:
 def request_facts(context: RequestContext, client: str) -> str:
     """The request's part of its events' records (the same for every event of the request);
     `client` is client_facts() of its client."""
-    return f"{escaped(context.id)}\t{escaped(context.method)}\t{client}"
+    return f"{escaped(context.id)}\t{context.method}\t{client}"  # a method has no \\, \\t, ...
 
 
 def record(
@@ -140,7 +140,6 @@ def record(
     facts: str,
     action: str,
     repository: str,
-    *,
     media_type: str = "",
     digest: str = "",
     size: int = 0,

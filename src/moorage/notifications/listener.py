@@ -151,7 +151,6 @@ class NotifyingRepository:
     def line(
         self,
         action: str,
-        *,
         media_type: str = "",
         digest: str = "",
         size: int = 0,
@@ -159,23 +158,14 @@ class NotifyingRepository:
         from_repository: str = "",
         references: str = "",
     ) -> str:
-        if not self._facts:
-            self._facts = self.recorder.facts(self.context())
         recorder = self.recorder
+        facts = self._facts
+        if not facts:
+            facts = self._facts = recorder.facts(self.context())
         return events.record(
-            recorder.ids.next(),
-            recorder.clock.now(),
-            recorder.source_fields,
-            self._facts,
-            action,
-            self.repository,
-            media_type=media_type,
-            digest=digest,
-            size=size,
-            tag=tag,
-            from_repository=from_repository,
-            references=references,
-        )
+            recorder.ids.next(), recorder.clock.now(), recorder.source_fields, facts, action,
+            self.repository, media_type, digest, size, tag, from_repository, references,
+        )  # fmt: skip
 
     # Each of these records an event (or none, when no endpoint wants it) and returns what
     # Recorder.write does: None, or what to wait on before the request is answered.
@@ -185,13 +175,8 @@ class NotifyingRepository:
     ) -> Awaitable[None] | None:
         if not self.recorder.wants(action, events.BLOB_MEDIA_TYPE):
             return None
-        line = self.line(
-            action,
-            media_type=events.BLOB_MEDIA_TYPE,
-            digest=str(info.digest),
-            size=info.size,
-            from_repository=from_repository,
-        )
+        media_type = events.BLOB_MEDIA_TYPE
+        line = self.line(action, media_type, str(info.digest), info.size, "", from_repository)
         return self.recorder.write([line])
 
     def manifest(
@@ -205,16 +190,10 @@ class NotifyingRepository:
         if not self.recorder.wants(action, media_type):
             return None
         references = self.recorder.references(digest, payload)
+        text, size = str(digest), len(payload)
         lines = [
-            self.line(
-                action,
-                media_type=media_type,
-                digest=str(digest),
-                size=len(payload),
-                tag=tag,
-                references=references,
-            )
-            for tag in (tags or [""])
+            self.line(action, media_type, text, size, tag, "", references)
+            for tag in (tags or ("",))
         ]
         return self.recorder.write(lines)
 
