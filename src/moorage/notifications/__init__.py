@@ -77,6 +77,7 @@ def from_config(config: Config, *, create_files: bool = True) -> Notifications |
         return None
     writer: Writer
     log: Callable[[], Log]
+    put: Callable[[str], None] | None = None  # a spool written without waiting: one record
     if section.spool.driver == "redis":
         writer, log = _redis(config)
     else:
@@ -88,7 +89,8 @@ def from_config(config: Config, *, create_files: bool = True) -> Notifications |
                 raise ValueError(
                     f"notifications.spool.directory: cannot create {directory}: {exc.strerror}"
                 ) from None
-        writer = InboxWriter(directory)
+        inbox = InboxWriter(directory)
+        writer, put = inbox, inbox.put
 
         def log() -> Log:
             return FileLog(directory)
@@ -110,6 +112,7 @@ def from_config(config: Config, *, create_files: bool = True) -> Notifications |
     ]
     recorder = Recorder(
         append=writer.append,
+        put=put,
         filters=[endpoint.filter for endpoint in endpoints],
         include_references=section.events.includereferences,
         source=Source.of(config.http.addr),

@@ -62,6 +62,7 @@ class Recorder:
     filters: list[Filter]
     include_references: bool
     source: events.Source
+    put: Callable[[str], None] | None = None  # one record, there when it returns (files)
     ids: events.Ids = field(default_factory=events.Ids)
     clock: events.Clock = field(default_factory=events.Clock)
     _wanted: dict[tuple[str, str], bool] = field(default_factory=dict)
@@ -111,6 +112,18 @@ class Recorder:
             self._lost(exc)
             return None
         return None if pending is None else self._waited(pending)
+
+    def write_one(self, line: str) -> Awaitable[None] | None:
+        """write([line]), without the list where the spool has `put`: the usual request
+        makes one event."""
+        put = self.put
+        if put is None:
+            return self.write([line])
+        try:
+            put(line)
+        except Exception as exc:
+            self._lost(exc)
+        return None
 
     async def _waited(self, pending: Awaitable[None]) -> None:
         try:
@@ -177,7 +190,7 @@ class NotifyingRepository:
             return None
         media_type = events.BLOB_MEDIA_TYPE
         line = self.line(action, media_type, str(info.digest), info.size, "", from_repository)
-        return self.recorder.write([line])
+        return self.recorder.write_one(line)
 
     def manifest(
         self,
@@ -191,10 +204,12 @@ class NotifyingRepository:
             return None
         references = self.recorder.references(digest, payload)
         text, size = str(digest), len(payload)
-        lines = [
-            self.line(action, media_type, text, size, tag, "", references)
-            for tag in (tags or ("",))
-        ]
+        if len(tags) <= 1:
+            tag = tags[0] if tags else ""
+            return self.recorder.write_one(
+                self.line(action, media_type, text, size, tag, "", references)
+            )
+        lines = [self.line(action, media_type, text, size, tag, "", references) for tag in tags]
         return self.recorder.write(lines)
 
     def deleted(self, digest: Digest | None, tags: list[str]) -> Awaitable[None] | None:

@@ -76,19 +76,24 @@ class InboxWriter:
     def append(self, lines: list[str]) -> None:
         """Writes the records: done when this returns (listener.Recorder.append)."""
         for line in lines:
-            body = line.encode() + b"\n"
-            end = self._at + 1 + len(body)
-            if end > INBOX_SIZE:
-                if len(body) + 1 > INBOX_SIZE:
-                    log.error("notifications: an event of %d bytes is too large", len(body))
-                    continue
-                self._open()
-                end = 1 + len(body)
-            mapped = self._map
-            assert mapped is not None
-            mapped[self._at + 1 : end] = body
-            mapped[self._at] = 0x1E
-            self._at = end
+            self.put(line)
+
+    def put(self, line: str) -> None:
+        """Writes one record: done when this returns (listener.Recorder.put)."""
+        body = line.encode() + b"\n"
+        at = self._at
+        end = at + 1 + len(body)
+        if end > INBOX_SIZE:
+            if len(body) + 1 > INBOX_SIZE:
+                log.error("notifications: an event of %d bytes is too large", len(body))
+                return
+            self._open()
+            at, end = 0, 1 + len(body)
+        mapped = self._map
+        assert mapped is not None
+        mapped[at + 1 : end] = body
+        mapped[at] = 0x1E
+        self._at = end
 
     def _open(self) -> None:
         if not self._name:  # a fresh process: a name of its own
