@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from tests.api import OCI_MANIFEST, Client, RepeatedBody, error_codes, sha256
+from tests.integration.notifications_support import endpoint, run_receiver, wait_for
 from tests.servers import Server, moorage_config, run_moorage
 
 MiB = 1024 * 1024
@@ -305,3 +306,35 @@ def test_a_body_larger_than_the_space_left_gets_its_answer(disk: Disk) -> None:
         assert_intact(disk)
     assert client.request("DELETE", location).status_code == 204
     assert sessions(disk, "full/large") == []
+
+
+def test_a_spool_on_the_full_disk_loses_events_not_pulls(
+    disk: Disk, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Notifications spooled on the full disk (the default spool, under the root): a pull that
+    finds no room for its event is answered all the same, the log says events were lost, and
+    once there is room the next pulls' events are delivered. (Before, the event went through a
+    mapping onto a hole of the file, and the full disk killed the worker with SIGBUS.)"""
+    with run_receiver() as receiver:
+        config = moorage_config(disk.mount / "notified", 0)
+        # pushes make no event: the first event, a pull's, opens the spool's files
+        hook = endpoint("hook", receiver, "/hook", ignore={"actions": ["push"]})
+        config["notifications"] = {"endpoints": [hook]}
+        with run_moorage(tmp_path_factory.mktemp("notified"), config) as server:
+            client = Client(server.url)
+            payload = client.manifest("full/notified", b'{"config":"notified"}', [b"layer"])
+            assert client.put_manifest("full/notified", "v1", payload).status_code == 201
+            pull = ("GET", "/v2/full/notified/manifests/v1")
+            with disk.full():
+                for _ in range(4):  # each worker's first pull
+                    got = client.request(*pull, headers={"Accept": OCI_MANIFEST})
+                    assert got.status_code == 200 and got.content == payload
+                wait_for(
+                    lambda: "events lost, the spool cannot take them" in server.logs(),
+                    "the log saying events were lost",
+                )
+            assert client.request(*pull, headers={"Accept": OCI_MANIFEST}).status_code == 200
+            wait_for(lambda: receiver.events("/events/hook"), "an event once there is room")
+            event = receiver.events("/events/hook")[0]
+            assert (event["action"], event["target"]["tag"]) == ("pull", "v1")
+            assert "starting it again" not in server.logs()  # no worker died

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
@@ -105,10 +106,12 @@ class InboxWriter:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, INBOX_SIZE)
+            _allocate(fd, INBOX_SIZE)
             mapped = mmap.mmap(fd, INBOX_SIZE, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         except BaseException:
             os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(path)
             raise
         self.close()  # the previous file, complete: closing it releases its lock
         self._fd, self._map, self._at = fd, mapped, 0
@@ -119,6 +122,21 @@ class InboxWriter:
         if self._fd >= 0:
             os.close(self._fd)
         self._fd, self._map, self._at = -1, None, INBOX_SIZE
+
+
+def _allocate(fd: int, size: int) -> None:
+    """Gives the file `size` bytes of zeros on disk, not a hole: a write through a mapping to
+    a hole of a full filesystem kills the process (SIGBUS), where this raises ENOSPC first.
+    Where fallocate is not supported, the zeros are written."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+        return
+    except OSError as exc:
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
+    zeros = bytes(1 << 20)
+    for offset in range(0, size, len(zeros)):
+        os.pwrite(fd, zeros[: size - offset], offset)
 
 
 def _records(data: bytes, complete_end: bool) -> tuple[list[bytes], int]:
