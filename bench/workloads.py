@@ -522,8 +522,11 @@ def notifications(bench: Bench) -> None:
     """The manifest workload on moorage with two notification endpoints (both on a local
     receiver) against the same moorage without any: what spooling a pull event per request
     costs the request path. Both columns are moorage: "moorage" with the endpoints, "reference"
-    without; the ratio is theirs. Delivery runs at a lower priority and may lag under the load;
-    how many events it had delivered by the end of each run is in the JSON's meta."""
+    without; the ratio is theirs. Each load runs on a fresh server, the two variants one right
+    after the other (which one first alternates by round): the machine's speed drifts less
+    between the two than over a whole run, and each variant's server delivers only its own
+    events. Delivery runs at a lower priority and may lag under the load; how many events it
+    had delivered by the end of each load is in the JSON's meta."""
     seconds = bench.scale.load_seconds
     runs: list[tuple[str, int, Callable[[str, int, int], float]]] = [
         (method, n, tool)
@@ -551,31 +554,30 @@ def notifications(bench: Bench) -> None:
     }
     delivery: list[dict[str, float]] = bench.results.meta.setdefault("notifications", [])
     root = bench.read_root()[MOORAGE]
+    spool = bench.workdir / "notifications-spool"
     with run_receiver(keep=False) as receiver:
+        sections = {"notifications": {
+            "endpoints": [endpoint("one", receiver, "/one"), endpoint("two", receiver, "/two")],
+            "spool": {"directory": str(spool)},
+        }}
+        variants = [(MOORAGE, sections), (REFERENCE, None)]
         for round_ in range(bench.rounds):
-            spool = bench.workdir / f"spool-{round_}"
-            shutil.rmtree(spool, ignore_errors=True)
-            sections = {"notifications": {
-                "endpoints": [endpoint("one", receiver, "/one"), endpoint("two", receiver, "/two")],
-                "spool": {"directory": str(spool)},
-            }}
-            variants = [(MOORAGE, sections), (REFERENCE, None)]
-            for kind, extra in variants if round_ % 2 == 0 else reversed(variants):
-                with bench.server(MOORAGE, root, "notifications", sections=extra) as server:
-                    url = f"{server.url}/v2/{MANIFEST_REPO}/manifests/latest"
-                    wrk_get(url, 32, 1)  # untimed warm-up
-                    before = receiver.counted
-                    made = 0
-                    for method, n, tool in runs:
+            for method, n, tool in runs:
+                for kind, extra in variants if round_ % 2 == 0 else reversed(variants):
+                    shutil.rmtree(spool, ignore_errors=True)
+                    with bench.server(MOORAGE, root, "notifications", sections=extra) as server:
+                        url = f"{server.url}/v2/{MANIFEST_REPO}/manifests/latest"
+                        wrk_get(url, 32, 1)  # untimed warm-up
+                        before = receiver.counted
                         used = _worker_cpu(server.process.pid)
                         rate = tool(url, n, seconds)
                         used = _worker_cpu(server.process.pid) - used
                         metrics[(method, n)].add(kind, rate)
                         cpu[(method, n)].add(kind, used / (rate * seconds) * 1e6)
-                        made += int(rate * seconds) * 2
-                    if extra is not None and made:  # how far delivery kept up, at low priority
-                        delivery.append({"made": made, "delivered": receiver.counted - before})
-            shutil.rmtree(spool, ignore_errors=True)
+                        made = int(rate * seconds) * 2
+                        if extra is not None and made:  # how far delivery kept up
+                            delivery.append({"made": made, "delivered": receiver.counted - before})
+                    shutil.rmtree(spool, ignore_errors=True)
 
 
 # -- a whole image with skopeo --------------------------------------------------------------
