@@ -1,8 +1,8 @@
 """Events in distribution's JSON, and the compact records they travel in until delivery.
 
 On the request path an event is a record: one line of tab-separated facts, cheap to make and
-to write (`record`). The deliverer expands it into distribution's event object (`expand`), the
-same fields with the same meaning:
+to write (`Records.make`). The deliverer expands it into distribution's event object
+(`expand`), the same fields with the same meaning:
 
     {"id", "timestamp", "action",
      "target": {"mediaType", "size", "digest", "length", "repository", "fromRepository",
@@ -91,53 +91,43 @@ def _uuid4() -> str:
     return f"{raw[:8]}-{raw[8:12]}-4{raw[13:16]}-{variant}{raw[17:20]}-{raw[20:]}"
 
 
-class Ids:
-    """Event ids shaped as version-4 UUIDs: a random part per process and a counter, which
-    costs no system call per event as uuid4 does."""
+class Records:
+    """Makes the records of events: each gets an id shaped as a version-4 UUID (a random part
+    per process and a counter, which costs no system call per event as uuid4 does) and a time
+    in nanoseconds that never goes back within the process (records are merged by it)."""
 
     def __init__(self) -> None:
         self._prefix = _uuid4()[:-8]
-        self._next = int.from_bytes(os.urandom(4), "big")
-
-    def next(self) -> str:
-        self._next = (self._next + 1) & 0xFFFFFFFF
-        return f"{self._prefix}{self._next:08x}"
-
-
-class Clock:
-    """Event times in nanoseconds, never going back within a process (records are merged by
-    them)."""
-
-    def __init__(self) -> None:
+        self._count = int.from_bytes(os.urandom(4), "big")
         self._last = 0
 
-    def now(self) -> int:
+    def make(self, target: str, facts: str) -> str:
+        """A new event's record, without its line end: its id, its time, `target` (target()
+        of what happened) and `facts` (request_facts() of the request that did it)."""
+        count = self._count = (self._count + 1) & 0xFFFFFFFF
         stamp = time.time_ns()
         if stamp <= self._last:
             stamp = self._last + 1
         self._last = stamp
-        return stamp
+        return f"{self._prefix}{count:08x}\t{stamp}\t{target}\t{facts}"
 
 
-def client_facts(client: Client) -> str:
-    """The client's part of its events' records (the same for all its requests)."""
+def client_facts(client: Client, source: str) -> str:
+    """The part of a record that is the same for all of a client's requests: the client's
+    facts and `source` (Source.fields)."""
     return (
         f"{escaped(client.addr)}\t{escaped(client.host)}\t{escaped(client.useragent)}\t"
-        f"{escaped(client.user)}\t{escaped(client.base_url)}"
+        f"{escaped(client.user)}\t{escaped(client.base_url)}\t{source}"
     )
 
 
 def request_facts(context: RequestContext, client: str) -> str:
-    """The request's part of its events' records (the same for every event of the request);
-    `client` is client_facts() of its client."""
+    """The part of a record that is the same for every event of a request; `client` is
+    client_facts() of its client."""
     return f"{escaped(context.id)}\t{context.method}\t{client}"  # a method has no \\, \\t, ...
 
 
-def record(
-    event_id: str,
-    stamp: int,
-    source: str,
-    facts: str,
+def target(
     action: str,
     repository: str,
     media_type: str = "",
@@ -147,13 +137,13 @@ def record(
     from_repository: str = "",
     references: str = "",
 ) -> str:
-    """One event's record, without its line end. `facts` is request_facts() of the request,
-    `source` Source.fields, `references` the JSON of what a manifest references (when events
-    include them). Repository names, tags and digests are in their grammars, which exclude the
-    framing characters; the rest is escaped."""
+    """The part of a record that says what happened to what: the same for every pull of a
+    manifest by the same name. `references` is the JSON of what a manifest references (when
+    events include them). Repository names, tags and digests are in their grammars, which
+    exclude the framing characters; the media type is escaped."""
     return (
-        f"{event_id}\t{stamp}\t{action}\t{repository}\t{escaped(media_type)}\t{digest}\t"
-        f"{size}\t{tag}\t{from_repository}\t{references}\t{facts}\t{source}"
+        f"{action}\t{repository}\t{escaped(media_type)}\t{digest}\t{size}\t{tag}\t"
+        f"{from_repository}\t{references}"
     )
 
 

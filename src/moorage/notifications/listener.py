@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from moorage.notifications import events
 from moorage.registry import manifests as schema
@@ -35,8 +36,9 @@ from moorage.registry.repository import (
 )
 
 log = logging.getLogger("moorage.notifications")
+Key = TypeVar("Key")
 
-MAX_REFERENCES = 16_384  # manifests whose references are kept, by digest
+MAX_TARGETS = 4096  # targets (what happened to what) whose part of the records is kept
 MAX_CLIENTS = 4096  # clients whose part of the records is kept
 
 
@@ -56,18 +58,29 @@ class Recorder:
     """The request path's half of notifications: makes the records of what happened and
     appends them, in one write per request, to the spool. Events no endpoint wants are never
     made. `append` writes to the spool: it returns None when the records are there already
-    (a file spool), else an awaitable done when they are (Redis)."""
+    (a file spool), else an awaitable done when they are (Redis).
+
+    A record is made of parts that repeat (what happened to what; who the client is), kept
+    once made: a pull of a tag makes the same target each time, a keep-alive connection's
+    requests the same client. Only the event's id and time and the request's id are new."""
 
     append: Callable[[list[str]], Awaitable[None] | None]
     filters: list[Filter]
     include_references: bool
     source: events.Source
     put: Callable[[str], None] | None = None  # one record, there when it returns (files)
-    ids: events.Ids = field(default_factory=events.Ids)
-    clock: events.Clock = field(default_factory=events.Clock)
+    records: events.Records = field(default_factory=events.Records)
     _wanted: dict[tuple[str, str], bool] = field(default_factory=dict)
-    _references: dict[Digest, str] = field(default_factory=dict)
+    # what an event's target follows from -> the target, or "" when no endpoint wants it:
+    # (action, repository, media type, digest, tag) for manifests, (action, repository,
+    # digest, size, source repository) for blobs
+    manifest_targets: dict[tuple[str, str, str, Digest, str], str] = field(default_factory=dict)
+    _blobs: dict[tuple[str, str, Digest, int, str], str] = field(default_factory=dict)
     _clients: dict[Client, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.source_fields = self.source.fields
+        self._failing_since = 0.0
 
     def wants(self, action: str, media_type: str = "") -> bool:
         key = (action, media_type)
@@ -78,19 +91,40 @@ class Recorder:
             found = self._wanted[key] = any(f.wants(action, media_type) for f in self.filters)
         return found
 
-    def references(self, digest: Digest, payload: bytes) -> str:
-        if not self.include_references:
-            return ""
-        found = self._references.get(digest)
+    def manifest_target(
+        self, action: str, repository: str, media_type: str, digest: Digest, tag: str,
+        payload: bytes,
+    ) -> str:  # fmt: skip
+        """events.target of a manifest's event; "" when no endpoint wants it. The payload
+        is the one `digest` names: its size and references follow from the digest."""
+        key = (action, repository, media_type, digest, tag)
+        found = self.manifest_targets.get(key)
         if found is None:
-            if len(self._references) >= MAX_REFERENCES:
-                self._references.clear()
-            found = self._references[digest] = events.references(payload)
+            found = ""
+            if self.wants(action, media_type):
+                references = events.references(payload) if self.include_references else ""
+                found = events.target(
+                    action, repository, media_type, str(digest), len(payload), tag, "",
+                    references,
+                )  # fmt: skip
+            _keep(self.manifest_targets, key, found)
         return found
 
-    def __post_init__(self) -> None:
-        self.source_fields = self.source.fields
-        self._failing_since = 0.0
+    def blob_target(
+        self, action: str, repository: str, info: BlobInfo, from_repository: str
+    ) -> str:
+        """events.target of a blob's event; "" when no endpoint wants it."""
+        key = (action, repository, info.digest, info.size, from_repository)
+        found = self._blobs.get(key)
+        if found is None:
+            found = ""
+            if self.wants(action, events.BLOB_MEDIA_TYPE):
+                found = events.target(
+                    action, repository, events.BLOB_MEDIA_TYPE, str(info.digest), info.size,
+                    "", from_repository,
+                )  # fmt: skip
+            _keep(self._blobs, key, found)
+        return found
 
     def facts(self, context: RequestContext) -> str:
         """events.request_facts, with the client's part remembered for its next requests."""
@@ -98,7 +132,8 @@ class Recorder:
         if client is None:
             if len(self._clients) >= MAX_CLIENTS:
                 self._clients.clear()
-            client = self._clients[context.client] = events.client_facts(context.client)
+            client = events.client_facts(context.client, self.source_fields)
+            self._clients[context.client] = client
         return events.request_facts(context, client)
 
     def write(self, lines: list[str]) -> Awaitable[None] | None:
@@ -140,57 +175,42 @@ class Recorder:
     def wrap(
         self, repository: RepositoryService, context: Callable[[], RequestContext]
     ) -> RepositoryService:
-        return NotifyingRepository(repository, self, context)
+        return NotifyingRepository(repository, RequestEvents(self, context, repository.name))
 
 
-class NotifyingRepository:
-    """One request's view of a repository: its services with events around them, and the
-    events the request makes in it."""
+def _keep(kept: dict[Key, str], key: Key, target: str) -> None:
+    if len(kept) >= MAX_TARGETS:  # names and tags come from clients: keep it bounded
+        kept.clear()
+    kept[key] = target
 
-    __slots__ = ("_facts", "_repository", "context", "recorder", "repository")
+
+class RequestEvents:
+    """The events one request makes in one repository: each records an event (or none, when
+    no endpoint wants it) and returns what Recorder.write does: None, or what to wait on
+    before the request is answered."""
+
+    __slots__ = ("_facts", "context", "recorder", "repository")
 
     def __init__(
-        self,
-        repository: RepositoryService,
-        recorder: Recorder,
-        context: Callable[[], RequestContext],
+        self, recorder: Recorder, context: Callable[[], RequestContext], repository: str
     ) -> None:
-        self._repository = repository
         self.recorder = recorder
         self.context = context  # made on first use: a request may record nothing
-        self.repository = repository.name
+        self.repository = repository
         self._facts = ""
 
-    def line(
-        self,
-        action: str,
-        media_type: str = "",
-        digest: str = "",
-        size: int = 0,
-        tag: str = "",
-        from_repository: str = "",
-        references: str = "",
-    ) -> str:
-        recorder = self.recorder
-        facts = self._facts
-        if not facts:
-            facts = self._facts = recorder.facts(self.context())
-        return events.record(
-            recorder.ids.next(), recorder.clock.now(), recorder.source_fields, facts, action,
-            self.repository, media_type, digest, size, tag, from_repository, references,
-        )  # fmt: skip
+    def line(self, target: str) -> str:
+        return self.recorder.records.make(target, self._facts or self._request_facts())
 
-    # Each of these records an event (or none, when no endpoint wants it) and returns what
-    # Recorder.write does: None, or what to wait on before the request is answered.
+    def _request_facts(self) -> str:
+        facts = self._facts = self.recorder.facts(self.context())
+        return facts
 
     def blob(
         self, action: str, info: BlobInfo, from_repository: str = ""
     ) -> Awaitable[None] | None:
-        if not self.recorder.wants(action, events.BLOB_MEDIA_TYPE):
-            return None
-        media_type = events.BLOB_MEDIA_TYPE
-        line = self.line(action, media_type, str(info.digest), info.size, "", from_repository)
-        return self.recorder.write_one(line)
+        target = self.recorder.blob_target(action, self.repository, info, from_repository)
+        return self.recorder.write_one(self.line(target)) if target else None
 
     def manifest(
         self,
@@ -200,24 +220,42 @@ class NotifyingRepository:
         payload: bytes,
         tags: tuple[str, ...] | list[str],
     ) -> Awaitable[None] | None:
-        if not self.recorder.wants(action, media_type):
-            return None
-        references = self.recorder.references(digest, payload)
-        text, size = str(digest), len(payload)
-        if len(tags) <= 1:
+        recorder = self.recorder
+        if len(tags) <= 1:  # a pull, a push by tag or by digest: one event (the usual path:
+            # the target is looked up here, not through a call, as it is there for every pull)
             tag = tags[0] if tags else ""
-            return self.recorder.write_one(
-                self.line(action, media_type, text, size, tag, "", references)
-            )
-        lines = [self.line(action, media_type, text, size, tag, "", references) for tag in tags]
-        return self.recorder.write(lines)
+            target = recorder.manifest_targets.get(
+                (action, self.repository, media_type, digest, tag)
+            ) or recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
+            if not target:
+                return None
+            facts = self._facts or self._request_facts()
+            return recorder.write_one(recorder.records.make(target, facts))
+        targets = [
+            recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
+            for tag in tags
+        ]
+        lines = [self.line(target) for target in targets if target]
+        return recorder.write(lines) if lines else None
 
     def deleted(self, digest: Digest | None, tags: list[str]) -> Awaitable[None] | None:
         if not self.recorder.wants(events.DELETE):
             return None
-        lines = [self.line(events.DELETE, digest=str(digest))] if digest is not None else []
-        lines += [self.line(events.DELETE, tag=tag) for tag in tags]
-        return self.recorder.write(lines) if lines else None
+        targets = [events.target(events.DELETE, self.repository, tag=tag) for tag in tags]
+        if digest is not None:  # the digest's delete first, then its tags'
+            targets.insert(0, events.target(events.DELETE, self.repository, digest=str(digest)))
+        return self.recorder.write([self.line(target) for target in targets]) if targets else None
+
+
+class NotifyingRepository:
+    """One request's view of a repository: its services with its events around them."""
+
+    __slots__ = ("_events", "_manifests", "_repository")
+
+    def __init__(self, repository: RepositoryService, request_events: RequestEvents) -> None:
+        self._repository = repository
+        self._events = request_events
+        self._manifests: NotifyingManifests | None = None
 
     @property
     def name(self) -> str:
@@ -229,17 +267,20 @@ class NotifyingRepository:
 
     @property
     def blobs(self) -> BlobService:
-        return NotifyingBlobs(self._repository.blobs, self)
+        return NotifyingBlobs(self._repository.blobs, self._events)
 
     @property
     def uploads(self) -> UploadService:
-        return NotifyingUploads(self._repository.uploads, self)
+        return NotifyingUploads(self._repository.uploads, self._events)
 
     @property
     def manifests(self) -> ManifestService:
-        # made at each use, not kept: kept, it would make a reference cycle that holds the
-        # request until the garbage collector runs (which then ran often, a fifth of a GET)
-        return NotifyingManifests(self._repository.manifests, self)
+        # kept: it refers to the events, not back to this (a cycle would hold the request
+        # until the garbage collector runs)
+        found = self._manifests
+        if found is None:
+            found = self._manifests = NotifyingManifests(self._repository.manifests, self._events)
+        return found
 
     def exists(self) -> Awaitable[bool]:
         return self._repository.exists()
@@ -248,7 +289,7 @@ class NotifyingRepository:
 class NotifyingBlobs:
     __slots__ = ("_blobs", "_emitter")
 
-    def __init__(self, blobs: BlobService, emitter: NotifyingRepository) -> None:
+    def __init__(self, blobs: BlobService, emitter: RequestEvents) -> None:
         self._blobs = blobs
         self._emitter = emitter
 
@@ -281,7 +322,7 @@ class NotifyingBlobs:
 class NotifyingUploads:
     __slots__ = ("_emitter", "_uploads")
 
-    def __init__(self, uploads: UploadService, emitter: NotifyingRepository) -> None:
+    def __init__(self, uploads: UploadService, emitter: RequestEvents) -> None:
         self._uploads = uploads
         self._emitter = emitter
 
@@ -324,7 +365,7 @@ class NotifyingUploads:
 class NotifyingManifests:
     __slots__ = ("_emitter", "_manifests")
 
-    def __init__(self, manifests: ManifestService, emitter: NotifyingRepository) -> None:
+    def __init__(self, manifests: ManifestService, emitter: RequestEvents) -> None:
         self._manifests = manifests
         self._emitter = emitter
 

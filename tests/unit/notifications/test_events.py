@@ -25,8 +25,10 @@ DIGEST = "sha256:" + "ab" * 32
 
 def line(context: RequestContext = CONTEXT, **target: object) -> str:
     source = events.Source("host:5000", "instance-1").fields
-    facts = events.request_facts(context, events.client_facts(context.client))
-    return events.record("id-1", 1_700_000_000_123_456_789, source, facts, **target)  # type: ignore[arg-type]
+    facts = events.request_facts(context, events.client_facts(context.client, source))
+    made = events.Records().make(events.target(**target), facts)  # type: ignore[arg-type]
+    _, _, rest = made.split("\t", 2)  # a known id and time in place of the new ones
+    return f"id-1\t1700000000123456789\t{rest}"
 
 
 def test_a_manifest_push_is_distributions_event() -> None:
@@ -114,9 +116,12 @@ def test_timestamps_are_gos_rfc3339_in_utc() -> None:
     assert events.timestamp(1_700_000_000_500_000_000) == "2023-11-14T22:13:20.5Z"
 
 
-def test_ids_look_like_uuid4_and_do_not_repeat() -> None:
-    ids = events.Ids()
-    made = {ids.next() for _ in range(1000)}
+def test_ids_look_like_uuid4_and_do_not_repeat_and_times_only_go_forward() -> None:
+    records = events.Records()
+    lines = [records.make("t", "f") for _ in range(1000)]
+    made = {line.partition("\t")[0] for line in lines}
+    stamps = [int(line.split("\t")[1]) for line in lines]
+    assert stamps == sorted(set(stamps))  # strictly increasing, even within one clock tick
     assert len(made) == 1000
     for made_id in made:
         parts = made_id.split("-")
