@@ -4,7 +4,7 @@ client must see them."""
 from __future__ import annotations
 
 import contextlib
-import functools
+import contextvars
 import ipaddress
 import re
 import weakref
@@ -42,8 +42,9 @@ class Settings:
     cors_origins: frozenset[str] = frozenset()
 
 
-# Wraps each request's repository in what the config adds around its services (events); the
-# request's context is made when the wrapper first needs it.
+# Wraps a repository in what the config adds around its services (events), given the function
+# that tells the facts of the request being served (current_context): a wrapper may keep what
+# it makes and use it for later requests.
 RepositoryWrapper = Callable[[RepositoryService, Callable[[], RequestContext]], RepositoryService]
 
 REGISTRY = web.AppKey("registry", Registry)
@@ -71,7 +72,21 @@ def repository(request: web.Request) -> RepositoryService:
     wraps around its services; NameInvalid for a name outside the grammar."""
     found = request.app[NAMESPACE].repository(request.match_info["name"])
     wrap = request.app.get(WRAPPER)
-    return found if wrap is None else wrap(found, functools.partial(request_context, request))
+    if wrap is None:
+        return found
+    _SERVING.set(request)  # in this request's own task (aiohttp runs each in one)
+    return wrap(found, current_context)
+
+
+# The request being served, for current_context(): set where a request asks for a wrapped
+# repository, in the task aiohttp runs the request in, so it ends with the request.
+_SERVING: contextvars.ContextVar[web.Request] = contextvars.ContextVar("serving")
+
+
+def current_context() -> RequestContext:
+    """request_context() of the request being served: the one whose handler asked for the
+    repository whose services call this (LookupError outside a request)."""
+    return request_context(_SERVING.get())
 
 
 def request_context(request: web.Request) -> RequestContext:

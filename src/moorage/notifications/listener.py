@@ -31,7 +31,6 @@ from moorage.registry.repository import (
     BlobService,
     ManifestService,
     RepositoryService,
-    TagService,
     UploadService,
 )
 
@@ -40,6 +39,7 @@ Key = TypeVar("Key")
 
 MAX_TARGETS = 4096  # targets (what happened to what) whose part of the records is kept
 MAX_CLIENTS = 4096  # clients whose part of the records is kept
+MAX_WRAPPED = 1024  # repositories whose wrappers are kept
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,7 @@ class Recorder:
     manifest_targets: dict[tuple[str, str, str, Digest, str], str] = field(default_factory=dict)
     _blobs: dict[tuple[str, str, Digest, int, str], str] = field(default_factory=dict)
     _clients: dict[Client, str] = field(default_factory=dict)
+    _wrapped: dict[tuple[int, int], NotifyingRepository] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.source_fields = self.source.fields
@@ -175,7 +176,18 @@ class Recorder:
     def wrap(
         self, repository: RepositoryService, context: Callable[[], RequestContext]
     ) -> RepositoryService:
-        return NotifyingRepository(repository, RequestEvents(self, context, repository.name))
+        """The repository with events around its services; `context` tells the facts of the
+        request being served. Kept for the next requests to the same repository (the
+        namespace keeps its repositories, and the wrapper keeps no request's state)."""
+        key = (id(repository), id(context))
+        found = self._wrapped.get(key)
+        if found is None or found.inner is not repository or found.context is not context:
+            if len(self._wrapped) >= MAX_WRAPPED:
+                self._wrapped.clear()
+            found = self._wrapped[key] = NotifyingRepository(
+                repository, RepositoryEvents(self, context, repository.name)
+            )
+        return found
 
 
 def _keep(kept: dict[Key, str], key: Key, target: str) -> None:
@@ -184,33 +196,28 @@ def _keep(kept: dict[Key, str], key: Key, target: str) -> None:
     kept[key] = target
 
 
-class RequestEvents:
-    """The events one request makes in one repository: each records an event (or none, when
-    no endpoint wants it) and returns what Recorder.write does: None, or what to wait on
-    before the request is answered."""
+class RepositoryEvents:
+    """The events made in one repository: each records an event (or none, when no endpoint
+    wants it) of the request being served and returns what Recorder.write does: None, or
+    what to wait on before the request is answered."""
 
-    __slots__ = ("_facts", "context", "recorder", "repository")
+    __slots__ = ("context", "recorder", "repository")
 
     def __init__(
         self, recorder: Recorder, context: Callable[[], RequestContext], repository: str
     ) -> None:
         self.recorder = recorder
-        self.context = context  # made on first use: a request may record nothing
+        self.context = context
         self.repository = repository
-        self._facts = ""
-
-    def line(self, target: str) -> str:
-        return self.recorder.records.make(target, self._facts or self._request_facts())
-
-    def _request_facts(self) -> str:
-        facts = self._facts = self.recorder.facts(self.context())
-        return facts
 
     def blob(
         self, action: str, info: BlobInfo, from_repository: str = ""
     ) -> Awaitable[None] | None:
-        target = self.recorder.blob_target(action, self.repository, info, from_repository)
-        return self.recorder.write_one(self.line(target)) if target else None
+        recorder = self.recorder
+        target = recorder.blob_target(action, self.repository, info, from_repository)
+        if not target:
+            return None
+        return recorder.write_one(recorder.records.make(target, recorder.facts(self.context())))
 
     def manifest(
         self,
@@ -229,14 +236,13 @@ class RequestEvents:
             ) or recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
             if not target:
                 return None
-            facts = self._facts or self._request_facts()
+            facts = recorder.facts(self.context())
             return recorder.write_one(recorder.records.make(target, facts))
         targets = [
             recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
             for tag in tags
         ]
-        lines = [self.line(target) for target in targets if target]
-        return recorder.write(lines) if lines else None
+        return self._write([target for target in targets if target])
 
     def deleted(self, digest: Digest | None, tags: list[str]) -> Awaitable[None] | None:
         if not self.recorder.wants(events.DELETE):
@@ -244,52 +250,39 @@ class RequestEvents:
         targets = [events.target(events.DELETE, self.repository, tag=tag) for tag in tags]
         if digest is not None:  # the digest's delete first, then its tags'
             targets.insert(0, events.target(events.DELETE, self.repository, digest=str(digest)))
-        return self.recorder.write([self.line(target) for target in targets]) if targets else None
+        return self._write(targets)
+
+    def _write(self, targets: list[str]) -> Awaitable[None] | None:
+        if not targets:
+            return None
+        recorder = self.recorder
+        facts = recorder.facts(self.context())
+        return recorder.write([recorder.records.make(target, facts) for target in targets])
 
 
 class NotifyingRepository:
-    """One request's view of a repository: its services with its events around them."""
+    """A repository's services with its events around them. Made once per repository: the
+    services are attributes (a handler's use of them is a plain lookup, no call), and
+    they refer to the events, not back to this (a cycle would wait for the garbage
+    collector)."""
 
-    __slots__ = ("_events", "_manifests", "_repository")
+    __slots__ = ("blobs", "context", "exists", "inner", "manifests", "name", "tags", "uploads")
 
-    def __init__(self, repository: RepositoryService, request_events: RequestEvents) -> None:
-        self._repository = repository
-        self._events = request_events
-        self._manifests: NotifyingManifests | None = None
-
-    @property
-    def name(self) -> str:
-        return self._repository.name
-
-    @property
-    def tags(self) -> TagService:
-        return self._repository.tags
-
-    @property
-    def blobs(self) -> BlobService:
-        return NotifyingBlobs(self._repository.blobs, self._events)
-
-    @property
-    def uploads(self) -> UploadService:
-        return NotifyingUploads(self._repository.uploads, self._events)
-
-    @property
-    def manifests(self) -> ManifestService:
-        # kept: it refers to the events, not back to this (a cycle would hold the request
-        # until the garbage collector runs)
-        found = self._manifests
-        if found is None:
-            found = self._manifests = NotifyingManifests(self._repository.manifests, self._events)
-        return found
-
-    def exists(self) -> Awaitable[bool]:
-        return self._repository.exists()
+    def __init__(self, repository: RepositoryService, repository_events: RepositoryEvents) -> None:
+        self.inner = repository
+        self.context = repository_events.context
+        self.name = repository.name
+        self.tags = repository.tags
+        self.blobs = NotifyingBlobs(repository.blobs, repository_events)
+        self.uploads = NotifyingUploads(repository.uploads, repository_events)
+        self.manifests = NotifyingManifests(repository.manifests, repository_events)
+        self.exists = repository.exists
 
 
 class NotifyingBlobs:
     __slots__ = ("_blobs", "_emitter")
 
-    def __init__(self, blobs: BlobService, emitter: RequestEvents) -> None:
+    def __init__(self, blobs: BlobService, emitter: RepositoryEvents) -> None:
         self._blobs = blobs
         self._emitter = emitter
 
@@ -322,7 +315,7 @@ class NotifyingBlobs:
 class NotifyingUploads:
     __slots__ = ("_emitter", "_uploads")
 
-    def __init__(self, uploads: UploadService, emitter: RequestEvents) -> None:
+    def __init__(self, uploads: UploadService, emitter: RepositoryEvents) -> None:
         self._uploads = uploads
         self._emitter = emitter
 
@@ -363,14 +356,16 @@ class NotifyingUploads:
 
 
 class NotifyingManifests:
-    __slots__ = ("_emitter", "_manifests")
+    __slots__ = ("_emitter", "_manifests", "referrer_descriptors", "resolve")
 
-    def __init__(self, manifests: ManifestService, emitter: RequestEvents) -> None:
+    def __init__(self, manifests: ManifestService, emitter: RepositoryEvents) -> None:
         self._manifests = manifests
         self._emitter = emitter
-
-    def resolve(self, reference: str) -> Awaitable[Digest]:
-        return self._manifests.resolve(reference)
+        # what makes no event is the service's own (no call in between)
+        self.resolve: Callable[[str], Awaitable[Digest]] = manifests.resolve
+        self.referrer_descriptors: Callable[
+            [Digest, str | None], Awaitable[list[schema.Descriptor]]
+        ] = manifests.referrer_descriptors
 
     async def get(self, reference: str, resolved: Digest | None = None) -> StoredManifest:
         stored = await self._manifests.get(reference, resolved)
@@ -400,8 +395,3 @@ class NotifyingManifests:
         if pending is not None:
             await pending
         return tags
-
-    def referrer_descriptors(
-        self, subject: Digest, artifact_type: str | None
-    ) -> Awaitable[list[schema.Descriptor]]:
-        return self._manifests.referrer_descriptors(subject, artifact_type)
