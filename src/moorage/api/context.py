@@ -84,34 +84,35 @@ _SERVING: contextvars.ContextVar[web.Request] = contextvars.ContextVar("serving"
 
 
 def current_context() -> RequestContext:
-    """request_context() of the request being served: the one whose handler asked for the
-    repository whose services call this (LookupError outside a request)."""
-    return request_context(_SERVING.get())
-
-
-def request_context(request: web.Request) -> RequestContext:
-    """The request's facts for the services' wrappers. Its client's part follows from the
-    connection and the headers: it is worked out once per connection and kept while its
-    requests repeat the same headers, as a keep-alive connection's do. (Who signed in
-    follows from the headers too: the Authorization header, or the web UI's cookie.)"""
+    """The facts of the request being served (the one whose handler asked for the repository
+    whose services call this; LookupError outside a request), for the services' wrappers.
+    Its client's part follows from the connection and the headers: it is worked out once per
+    connection and kept while its requests repeat the same headers, as a keep-alive
+    connection's do. (Who signed in follows from the headers too: the Authorization header,
+    or the web UI's cookie.) This runs for every event a request records: it makes as few
+    calls as it can."""
+    request = _SERVING.get()
     transport = request.transport
     raw = request.raw_headers
-    app = request.app
-    known = _CONNECTIONS.get(transport) if transport is not None else None
-    if known is not None and known[0] is app and known[1] == raw:
-        client = known[2]
+    known = _CONNECTIONS.get(id(transport))
+    if known is not None and known[0]() is transport and known[1] == raw:
+        client = known[3] if known[2] is request.app else _client_of(request)
     else:
         client = _client_of(request)
         if transport is not None:
             with contextlib.suppress(TypeError):  # a transport that cannot be referred to weakly
-                _CONNECTIONS[transport] = (app, raw, client)
-    return RequestContext(request["request_id"], request.method, client)  # request_ids() set it
+                if len(_CONNECTIONS) >= MAX_CLIENTS:
+                    _CONNECTIONS.clear()
+                _CONNECTIONS[id(transport)] = (weakref.ref(transport), raw, request.app, client)
+    # a plain tuple's constructor (a NamedTuple's own is a Python function); request_ids()
+    # set the id
+    return tuple.__new__(RequestContext, (request["request_id"], request.method, client))
 
 
-# Each open connection's last Client: the app and the headers it was worked out for, and it.
-_CONNECTIONS: weakref.WeakKeyDictionary[object, tuple[web.Application, object, Client]] = (
-    weakref.WeakKeyDictionary()
-)
+# The last Client of each connection, by its transport's id: a weak reference to the transport
+# (which tells it from a later one with the same id, and keeps none alive), the raw headers
+# and the app the Client was worked out for, and the Client. Bounded as _CLIENTS is.
+_CONNECTIONS: dict[int, tuple[weakref.ref[object], object, web.Application, Client]] = {}
 
 
 def _client_of(request: web.Request) -> Client:

@@ -116,16 +116,24 @@ def test_timestamps_are_gos_rfc3339_in_utc() -> None:
     assert events.timestamp(1_700_000_000_500_000_000) == "2023-11-14T22:13:20.5Z"
 
 
-def test_ids_look_like_uuid4_and_do_not_repeat_and_times_only_go_forward() -> None:
+def test_ids_look_like_uuid4_do_not_repeat_and_stay_the_same_and_times_only_go_forward() -> None:
     records = events.Records()
-    lines = [records.make("t", "f") for _ in range(1000)]
-    made = {line.partition("\t")[0] for line in lines}
-    stamps = [int(line.split("\t")[1]) for line in lines]
-    assert stamps == sorted(set(stamps))  # strictly increasing, even within one clock tick
-    assert len(made) == 1000
+    facts = events.request_facts(CONTEXT, events.client_facts(CONTEXT.client, "h:5000\tinst-1"))
+    lines = [records.make(events.target("pull", "a/b", tag="t"), facts) for _ in range(1000)]
+    parsed = [events.parse(line) for line in lines]
+    stamps = [fields[events.STAMP] for fields in parsed if fields]
+    assert len(stamps) == 1000 and stamps == sorted(set(stamps))  # even within a clock tick
+    made = [events.expand(fields)["id"] for fields in parsed if fields]
+    assert len(set(made)) == 1000
+    again = [events.expand(fields)["id"] for fields in map(events.parse, lines) if fields]
+    assert again == made  # every delivery of an event carries the same id
+    other = events.request_facts(CONTEXT, events.client_facts(CONTEXT.client, "h:5000\tinst-2"))
+    elsewhere = events.parse(lines[0].replace(facts, other))
+    assert elsewhere is not None and events.expand(elsewhere)["id"] != made[0]
     for made_id in made:
         parts = made_id.split("-")
         assert [len(p) for p in parts] == [8, 4, 4, 4, 12] and parts[2][0] == "4"
+        assert parts[3][0] in "89ab"
 
 
 def test_an_index_references_its_manifests() -> None:
