@@ -94,16 +94,17 @@ def current_context() -> RequestContext:
     request = _SERVING.get()
     transport = request.transport
     raw = request.raw_headers
+    app = request.app
     known = _CONNECTIONS.get(id(transport))
-    if known is not None and known[0]() is transport and known[1] == raw:
-        client = known[3] if known[2] is request.app else _client_of(request)
+    if known is not None and known[0]() is transport and known[1] == raw and known[2] is app:
+        client = known[3]
     else:
         client = _client_of(request)
         if transport is not None:
             with contextlib.suppress(TypeError):  # a transport that cannot be referred to weakly
                 if len(_CONNECTIONS) >= MAX_CLIENTS:
                     _CONNECTIONS.clear()
-                _CONNECTIONS[id(transport)] = (weakref.ref(transport), raw, request.app, client)
+                _CONNECTIONS[id(transport)] = (weakref.ref(transport), raw, app, client)
     # a plain tuple's constructor (a NamedTuple's own is a Python function); request_ids()
     # set the id
     return tuple.__new__(RequestContext, (request["request_id"], request.method, client))

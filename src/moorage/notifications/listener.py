@@ -72,9 +72,10 @@ class Recorder:
     records: events.Records = field(default_factory=events.Records)
     _wanted: dict[tuple[str, str], bool] = field(default_factory=dict)
     # what an event's target follows from -> the target, or "" when no endpoint wants it:
-    # (action, repository, media type, digest, tag) for manifests, (action, repository,
-    # digest, size, source repository) for blobs
-    manifest_targets: dict[tuple[str, str, str, Digest, str], str] = field(default_factory=dict)
+    # (action, repository, media type, digest's algorithm and hex, tag) for manifests (a
+    # Digest's own hash is a Python call), (action, repository, digest, size, source
+    # repository) for blobs
+    manifest_targets: dict[tuple[str, str, str, str, str, str], str] = field(default_factory=dict)
     _blobs: dict[tuple[str, str, Digest, int, str], str] = field(default_factory=dict)
     _clients: dict[Client, str] = field(default_factory=dict)
     _wrapped: dict[tuple[int, int], NotifyingRepository] = field(default_factory=dict)
@@ -98,7 +99,7 @@ class Recorder:
     ) -> str:  # fmt: skip
         """events.target of a manifest's event; "" when no endpoint wants it. The payload
         is the one `digest` names: its size and references follow from the digest."""
-        key = (action, repository, media_type, digest, tag)
+        key = (action, repository, media_type, digest.algorithm, digest.hex, tag)
         found = self.manifest_targets.get(key)
         if found is None:
             found = ""
@@ -232,7 +233,7 @@ class RepositoryEvents:
             # the target is looked up here, not through a call, as it is there for every pull)
             tag = tags[0] if tags else ""
             target = recorder.manifest_targets.get(
-                (action, self.repository, media_type, digest, tag)
+                (action, self.repository, media_type, digest.algorithm, digest.hex, tag)
             ) or recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
             if not target:
                 return None
