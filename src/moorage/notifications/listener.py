@@ -62,7 +62,7 @@ class Recorder:
 
     A record is made of parts that repeat (what happened to what; who the client is), kept
     once made: a pull of a tag makes the same target each time, a keep-alive connection's
-    requests the same client. Only the event's id and time and the request's id are new."""
+    requests the same client. Only the event's time and the request's id are new."""
 
     append: Callable[[list[str]], Awaitable[None] | None]
     filters: list[Filter]
@@ -178,8 +178,9 @@ class Recorder:
         self, repository: RepositoryService, context: Callable[[], RequestContext]
     ) -> RepositoryService:
         """The repository with events around its services; `context` tells the facts of the
-        request being served. Kept for the next requests to the same repository (the
-        namespace keeps its repositories, and the wrapper keeps no request's state)."""
+        request being served. Kept for the next requests to the same repository object (the
+        registry keeps its repositories; a pull-through cache makes one per request, which is
+        wrapped anew), as the wrapper keeps no request's state."""
         key = (id(repository), id(context))
         found = self._wrapped.get(key)
         if found is None or found.inner is not repository or found.context is not context:
