@@ -135,10 +135,7 @@ def client_facts(client: Client, source: str) -> str:
 def request_facts(context: RequestContext, client: str) -> str:
     """The part of a record that is the same for every event of a request; `client` is
     client_facts() of its client."""
-    request_id = context.id
-    if not request_id.isprintable() or "\\" in request_id:  # escaped(), without its call
-        request_id = escaped(request_id)
-    return f"{request_id}\t{context.method}\t{client}"  # a method has no \\, \\t, ...
+    return f"{escaped(context.id)}\t{context.method}\t{client}"  # a method has no \\, \\t, ...
 
 
 def target(

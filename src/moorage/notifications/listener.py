@@ -183,7 +183,7 @@ class Recorder:
         wrapped anew), as the wrapper keeps no request's state."""
         key = (id(repository), id(context))
         found = self._wrapped.get(key)
-        if found is None or found.inner is not repository or found.context is not context:
+        if found is None or found.inner is not repository or found.events.context is not context:
             if len(self._wrapped) >= MAX_WRAPPED:
                 self._wrapped.clear()
             found = self._wrapped[key] = NotifyingRepository(
@@ -268,11 +268,11 @@ class NotifyingRepository:
     they refer to the events, not back to this (a cycle would wait for the garbage
     collector)."""
 
-    __slots__ = ("blobs", "context", "exists", "inner", "manifests", "name", "tags", "uploads")
+    __slots__ = ("blobs", "events", "exists", "inner", "manifests", "name", "tags", "uploads")
 
     def __init__(self, repository: RepositoryService, repository_events: RepositoryEvents) -> None:
         self.inner = repository
-        self.context = repository_events.context
+        self.events = repository_events
         self.name = repository.name
         self.tags = repository.tags
         self.blobs = NotifyingBlobs(repository.blobs, repository_events)
