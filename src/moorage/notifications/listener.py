@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from moorage.notifications import events
 from moorage.registry import manifests as schema
 from moorage.registry.blobs import Arriving, BlobInfo, RepositoryBlobs
-from moorage.registry.context import Client, RequestContext
+from moorage.registry.context import RequestContext
 from moorage.registry.digest import DEFAULT_ALGORITHM, Digest
 from moorage.registry.manifest_store import PutResult, StoredManifest
 from moorage.registry.repository import (
@@ -38,7 +38,6 @@ log = logging.getLogger("moorage.notifications")
 Key = TypeVar("Key")
 
 MAX_TARGETS = 4096  # targets (what happened to what) whose part of the records is kept
-MAX_CLIENTS = 4096  # clients whose part of the records is kept
 MAX_WRAPPED = 1024  # repositories whose wrappers are kept
 
 
@@ -62,14 +61,14 @@ class Recorder:
 
     A record is made of parts that repeat (what happened to what; who the client is), kept
     once made: a pull of a tag makes the same target each time, a keep-alive connection's
-    requests the same client. Only the event's time and the request's id are new."""
+    requests the same client (events.Records). Only the event's time and the request's id
+    are new."""
 
     append: Callable[[list[str]], Awaitable[None] | None]
     filters: list[Filter]
     include_references: bool
     source: events.Source
     put: Callable[[str], None] | None = None  # one record, there when it returns (files)
-    records: events.Records = field(default_factory=events.Records)
     _wanted: dict[tuple[str, str], bool] = field(default_factory=dict)
     # what an event's target follows from -> the target, or "" when no endpoint wants it:
     # (action, repository, media type, digest's algorithm and hex, tag) for manifests (a
@@ -77,11 +76,10 @@ class Recorder:
     # repository) for blobs
     manifest_targets: dict[tuple[str, str, str, str, str, str], str] = field(default_factory=dict)
     _blobs: dict[tuple[str, str, Digest, int, str], str] = field(default_factory=dict)
-    _clients: dict[Client, str] = field(default_factory=dict)
     _wrapped: dict[tuple[int, int], NotifyingRepository] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.source_fields = self.source.fields
+        self.records = events.Records(self.source.fields)
         self._failing_since = 0.0
 
     def wants(self, action: str, media_type: str = "") -> bool:
@@ -128,16 +126,6 @@ class Recorder:
             _keep(self._blobs, key, found)
         return found
 
-    def facts(self, context: RequestContext) -> str:
-        """events.request_facts, with the client's part remembered for its next requests."""
-        client = self._clients.get(context.client)
-        if client is None:
-            if len(self._clients) >= MAX_CLIENTS:
-                self._clients.clear()
-            client = events.client_facts(context.client, self.source_fields)
-            self._clients[context.client] = client
-        return events.request_facts(context, client)
-
     def write(self, lines: list[str]) -> Awaitable[None] | None:
         """Appends to the spool: None when done, else an awaitable to wait on before the
         request is answered. A spool that cannot take them (a full disk, Redis away) loses
@@ -150,9 +138,11 @@ class Recorder:
             return None
         return None if pending is None else self._waited(pending)
 
-    def write_one(self, line: str) -> Awaitable[None] | None:
-        """write([line]), without the list where the spool has `put`: the usual request
-        makes one event."""
+    def record(self, target: str, context: RequestContext) -> Awaitable[None] | None:
+        """Writes the record of one event (`target`, by the request `context` tells) as
+        write() does, without the list where the spool has `put`: the usual request makes
+        one event."""
+        line = self.records.make(target, context)
         put = self.put
         if put is None:
             return self.write([line])
@@ -219,27 +209,28 @@ class RepositoryEvents:
         target = recorder.blob_target(action, self.repository, info, from_repository)
         if not target:
             return None
-        return recorder.write_one(recorder.records.make(target, recorder.facts(self.context())))
+        return recorder.record(target, self.context())
 
     def manifest(
-        self,
-        action: str,
-        media_type: str,
-        digest: Digest,
-        payload: bytes,
-        tags: tuple[str, ...] | list[str],
+        self, action: str, media_type: str, digest: Digest, payload: bytes, tag: str = ""
     ) -> Awaitable[None] | None:
+        """One event: a pull, a push by tag or by digest. (The usual path: the target is
+        looked up here, not through a call, as it is there for every pull.)"""
         recorder = self.recorder
-        if len(tags) <= 1:  # a pull, a push by tag or by digest: one event (the usual path:
-            # the target is looked up here, not through a call, as it is there for every pull)
-            tag = tags[0] if tags else ""
-            target = recorder.manifest_targets.get(
-                (action, self.repository, media_type, digest.algorithm, digest.hex, tag)
-            ) or recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
-            if not target:
-                return None
-            facts = recorder.facts(self.context())
-            return recorder.write_one(recorder.records.make(target, facts))
+        target = recorder.manifest_targets.get(
+            (action, self.repository, media_type, digest.algorithm, digest.hex, tag)
+        ) or recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
+        if not target:
+            return None
+        return recorder.record(target, self.context())
+
+    def tagged(
+        self, action: str, media_type: str, digest: Digest, payload: bytes, tags: Sequence[str]
+    ) -> Awaitable[None] | None:
+        """One event per tag, or one without a tag when there is none."""
+        if len(tags) <= 1:
+            return self.manifest(action, media_type, digest, payload, tags[0] if tags else "")
+        recorder = self.recorder
         targets = [
             recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
             for tag in tags
@@ -258,8 +249,8 @@ class RepositoryEvents:
         if not targets:
             return None
         recorder = self.recorder
-        facts = recorder.facts(self.context())
-        return recorder.write([recorder.records.make(target, facts) for target in targets])
+        context = self.context()
+        return recorder.write([recorder.records.make(target, context) for target in targets])
 
 
 class NotifyingRepository:
@@ -371,10 +362,10 @@ class NotifyingManifests:
 
     async def get(self, reference: str, resolved: Digest | None = None) -> StoredManifest:
         stored = await self._manifests.get(reference, resolved)
-        tags = [reference] if ":" not in reference else []  # a digest has a colon, a tag none
         pending = self._emitter.manifest(
-            events.PULL, stored.media_type, stored.digest, stored.payload, tags
-        )
+            events.PULL, stored.media_type, stored.digest, stored.payload,
+            "" if ":" in reference else reference,  # a digest has a colon, a tag none
+        )  # fmt: skip
         if pending is not None:
             await pending
         return stored
@@ -383,7 +374,7 @@ class NotifyingManifests:
         self, reference: str, payload: bytes, content_type: str | None, extra_tags: list[str]
     ) -> PutResult:
         result = await self._manifests.put(reference, payload, content_type, extra_tags)
-        pending = self._emitter.manifest(
+        pending = self._emitter.tagged(
             events.PUSH, result.manifest.media_type, result.digest, payload, result.tags
         )
         if pending is not None:

@@ -76,10 +76,12 @@ def test_unfinished_records_wait_and_torn_ones_are_skipped(tmp_path: Path) -> No
     assert sorted(os.listdir(inbox)) == []  # read to the end, writers gone: removed
 
 
+@pytest.mark.parametrize("ahead", [100, 256 << 10])  # zeros written ahead: less than a record
 def test_a_full_inbox_goes_on_in_the_next_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ahead: int
 ) -> None:
     monkeypatch.setattr(spool, "INBOX_SIZE", 4096)
+    monkeypatch.setattr(spool, "ZEROED_AHEAD", ahead)
     writer = InboxWriter(str(tmp_path))
     now = time.time_ns() - 10**6
     lines = [record(now + i, f"r{i}") for i in range(100)]
