@@ -77,7 +77,7 @@ def from_config(config: Config, *, create_files: bool = True) -> Notifications |
         return None
     writer: Writer
     log: Callable[[], Log]
-    put: Callable[[str], None] | None = None  # a spool written without waiting: one record
+    put: Callable[[int, str, str, str, str], None] | None = None  # a spool written at once
     if section.spool.driver == "redis":
         writer, log = _redis(config)
     else:

@@ -68,7 +68,9 @@ class Recorder:
     filters: list[Filter]
     include_references: bool
     source: events.Source
-    put: Callable[[str], None] | None = None  # one record, there when it returns (files)
+    # one record, in events.Records.make's parts (its time, target, request id and method,
+    # client), there when it returns (files)
+    put: Callable[[int, str, str, str, str], None] | None = None
     _wanted: dict[tuple[str, str], bool] = field(default_factory=dict)
     # what an event's target follows from -> the target, or "" when no endpoint wants it:
     # (action, repository, media type, digest's algorithm and hex, tag) for manifests (a
@@ -142,12 +144,12 @@ class Recorder:
         """Writes the record of one event (`target`, by the request `context` tells) as
         write() does, without the list where the spool has `put`: the usual request makes
         one event."""
-        line = self.records.make(target, context)
         put = self.put
         if put is None:
-            return self.write([line])
+            return self.write([self.records.make(target, context)])
+        stamp, request_id, method, client = self.records.facts(context)
         try:
-            put(line)
+            put(stamp, target, request_id, method, client)
         except Exception as exc:
             self._lost(exc)
         return None

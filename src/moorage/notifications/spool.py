@@ -10,7 +10,12 @@
       lock                     held by the one process that merges and delivers
 
 A record is `\\x1e` + one line (moorage.notifications.events) + `\\n`: a record cut short (a
-full disk) is recognised and skipped, never misread.
+full disk) is recognised and skipped, never misread. In an inbox, the parts of an event that
+repeat (its target and its client) are written once per file, as definitions (`=<n>`, a tab
+and the part), and an event's record refers to them by number: it holds its time, the two
+numbers and the request's id and method, a fifth of a whole record (which is what a request
+waits to write). The merge puts whole records in the log; the whole records in inboxes of
+earlier versions are merged as they are.
 
 Durability: a write reaches the kernel's page cache before the request is answered, so a
 record survives the process (kill -9, a crash, a restart). A machine that loses power can
@@ -19,7 +24,7 @@ lose the last seconds of records, as it can lose the registry's own writes of th
 a second; it leaves the inboxes to the kernel, since syncing pages a writer is filling would
 make the writer wait for the disk.
 
-Order: each writer's records are in time order (events.Clock); the merge takes, in each
+Order: each writer's records are in time order (events.Records); the merge takes, in each
 round, the records stamped before the round began, in stamp order. A record written before a
 request was answered is stamped before any record that request caused anywhere else, so the
 log keeps the order in which clients saw things happen.
@@ -44,12 +49,15 @@ from moorage.notifications import events
 log = logging.getLogger("moorage.notifications")
 
 RS = b"\x1e"
+DEFINITION = b"="  # the first byte of a definition's record (an event's is a tab, or its id)
+REFERRING_TABS = 5  # tabs in the record of an event referring to definitions (a whole one: 18)
 INBOX_SIZE = 16 << 20  # bytes of an inbox file: records up to this, then the next file
 SEGMENT_RECORDS = 10_000
 READ_CHUNK = 4 << 20  # bytes of a log segment read at once
 INBOX_READ = 256 << 10  # bytes of an inbox read at once (what follows its records is zeros)
 PROBE = 4096  # bytes read first: a writer that wrote nothing new costs no more
 ZEROED_AHEAD = 256 << 10  # bytes of an inbox written with zeros ahead of its records at once
+MAX_DEFINED = 4096  # targets and clients a writer remembers defining in its file
 SYNC_INTERVAL = 1.0  # seconds between syncs of what the merge wrote and read
 
 
@@ -75,6 +83,8 @@ class InboxWriter:
         self._map: mmap.mmap | None = None
         self._at = INBOX_SIZE  # where the next record goes; nothing open yet
         self._zeroed = INBOX_SIZE  # where the zeros written ahead of the records end
+        self._defined: dict[str, int] = {}  # the parts this file defines, and their numbers
+        self._definitions = 0  # how many definitions this file has
         self._name = ""
         self._number = 0
         os.register_at_fork(after_in_child=self._forked)
@@ -83,27 +93,77 @@ class InboxWriter:
         """A forked process writes a file of its own; what it inherited is the parent's."""
         self._fd, self._map, self._at, self._name = -1, None, INBOX_SIZE, ""
         self._zeroed = INBOX_SIZE
+        self._defined, self._definitions = {}, 0
 
     def append(self, lines: list[str]) -> None:
-        """Writes the records: done when this returns (listener.Recorder.append)."""
+        """Writes whole records (events.Records.make's lines): done when this returns
+        (listener.Recorder.append)."""
         for line in lines:
-            self.put(line)
+            body = line.encode() + b"\n"
+            if self._at + 1 + len(body) > INBOX_SIZE:
+                if len(body) + 1 > INBOX_SIZE:
+                    log.error("notifications: an event of %d bytes is too large", len(body))
+                    continue
+                self._open()
+            self._write(body)
 
-    def put(self, line: str) -> None:
-        """Writes one record: done when this returns (listener.Recorder.put)."""
-        body = line.encode() + b"\n"
+    def put(self, stamp: int, target: str, request_id: str, method: str, client: str) -> None:
+        """Writes the record of one event, in events.Records.make's parts: done when this
+        returns (listener.Recorder.put). The target and the client, which repeat, are each
+        written once per file, as a definition, and the record refers to them by number."""
+        defined = self._defined
+        to_target = defined.get(target)
+        to_client = defined.get(client)
+        if to_target is not None and to_client is not None:
+            body = f"\t{stamp}\t{to_target}\t{request_id}\t{method}\t{to_client}\n".encode()
+            if self._at + 1 + len(body) <= INBOX_SIZE:  # the usual path
+                self._write(body)
+                return
+        self._put_defining(stamp, target, request_id, method, client)
+
+    def _put_defining(
+        self, stamp: int, target: str, request_id: str, method: str, client: str
+    ) -> None:
+        """put(), with the definitions this file lacks written first, all in the next file
+        when this one has no room for them and the record."""
+        for attempt in range(2):
+            defined = self._defined
+            bodies: list[bytes] = []
+            numbers = []
+            for part in (target, client):
+                number = defined.get(part)
+                if number is None:
+                    number = self._definitions + len(bodies)
+                    bodies.append(f"={number}\t{part}\n".encode())
+                numbers.append(number)
+            bodies.append(
+                f"\t{stamp}\t{numbers[0]}\t{request_id}\t{method}\t{numbers[1]}\n".encode()
+            )
+            size = sum(1 + len(body) for body in bodies)
+            if self._at + size <= INBOX_SIZE:
+                break
+            if attempt or size > INBOX_SIZE:
+                log.error("notifications: an event of %d bytes is too large", size)
+                return
+            self._open()  # definitions are the file's: all of them again in the next one
+        if len(defined) + 2 > MAX_DEFINED:  # parts come from clients: keep it bounded
+            defined.clear()  # (what is defined again gets a new number)
+        for part, number in zip((target, client), numbers, strict=True):
+            if part not in defined:
+                defined[part] = number
+        self._definitions += len(bodies) - 1
+        for body in bodies:
+            self._write(body)
+
+    def _write(self, body: bytes) -> None:
+        """Writes one record's body (its line, with its end) where the next record goes; the
+        file has room for it."""
         at = self._at
         end = at + 1 + len(body)
-        if end > INBOX_SIZE:
-            if len(body) + 1 > INBOX_SIZE:
-                log.error("notifications: an event of %d bytes is too large", len(body))
-                return
-            self._open()
-            at, end = 0, 1 + len(body)
-        mapped = self._map
-        assert mapped is not None
         if end > self._zeroed:
             self._zero(end)
+        mapped = self._map
+        assert mapped is not None
         mapped[at + 1 : end] = body
         mapped[at] = 0x1E
         self._at = end
@@ -134,6 +194,8 @@ class InboxWriter:
             raise
         self.close()  # the previous file, complete: closing it releases its lock
         self._fd, self._map, self._at, self._zeroed = fd, mapped, 0, 0
+        self._defined.clear()
+        self._definitions = 0
 
     def close(self) -> None:
         if self._map is not None:
@@ -215,6 +277,7 @@ class FileLog:
         self.logdir = os.path.join(directory, "log")
         self.cursors = os.path.join(directory, "cursors")
         self._offsets: dict[str, int] = {}
+        self._defined: dict[str, dict[bytes, bytes]] = {}  # each inbox's definitions read
         self._segments: list[int] = []  # first record number of each segment, ascending
         self._fd = -1  # the last segment, for appending
         self._in_segment = 0
@@ -277,6 +340,7 @@ class FileLog:
         """Merges what the inboxes hold into the log; the number of records added."""
         cutoff = time.time_ns()
         ready: list[tuple[int, int, bytes]] = []
+        missing = 0
         offsets = dict(self._offsets)
         names = sorted(os.listdir(self.inbox))
         for order, name in enumerate(names):
@@ -295,16 +359,31 @@ class FileLog:
             records, used = _records(data, complete_end=gone)
             if gone and not records and RS not in data:
                 used = max(size - offset, 0)  # only the zeros of an unfilled file are left
+            definitions = self._defined.get(name)
+            if definitions is None:  # a file new to this process (after a restart, part read)
+                definitions = self._defined[name] = _definitions(path, offset)
             taken = 0
             for position, body in enumerate(records):
-                stamp = _stamp(body)
-                if stamp >= cutoff:
-                    break
-                ready.append((stamp, order, body))
+                if body[:1] == DEFINITION:
+                    number, _, part = body[1:].partition(b"\t")
+                    definitions[number] = part
+                else:
+                    stamp = _stamp(body)
+                    if stamp >= cutoff:
+                        break
+                    if body.count(b"\t") == REFERRING_TABS:
+                        body = _expanded(body, definitions)
+                    if body:
+                        ready.append((stamp, order, body))
+                    else:
+                        missing += 1
                 taken = position + 1
             if taken < len(records):  # stopped at the cutoff: the rest waits for the next round
                 used = sum(len(body) + 2 for body in records[:taken])
             offsets[name] = offset + used
+        if missing:  # a writer's file damaged past the framing's checks: should not happen
+            log.error("notifications: %d events refer to parts of their inbox that are gone",
+                      missing)  # fmt: skip
         ready.sort(key=lambda item: (item[0], item[1]))
         if ready:
             self._append([body for _, _, body in ready])
@@ -352,10 +431,12 @@ class FileLog:
                 size = os.stat(path).st_size
             except FileNotFoundError:
                 del self._offsets[name]
+                self._defined.pop(name, None)
                 continue
             if self._offsets[name] >= size and _writer_gone(path):
                 os.unlink(path)
                 del self._offsets[name]
+                self._defined.pop(name, None)
 
     def _save_offsets(self) -> None:
         _replace(os.path.join(self.directory, "collected"), json.dumps(self._offsets).encode())
@@ -471,6 +552,30 @@ class Reader:
         self.next = number
         self.segment = -1
         self.offset = 0
+
+
+def _definitions(path: str, end: int) -> dict[bytes, bytes]:
+    """The definitions in the inbox file's first `end` bytes (what was merged of it)."""
+    found: dict[bytes, bytes] = {}
+    if end:
+        with contextlib.suppress(FileNotFoundError), open(path, "rb") as file:
+            records, _ = _records(file.read(end), complete_end=True)
+            for body in records:
+                if body[:1] == DEFINITION:
+                    number, _, part = body[1:].partition(b"\t")
+                    found[number] = part
+    return found
+
+
+def _expanded(body: bytes, definitions: dict[bytes, bytes]) -> bytes:
+    """The whole record a record referring to definitions stands for (b"" when one of them is
+    missing): events.Records.make's line."""
+    _, stamp, target, request_id, method, client = body.split(b"\t")
+    whole_target = definitions.get(target)
+    whole_client = definitions.get(client)
+    if whole_target is None or whole_client is None:
+        return b""
+    return b"\t".join((b"", stamp, whole_target, request_id, method, whole_client))
 
 
 def _stamp(body: bytes) -> int:

@@ -134,3 +134,79 @@ def test_one_process_at_a_time(tmp_path: Path) -> None:
     run(first.close())
     assert run(second.lock())
     run(second.close())
+
+
+def put_events(writer: InboxWriter, count: int, targets: int, clients: int) -> list[str]:
+    """`count` events written with put(), cycling through targets and clients; the whole
+    records (events.Records.make's lines) the log must hold for them."""
+    now = time.time_ns() - 10**9
+    made = []
+    for i in range(count):
+        target = f"pull\ttarget-{i % targets}" + "\tt" * 6
+        client = f"10.0.0.{i % clients}:5000" + "\tc" * 6
+        writer.put(now + i, target, f"req-{i}", "GET", client)
+        made.append(f"\t{now + i}\t{target}\treq-{i}\tGET\t{client}")
+    return made
+
+
+def merged(tmp_path: Path) -> list[str]:
+    log = FileLog(str(tmp_path))
+    assert run(log.lock())
+    while run(log.collect()):
+        pass
+    found = [line for _, line in run(log.read(Reader(0), 100_000))]
+    run(log.close())
+    return found
+
+
+def test_an_events_parts_are_defined_once_and_merged_whole(tmp_path: Path) -> None:
+    writer = InboxWriter(str(tmp_path))
+    made = put_events(writer, 50, targets=3, clients=2)
+    (inbox,) = os.listdir(tmp_path / "inbox")
+    data = (tmp_path / "inbox" / inbox).read_bytes()
+    assert data.count(b"\x1e=") == 5  # each target and client once
+    assert data.count(b"\x1e") == 55
+    assert merged(tmp_path) == made
+
+
+@pytest.mark.parametrize("defined", [2, 4096])  # forgetting what was defined, or not
+def test_definitions_start_again_in_each_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, defined: int
+) -> None:
+    monkeypatch.setattr(spool, "INBOX_SIZE", 2048)
+    monkeypatch.setattr(spool, "MAX_DEFINED", defined)
+    writer = InboxWriter(str(tmp_path))
+    made = put_events(writer, 400, targets=7, clients=5)
+    assert len(os.listdir(tmp_path / "inbox")) > 5
+    assert merged(tmp_path) == made
+
+
+def test_a_merge_resumed_after_a_restart_finds_the_definitions_it_read(tmp_path: Path) -> None:
+    writer = InboxWriter(str(tmp_path))
+    made = put_events(writer, 10, targets=2, clients=1)
+    log = FileLog(str(tmp_path))
+    assert run(log.lock())
+    assert run(log.collect()) == 10
+    run(log.close())
+    now = time.time_ns() - 10**8  # the same parts again: referred to, not defined
+    writer.put(now, "pull\ttarget-0" + "\tt" * 6, "req-x", "HEAD", "10.0.0.0:5000" + "\tc" * 6)
+    made.append(f"\t{now}\tpull\ttarget-0" + "\tt" * 6 + "\treq-x\tHEAD\t10.0.0.0:5000" + "\tc" * 6)
+    assert merged(tmp_path) == made  # a new FileLog: the process that merges restarted
+
+
+def test_an_event_whose_definition_is_gone_is_skipped(tmp_path: Path) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    now = time.time_ns() - 1000
+    records = [
+        b"=0\tpull\ta",
+        b"=1\tclient",
+        f"\t{now}\t0\tr1\tGET\t1".encode(),
+        f"\t{now + 1}\t7\tr2\tGET\t1".encode(),  # target 7 is defined nowhere
+        f"\t{now + 2}\t0\tr3\tGET\t1".encode(),
+    ]
+    (inbox / "w.000001").write_bytes(b"".join(b"\x1e" + body + b"\n" for body in records))
+    assert merged(tmp_path) == [
+        f"\t{now}\tpull\ta\tr1\tGET\tclient",
+        f"\t{now + 2}\tpull\ta\tr3\tGET\tclient",
+    ]
