@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
                      if on_s3 else "filesystem driver")
         + ", storage.cache.blobdescriptor: inmemory, deletes enabled, log level info, "
           "moorage with http.workers: auto unless the metric says otherwise, 127.0.0.1",
-        "figures": "median over rounds, [min-max] spread; ratio = moorage / reference",
+        "figures": "median over rounds, [min-max] spread; ratio = moorage / reference "
+                   "(with *: the median of the rounds' ratios)",
     }
     temporary = args.workdir is None
     workdir = Path(tempfile.mkdtemp(prefix="moorage-bench-")) if temporary else args.workdir

@@ -47,6 +47,10 @@ class Metric:
     # what is compared: the two registries, or two setups of moorage (e.g. a UI page and the
     # API's listing), named in the table's cells; the ratio is the first over the second
     kinds: tuple[str, str] = KINDS
+    # the ratio is the median of each round's ratio rather than the ratio of the medians: for
+    # setups measured one right after the other, round by round, so that what the machine's
+    # speed does between rounds falls out of the ratio
+    paired: bool = False
     samples: dict[str, list[float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -63,6 +67,9 @@ class Metric:
         first, second = self.kinds
         if not self.samples[first] or not self.samples[second] or self.median(second) == 0:
             return None
+        if self.paired:
+            pairs = zip(self.samples[first], self.samples[second], strict=False)
+            return statistics.median(a / b for a, b in pairs if b)
         return self.median(first) / self.median(second)
 
     def met(self) -> bool | None:
@@ -90,6 +97,7 @@ class Metric:
             "kinds": list(self.kinds),
             **{kind: summary(kind) for kind in self.kinds},
             "ratio": self.ratio(),
+            "paired": self.paired,
             "target": self.target.text if self.target else None,
             "met": self.met(),
         }
@@ -108,8 +116,9 @@ class Results:
         higher_is_better: bool = True,
         target: Target | None = None,
         kinds: tuple[str, str] = KINDS,
+        paired: bool = False,
     ) -> Metric:
-        metric = Metric(workload, name, unit, higher_is_better, target, kinds)
+        metric = Metric(workload, name, unit, higher_is_better, target, kinds, paired)
         self.metrics.append(metric)
         return metric
 
@@ -148,7 +157,7 @@ class Results:
                         if metric.kinds == KINDS
                         else (f"{k}: {_spread(metric.samples[k])}" for k in metric.kinds)
                     ),
-                    "-" if ratio is None else f"{ratio:.2f}",
+                    "-" if ratio is None else f"{ratio:.2f}" + (" *" if metric.paired else ""),
                     metric.target.text if metric.target else "",
                     "" if met is None else ("yes" if met else "NO"),
                 ]

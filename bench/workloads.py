@@ -518,16 +518,22 @@ def _worker_cpu(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+NOTIFICATION_PAIRS = 2  # pairs of loads (with endpoints, without) per round and load
+NOTIFICATION_SECONDS = 3  # seconds of each load at most
+
+
 def notifications(bench: Bench) -> None:
     """The manifest workload on moorage with two notification endpoints (both on a local
     receiver) against the same moorage without any: what spooling a pull event per request
     costs the request path. Both columns are moorage: "moorage" with the endpoints, "reference"
-    without; the ratio is theirs. Each load runs on a fresh server, the two variants one right
-    after the other (which one first alternates by round): the machine's speed drifts less
-    between the two than over a whole run, and each variant's server delivers only its own
-    events. Delivery runs at a lower priority and may lag under the load; how many events it
-    had delivered by the end of each load is in the JSON's meta."""
-    seconds = bench.scale.load_seconds
+    without. Each load runs on a fresh server, the two variants one right after the other
+    (which one first alternates), NOTIFICATION_PAIRS times a round: the machine's speed drifts
+    less between the two than over a whole run, and each variant's server delivers only its
+    own events. The ratio is the median of the pairs' ratios, which leaves out what the
+    machine's speed does between pairs (on a shared machine, more than the difference
+    measured). Delivery runs at a lower priority and may lag under the load; how many events
+    it had delivered by the end of each load is in the JSON's meta."""
+    seconds = min(bench.scale.load_seconds, NOTIFICATION_SECONDS)
     runs: list[tuple[str, int, Callable[[str, int, int], float]]] = [
         (method, n, tool)
         for n in bench.scale.connections
@@ -540,6 +546,7 @@ def notifications(bench: Bench) -> None:
             "req/s",
             True,
             at_least(0.9),
+            paired=True,
         )
         for method, n, _ in runs
     }
@@ -549,6 +556,7 @@ def notifications(bench: Bench) -> None:
             f"{method} by tag, {n} connections: workers' CPU per request, 2 endpoints / none",
             "us",
             False,
+            paired=True,
         )
         for method, n, _ in runs
     }
@@ -561,9 +569,9 @@ def notifications(bench: Bench) -> None:
             "spool": {"directory": str(spool)},
         }}
         variants = [(MOORAGE, sections), (REFERENCE, None)]
-        for round_ in range(bench.rounds):
+        for pair in range(bench.rounds * NOTIFICATION_PAIRS):
             for method, n, tool in runs:
-                for kind, extra in variants if round_ % 2 == 0 else reversed(variants):
+                for kind, extra in variants if pair % 2 == 0 else reversed(variants):
                     shutil.rmtree(spool, ignore_errors=True)
                     with bench.server(MOORAGE, root, "notifications", sections=extra) as server:
                         url = f"{server.url}/v2/{MANIFEST_REPO}/manifests/latest"
