@@ -60,7 +60,8 @@ STARTUP_FAILED = 3  # a worker's exit status when it could not start: the superv
 NOTIFIER = -1  # the index of the process that delivers notifications
 NOTIFIER_NICE = 19  # its priority below the workers': delivery yields to requests
 RESTART_PAUSE = 1.0  # seconds before restarting a worker that died this soon after its start
-_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
+_STOPPING = {signal.SIGINT, signal.SIGTERM}  # what the supervisor passes on, and stops by
+_SIGNALS = {*_STOPPING, signal.SIGCHLD}
 RUNDIR_PREFIX = "moorage-"
 RUNDIR_LOCK = "supervisor.lock"
 
@@ -303,7 +304,9 @@ def supervise(config: Config, redactor: Redactor, workers: int, strict_secrets: 
         log.info("%s", checked.describe(workers))
         while children or (due and not stopping):
             received = signal.sigtimedwait(_SIGNALS, 1.0)
-            if received is not None and received.si_signo != signal.SIGCHLD and not stopping:
+            # (not "anything but SIGCHLD": a supervisor stopped past the timeout, as by a
+            # terminal's Ctrl-Z, gets an empty siginfo, signal 0, when it is continued)
+            if received is not None and received.si_signo in _STOPPING and not stopping:
                 stopping = True
                 stop()
             for index, when in list(due.items()):

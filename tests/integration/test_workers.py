@@ -433,6 +433,23 @@ def test_a_killed_worker_is_started_again(tmp_path: Path) -> None:
     assert server.process.returncode == 0, server.logs()
 
 
+def test_a_supervisor_stopped_and_continued_serves_on(tmp_path: Path) -> None:
+    """SIGSTOP then SIGCONT (a terminal's Ctrl-Z and fg), stopped for longer than the
+    supervisor waits for a signal at once: nothing stops, nothing restarts."""
+    with serving(tmp_path, workers_config(tmp_path)) as server:
+        supervisor = server.process.pid
+        workers = children(supervisor)
+        os.kill(supervisor, signal.SIGSTOP)
+        time.sleep(1.5)
+        os.kill(supervisor, signal.SIGCONT)
+        time.sleep(1.5)  # what it would do, it has done by now
+        answers = fan_out("GET", f"{server.url}/v2/")
+        assert statuses(answers) == {200}
+        assert children(supervisor) == workers
+        assert "stopping" not in server.logs() and "exited" not in server.logs()
+    assert server.process.returncode == 0, server.logs()
+
+
 def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     """A supervisor killed outright (SIGKILL: no chance to pass SIGTERM on) leaves no worker
     serving: each asked the kernel for SIGTERM on its parent's death, and drains."""
