@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -71,6 +72,7 @@ class Scale:
     pull_clients: tuple[int, ...]
     connections: tuple[int, ...]  # manifest GET/HEAD concurrency
     load_seconds: int  # per wrk/hey run
+    notification_pairs: int  # of short loads (with endpoints, without) per round and load
     skopeo_layers: int
     skopeo_layer_size: int
     tags: int
@@ -90,6 +92,7 @@ FULL = Scale(
     pull_clients=(1, 8),
     connections=(32, 128),
     load_seconds=5,
+    notification_pairs=8,
     skopeo_layers=5,
     skopeo_layer_size=40_000_000,
     tags=5000,
@@ -108,6 +111,7 @@ SMOKE = Scale(
     pull_clients=(1, 8),
     connections=(32, 128),
     load_seconds=1,
+    notification_pairs=2,
     skopeo_layers=5,
     skopeo_layer_size=20_000,
     tags=50,
@@ -518,21 +522,22 @@ def _worker_cpu(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
-NOTIFICATION_PAIRS = 2  # pairs of loads (with endpoints, without) per round and load
-NOTIFICATION_SECONDS = 3  # seconds of each load at most
+NOTIFICATION_SECONDS = 1  # seconds of each of the notifications workload's short loads
 
 
 def notifications(bench: Bench) -> None:
     """The manifest workload on moorage with two notification endpoints (both on a local
     receiver) against the same moorage without any: what spooling a pull event per request
     costs the request path. Both columns are moorage: "moorage" with the endpoints, "reference"
-    without. Each load runs on a fresh server, the two variants one right after the other
-    (which one first alternates), NOTIFICATION_PAIRS times a round: the machine's speed drifts
-    less between the two than over a whole run, and each variant's server delivers only its
-    own events. The ratio is the median of the pairs' ratios, which leaves out what the
-    machine's speed does between pairs (on a shared machine, more than the difference
-    measured). Delivery runs at a lower priority and may lag under the load; how many events
-    it had delivered by the end of each load is in the JSON's meta."""
+    without. For each load, a round starts both servers afresh and runs notification_pairs
+    pairs of short loads, one server's right after the other's (which one first alternates);
+    the server not under load is stopped (SIGSTOP, every process of it), so each runs alone,
+    and the notifier delivers only while its own server is under load, as it would in one
+    long load. The ratio is the median of the pairs' ratios: on a shared machine, what its
+    speed does from one second to the next is larger than the difference measured, and pairs
+    a second apart, many of them, leave it out. Delivery runs at a lower priority and lags
+    under the load; how many events it had delivered by the end of each round is in the
+    JSON's meta."""
     seconds = min(bench.scale.load_seconds, NOTIFICATION_SECONDS)
     runs: list[tuple[str, int, Callable[[str, int, int], float]]] = [
         (method, n, tool)
@@ -568,24 +573,61 @@ def notifications(bench: Bench) -> None:
             "endpoints": [endpoint("one", receiver, "/one"), endpoint("two", receiver, "/two")],
             "spool": {"directory": str(spool)},
         }}
-        variants = [(MOORAGE, sections), (REFERENCE, None)]
-        for pair in range(bench.rounds * NOTIFICATION_PAIRS):
+        for _round in range(bench.rounds):
             for method, n, tool in runs:
-                for kind, extra in variants if pair % 2 == 0 else reversed(variants):
-                    shutil.rmtree(spool, ignore_errors=True)
-                    with bench.server(MOORAGE, root, "notifications", sections=extra) as server:
-                        url = f"{server.url}/v2/{MANIFEST_REPO}/manifests/latest"
-                        wrk_get(url, 32, 1)  # untimed warm-up
-                        before = receiver.counted
-                        used = _worker_cpu(server.process.pid)
-                        rate = tool(url, n, seconds)
-                        used = _worker_cpu(server.process.pid) - used
-                        metrics[(method, n)].add(kind, rate)
-                        cpu[(method, n)].add(kind, used / (rate * seconds) * 1e6)
-                        made = int(rate * seconds) * 2
-                        if extra is not None and made:  # how far delivery kept up
-                            delivery.append({"made": made, "delivered": receiver.counted - before})
-                    shutil.rmtree(spool, ignore_errors=True)
+                shutil.rmtree(spool, ignore_errors=True)
+                with contextlib.ExitStack() as stack:
+                    servers = {
+                        kind: stack.enter_context(
+                            bench.server(MOORAGE, root, "notifications", sections=extra)
+                        )
+                        for kind, extra in ((MOORAGE, sections), (REFERENCE, None))
+                    }
+                    urls = {
+                        kind: f"{server.url}/v2/{MANIFEST_REPO}/manifests/latest"
+                        for kind, server in servers.items()
+                    }
+                    for kind in servers:  # untimed warm-up, each alone
+                        with _alone(servers, kind):
+                            wrk_get(urls[kind], 32, 1)
+                    made = delivered = 0
+                    for pair in range(bench.scale.notification_pairs):
+                        for kind in bench.order(pair):
+                            with _alone(servers, kind):
+                                pid = servers[kind].process.pid
+                                before, used = receiver.counted, _worker_cpu(pid)
+                                rate = tool(urls[kind], n, seconds)
+                                used = _worker_cpu(pid) - used
+                            metrics[(method, n)].add(kind, rate)
+                            cpu[(method, n)].add(kind, used / (rate * seconds) * 1e6)
+                            if kind == MOORAGE:
+                                made += int(rate * seconds) * 2
+                                delivered += receiver.counted - before
+                    if made:  # how far delivery kept up
+                        delivery.append({"made": made, "delivered": delivered})
+                shutil.rmtree(spool, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _alone(servers: dict[str, Server], kind: str) -> Iterator[None]:
+    """The other servers stopped (every process of each) while `kind`'s runs."""
+    stopped = [server for other, server in servers.items() if other != kind]
+    for server in stopped:
+        _signal(server, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for server in stopped:
+            _signal(server, signal.SIGCONT)
+
+
+def _signal(server: Server, number: int) -> None:
+    """Sends the signal to the server's processes, its supervisor first when stopping, last
+    when continuing (so that it never sees its workers stop)."""
+    pids = [server.process.pid, *children(server.process.pid)]
+    for pid in pids if number == signal.SIGSTOP else reversed(pids):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, number)
 
 
 # -- a whole image with skopeo --------------------------------------------------------------
