@@ -623,7 +623,7 @@ def _alone(servers: dict[str, Server], kind: str) -> Iterator[None]:
 
 def _signal(server: Server, number: int) -> None:
     """Sends the signal to the server's processes, its supervisor first when stopping, last
-    when continuing (so that it never sees its workers stop)."""
+    when continuing (so that it never runs while its workers are stopped)."""
     pids = [server.process.pid, *children(server.process.pid)]
     for pid in pids if number == signal.SIGSTOP else reversed(pids):
         with contextlib.suppress(ProcessLookupError):
