@@ -364,10 +364,7 @@ class FileLog:
                 definitions = self._defined[name] = _definitions(path, offset)
             taken = 0
             for position, body in enumerate(records):
-                if body[:1] == DEFINITION:
-                    number, _, part = body[1:].partition(b"\t")
-                    definitions[number] = part
-                else:
+                if not _defined(body, definitions):
                     stamp = _stamp(body)
                     if stamp >= cutoff:
                         break
@@ -561,10 +558,17 @@ def _definitions(path: str, end: int) -> dict[bytes, bytes]:
         with contextlib.suppress(FileNotFoundError), open(path, "rb") as file:
             records, _ = _records(file.read(end), complete_end=True)
             for body in records:
-                if body[:1] == DEFINITION:
-                    number, _, part = body[1:].partition(b"\t")
-                    found[number] = part
+                _defined(body, found)
     return found
+
+
+def _defined(body: bytes, definitions: dict[bytes, bytes]) -> bool:
+    """Whether the record is a definition; if so, what it defines is added to `definitions`."""
+    if body[:1] != DEFINITION:
+        return False
+    number, _, part = body[1:].partition(b"\t")
+    definitions[number] = part
+    return True
 
 
 def _expanded(body: bytes, definitions: dict[bytes, bytes]) -> bytes:
