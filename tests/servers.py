@@ -165,7 +165,11 @@ def run_reference_registry(
     """Runs CNCF distribution (`docker-registry`, Debian's package): on the filesystem at root,
     or on the given `storage` section, deletes enabled, with `http.secret` when given; keyword
     arguments add sections (e.g. `auth`). Its AWS SDK panics with AWS_CA_BUNDLE set, so that
-    variable is left out of its environment."""
+    variable is left out of its environment.
+
+    Its upload purger is off: it starts after a random 0-59 minutes, and when that is 0 its walk
+    panics on SeaweedFS, which lists an emptied directory (`_uploads/`) as an object whose name
+    ends in "/"."""
     binary = shutil.which("docker-registry")
     if binary is None:
         raise RuntimeError("the reference registry is missing: apt-get install docker-registry")
@@ -177,7 +181,11 @@ def run_reference_registry(
     config = {
         "version": "0.1",
         "log": {"level": "info"},
-        "storage": {**storage, "delete": {"enabled": True}},
+        "storage": {
+            "maintenance": {"uploadpurging": {"enabled": False}},
+            **storage,
+            "delete": {"enabled": True},
+        },
         "http": {"addr": f"127.0.0.1:{port}", **({"secret": secret} if secret else {})},
         **sections,
     }
