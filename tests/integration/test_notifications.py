@@ -311,6 +311,22 @@ def test_pending_events_survive_kill_9(tmp_path: Path, workers: int) -> None:
     assert manifest_pushes(received) == expected
 
 
+def test_the_notifier_runs_only_on_what_cpu_the_workers_leave(tmp_path: Path) -> None:
+    """With workers, the notifier is the one process of the server under SCHED_IDLE (at
+    nice 19): under load, delivery takes no share of the CPU the workers need."""
+    with run_receiver() as receiver:
+        config = notifying(tmp_path / "data", endpoint("hook", receiver))
+        config["http"]["workers"] = 2
+        with run_moorage(tmp_path / "run", config) as server:
+            wait_for(lambda: len(children(server.process.pid)) == 3, "two workers and a notifier")
+            processes = {pid: os.sched_getscheduler(pid) for pid in children(server.process.pid)}
+            idle = [pid for pid, policy in processes.items() if policy == os.SCHED_IDLE]
+            assert len(idle) == 1, processes
+            assert set(processes.values()) == {os.SCHED_IDLE, os.SCHED_OTHER}, processes
+            assert os.getpriority(os.PRIO_PROCESS, idle[0]) == 19
+            assert os.sched_getscheduler(server.process.pid) == os.SCHED_OTHER
+
+
 def test_a_failing_endpoint_holds_up_no_other(tmp_path: Path) -> None:
     """One endpoint answers 500: the other gets every event at once; the failing one is
     retried as distribution's breaker says (`threshold` failures, then one attempt every
