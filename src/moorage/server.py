@@ -266,7 +266,7 @@ class Server:
             usage=self.maintenance.usage,
             quotas=self.maintenance.quotas,
             namespace=self.cache,
-            wrapper=self.notifications.wrap if self.notifications else None,
+            wrapper=self.notifications.recorder.wrap if self.notifications else None,
             pages=self.ui,
         )
         self.debug_app = (

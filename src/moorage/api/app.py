@@ -25,9 +25,10 @@ from moorage.api.context import (
     SETTINGS,
     TRUSTED,
     USAGE,
-    WRAPPER,
     RepositoryWrapper,
+    RequestContexts,
     Settings,
+    WrappedNamespace,
     registry,
     trusted_checker,
 )
@@ -198,6 +199,8 @@ def create_app(
     app = web.Application(middlewares=middlewares)
     app[REGISTRY] = registry
     served: Namespace = registry if namespace is None else namespace
+    if wrapper is not None:
+        served = WrappedNamespace(served, wrapper, RequestContexts())
     app[NAMESPACE] = served
     app[SETTINGS] = settings
     app[TRUSTED] = trusted_checker(settings)
@@ -207,8 +210,6 @@ def create_app(
         app[USAGE] = usage
     if quotas is not None:
         app[QUOTAS] = quotas
-    if wrapper is not None:
-        app[WRAPPER] = wrapper
     if settings.cors_origins:
         app.on_response_prepare.append(cors_headers(settings.cors_origins))
     app.on_response_prepare.append(_response_headers(settings.headers))

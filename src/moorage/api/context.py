@@ -43,8 +43,8 @@ class Settings:
 
 
 # Wraps a repository in what the config adds around its services (events), given the function
-# that tells the facts of the request being served (current_context): a wrapper may keep what
-# it makes and use it for later requests.
+# that tells the facts of the request being served (RequestContexts.current): a wrapper may
+# keep what it makes and use it for later requests.
 RepositoryWrapper = Callable[[RepositoryService, Callable[[], RequestContext]], RepositoryService]
 
 REGISTRY = web.AppKey("registry", Registry)
@@ -54,7 +54,6 @@ SETTINGS = web.AppKey("settings", Settings)
 ACCESS = web.AppKey("access", AccessController)  # only when auth is configured
 USAGE = web.AppKey("usage", UsageTracker)  # only when usage is computed
 QUOTAS = web.AppKey("quotas", Quotas)
-WRAPPER: web.AppKey[RepositoryWrapper] = web.AppKey("repository_wrapper")  # only when set
 TRUSTED: web.AppKey[Callable[[str], bool]] = web.AppKey("trusted_proxy")
 GRANT = "grant"  # request key: the moorage.auth.scopes.Grant of an authorized request
 
@@ -68,52 +67,66 @@ def settings(request: web.Request) -> Settings:
 
 
 def repository(request: web.Request) -> RepositoryService:
-    """The repository named in the path, as the namespace serves it and with what the config
-    wraps around its services; NameInvalid for a name outside the grammar."""
-    found = request.app[NAMESPACE].repository(request.match_info["name"])
-    wrap = request.app.get(WRAPPER)
-    if wrap is None:
-        return found
+    """The repository named in the path, as the namespace serves it (with what the config
+    wraps around its services: WrappedNamespace); NameInvalid for a name outside the
+    grammar."""
     _SERVING.set(request)  # in this request's own task (aiohttp runs each in one)
-    return wrap(found, current_context)
+    return request.app[NAMESPACE].repository(request.match_info["name"])
 
 
-# The request being served, for current_context(): set where a request asks for a wrapped
+# The request being served, for RequestContexts.current(): set where a request asks for a
 # repository, in the task aiohttp runs the request in, so it ends with the request.
 _SERVING: contextvars.ContextVar[web.Request] = contextvars.ContextVar("serving")
 
 
-def current_context() -> RequestContext:
-    """The facts of the request being served (the one whose handler asked for the repository
-    whose services call this; LookupError outside a request), for the services' wrappers.
-    Its client's part follows from the connection and the headers: it is worked out once per
-    connection and kept while its requests repeat the same headers, as a keep-alive
-    connection's do. (Who signed in follows from the headers too: the Authorization header,
-    or the web UI's cookie.) This runs for every event a request records: it makes as few
-    calls as it can."""
-    request = _SERVING.get()
-    transport = request.transport
-    raw = request.raw_headers
-    app = request.app
-    known = _CONNECTIONS.get(id(transport))
-    if known is not None and known[0]() is transport and known[1] == raw and known[2] is app:
-        client = known[3]
-    else:
-        client = _client_of(request)
-        if transport is not None:
-            with contextlib.suppress(TypeError):  # a transport that cannot be referred to weakly
-                if len(_CONNECTIONS) >= MAX_CLIENTS:
-                    _CONNECTIONS.clear()
-                _CONNECTIONS[id(transport)] = (weakref.ref(transport), raw, app, client)
-    # a plain tuple's constructor (a NamedTuple's own is a Python function); request_ids()
-    # set the id
-    return tuple.__new__(RequestContext, (request["request_id"], request.method, client))
+class WrappedNamespace:
+    """A namespace whose repositories come with what `wrap` puts around their services, told
+    the facts of each request by `contexts` (one per app)."""
+
+    def __init__(
+        self, inner: Namespace, wrap: RepositoryWrapper, contexts: RequestContexts
+    ) -> None:
+        self.inner = inner
+        self._wrap = wrap
+        self._current = contexts.current
+
+    def repository(self, name: str) -> RepositoryService:
+        return self._wrap(self.inner.repository(name), self._current)
 
 
-# The last Client of each connection, by its transport's id: a weak reference to the transport
-# (which tells it from a later one with the same id, and keeps none alive), the raw headers
-# and the app the Client was worked out for, and the Client. Bounded as _CLIENTS is.
-_CONNECTIONS: dict[int, tuple[weakref.ref[object], object, web.Application, Client]] = {}
+class RequestContexts:
+    """The facts of the requests one app serves, for the services' wrappers."""
+
+    def __init__(self) -> None:
+        # the last Client of each connection, by its transport's id: a weak reference to
+        # the transport (which tells it from a later one with the same id, and keeps none
+        # alive), the raw headers the Client was worked out from, and the Client
+        self._connections: dict[int, tuple[weakref.ref[object], object, Client]] = {}
+
+    def current(self) -> RequestContext:
+        """The facts of the request being served (the one whose handler asked for the
+        repository whose services call this; LookupError outside a request). Its client's
+        part follows from the connection and the headers: it is worked out once per
+        connection and kept while its requests repeat the same headers, as a keep-alive
+        connection's do. (Who signed in follows from the headers too: the Authorization
+        header, or the web UI's cookie.) This runs for every event a request records: it
+        makes as few calls as it can."""
+        request = _SERVING.get()
+        transport = request.transport
+        raw = request.raw_headers
+        known = self._connections.get(id(transport))
+        if known is not None and known[0]() is transport and known[1] == raw:
+            client = known[2]
+        else:
+            client = _client_of(request)
+            if transport is not None:
+                with contextlib.suppress(TypeError):  # a transport with no weak references
+                    if len(self._connections) >= MAX_CLIENTS:
+                        self._connections.clear()
+                    self._connections[id(transport)] = (weakref.ref(transport), raw, client)
+        # a plain tuple's constructor (a NamedTuple's own is a Python function); request_ids()
+        # set the id
+        return tuple.__new__(RequestContext, (request["request_id"], request.method, client))
 
 
 def _client_of(request: web.Request) -> Client:

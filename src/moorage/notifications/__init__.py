@@ -12,12 +12,12 @@ from typing import Protocol
 
 from moorage.config.schema import Config
 from moorage.durations import seconds
+from moorage.notifications import events
 from moorage.notifications.events import Source
 from moorage.notifications.listener import Filter, Recorder
 from moorage.notifications.sinks import DeliveryMetrics, EndpointSettings, Log, Notifier
 from moorage.notifications.spool import FileLog, InboxWriter
 from moorage.registry.context import RequestContext
-from moorage.registry.repository import RepositoryService
 
 DEFAULT_DIRECTORY = "/var/lib/moorage/notifications"  # when the storage is not a filesystem
 
@@ -39,11 +39,6 @@ class Notifications:
     log: Callable[[], Log]
     endpoints: list[EndpointSettings]
     max_events: int
-
-    def wrap(
-        self, repository: RepositoryService, context: Callable[[], RequestContext]
-    ) -> RepositoryService:
-        return self.recorder.wrap(repository, context)
 
     def notifier(self, metrics: DeliveryMetrics) -> Notifier:
         return Notifier(self.log(), self.endpoints, metrics, self.max_events)
@@ -77,7 +72,8 @@ def from_config(config: Config, *, create_files: bool = True) -> Notifications |
         return None
     writer: Writer
     log: Callable[[], Log]
-    put: Callable[[int, str, str, str, str], None] | None = None  # a spool written at once
+    records = events.Records(Source.of(config.http.addr).fields)  # the process's
+    put: Callable[[str, RequestContext], None] | None = None  # a spool written at once
     if section.spool.driver == "redis":
         writer, log = _redis(config)
     else:
@@ -89,8 +85,8 @@ def from_config(config: Config, *, create_files: bool = True) -> Notifications |
                 raise ValueError(
                     f"notifications.spool.directory: cannot create {directory}: {exc.strerror}"
                 ) from None
-        inbox = InboxWriter(directory)
-        writer, put = inbox, inbox.put
+        inbox = InboxWriter(directory, records)
+        writer, put = inbox, inbox.record
 
         def log() -> Log:
             return FileLog(directory)
@@ -115,7 +111,7 @@ def from_config(config: Config, *, create_files: bool = True) -> Notifications |
         put=put,
         filters=[endpoint.filter for endpoint in endpoints],
         include_references=section.events.includereferences,
-        source=Source.of(config.http.addr),
+        records=records,
     )
     return Notifications(recorder, writer, log, endpoints, section.spool.maxevents)
 

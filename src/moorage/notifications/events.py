@@ -112,45 +112,45 @@ class Records:
     within the process (records are merged by it, and an event's id is made from it and the
     process's instance id: event_id), and no id of its own, which would cost a formatting per
     request. The client's part of a record (its facts and the source) is the same for all
-    of a client's requests: it is kept once made."""
+    of a client's requests: it is kept once made. One per process: whatever writes records
+    (make, or the file spool's own fast path) takes its times from here."""
 
-    __slots__ = ("_clients", "_last", "_source")
+    __slots__ = ("_clients", "_source", "last")
 
     def __init__(self, source: str) -> None:
         self._source = source  # Source.fields
-        self._last = 0
+        self.last = 0  # the time of the last record made; the next one's is later
         self._clients: dict[Client, str] = {}
 
     def make(self, target: str, context: RequestContext) -> str:
         """A new event's record, without its line end: no id, its time, `target` (target() of
         what happened) and the facts of the request that did it."""
-        stamp, request_id, method, client = self.facts(context)
-        return f"\t{stamp}\t{target}\t{request_id}\t{method}\t{client}"
-
-    def facts(self, context: RequestContext) -> tuple[int, str, str, str]:
-        """The parts of a new event's record that are not its target: its time, the request's
-        id and method, and its client's part (make() puts them together; the file spool
-        writes the parts that repeat once per file). This runs for every event: it makes as
-        few calls as it can."""
         request_id, method, client = context
         part = self._clients.get(client)
         if part is None:
-            part = self._client_part(client)
-        stamp = time.time_ns()
-        if stamp <= self._last:
-            stamp = self._last + 1
-        self._last = stamp
-        if not request_id.isprintable() or "\\" in request_id:  # escaped()'s fast check
-            request_id = escaped(request_id)
-        return stamp, request_id, method, part  # a method is a token: no \\, \\t, ...
+            part = self.client_part(client)
+        return f"\t{self.stamp()}\t{target}\t{escaped(request_id)}\t{method}\t{part}"
 
-    def _client_part(self, client: Client) -> str:
-        if len(self._clients) >= MAX_CLIENTS:  # clients come from the network: keep it bounded
-            self._clients.clear()
-        part = self._clients[client] = (
-            f"{escaped(client.addr)}\t{escaped(client.host)}\t{escaped(client.useragent)}\t"
-            f"{escaped(client.user)}\t{escaped(client.base_url)}\t{self._source}"
-        )
+    def stamp(self) -> int:
+        """A new record's time: now, or just after the last one's."""
+        stamp = time.time_ns()
+        if stamp <= self.last:
+            stamp = self.last + 1
+        self.last = stamp
+        return stamp
+
+    def client_part(self, client: Client) -> str:
+        """The part of a record that tells who asked (make() puts it last): the client's
+        address, host, user agent, user and URL base, then the source. A method is a token:
+        it needs no escaping."""
+        part = self._clients.get(client)
+        if part is None:
+            if len(self._clients) >= MAX_CLIENTS:  # clients come from the network: bounded
+                self._clients.clear()
+            part = self._clients[client] = (
+                f"{escaped(client.addr)}\t{escaped(client.host)}\t{escaped(client.useragent)}\t"
+                f"{escaped(client.user)}\t{escaped(client.base_url)}\t{self._source}"
+            )
         return part
 
 

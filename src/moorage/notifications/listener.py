@@ -67,10 +67,10 @@ class Recorder:
     append: Callable[[list[str]], Awaitable[None] | None]
     filters: list[Filter]
     include_references: bool
-    source: events.Source
-    # one record, in events.Records.make's parts (its time, target, request id and method,
-    # client), there when it returns (files)
-    put: Callable[[int, str, str, str, str], None] | None = None
+    records: events.Records
+    # writes one event's record (its target, and the request's context), there when it
+    # returns: a file spool's (spool.InboxWriter.record)
+    put: Callable[[str, RequestContext], None] | None = None
     _wanted: dict[tuple[str, str], bool] = field(default_factory=dict)
     # what an event's target follows from -> the target, or "" when no endpoint wants it:
     # (action, repository, media type, digest's algorithm and hex, tag) for manifests (a
@@ -81,7 +81,6 @@ class Recorder:
     _wrapped: dict[tuple[int, int], NotifyingRepository] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.records = events.Records(self.source.fields)
         self._failing_since = 0.0
 
     def wants(self, action: str, media_type: str = "") -> bool:
@@ -147,9 +146,8 @@ class Recorder:
         put = self.put
         if put is None:
             return self.write([self.records.make(target, context)])
-        stamp, request_id, method, client = self.records.facts(context)
         try:
-            put(stamp, target, request_id, method, client)
+            put(target, context)
         except Exception as exc:
             self._lost(exc)
         return None

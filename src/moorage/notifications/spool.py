@@ -43,8 +43,10 @@ import logging
 import mmap
 import os
 import time
+from time import time_ns as _time_ns
 
 from moorage.notifications import events
+from moorage.registry.context import Client, RequestContext
 
 log = logging.getLogger("moorage.notifications")
 
@@ -77,13 +79,17 @@ class InboxWriter:
     nothing at the rates where faults matter: the records overwrite them before the kernel
     writes them out.)"""
 
-    def __init__(self, directory: str) -> None:
+    def __init__(self, directory: str, records: events.Records) -> None:
         self.directory = os.path.join(directory, "inbox")
+        self.records = records  # the process's: record() takes its times from it
         self._fd = -1
         self._map: mmap.mmap | None = None
         self._at = INBOX_SIZE  # where the next record goes; nothing open yet
         self._zeroed = INBOX_SIZE  # where the zeros written ahead of the records end
-        self._defined: dict[str, int] = {}  # the parts this file defines, and their numbers
+        # what this file defines, and the numbers it refers to them by: targets and clients'
+        # parts by their text, clients also by their Client (one lookup per event)
+        self._defined: dict[str, int] = {}
+        self._clients: dict[Client, int] = {}
         self._definitions = 0  # how many definitions this file has
         self._name = ""
         self._number = 0
@@ -93,7 +99,7 @@ class InboxWriter:
         """A forked process writes a file of its own; what it inherited is the parent's."""
         self._fd, self._map, self._at, self._name = -1, None, INBOX_SIZE, ""
         self._zeroed = INBOX_SIZE
-        self._defined, self._definitions = {}, 0
+        self._defined, self._clients, self._definitions = {}, {}, 0
 
     def append(self, lines: list[str]) -> None:
         """Writes whole records (events.Records.make's lines): done when this returns
@@ -107,34 +113,50 @@ class InboxWriter:
                 self._open()
             self._write(body)
 
-    def put(self, stamp: int, target: str, request_id: str, method: str, client: str) -> None:
-        """Writes the record of one event, in events.Records.make's parts: done when this
-        returns (listener.Recorder.put). The target and the client, which repeat, are each
-        written once per file, as a definition, and the record refers to them by number."""
-        defined = self._defined
-        to_target = defined.get(target)
-        to_client = defined.get(client)
-        if to_target is not None and to_client is not None:
+    def record(self, target: str, context: RequestContext) -> None:
+        """Writes the record of one event (`target`, by the request `context` tells), as
+        events.Records.make would make it: done when this returns (listener.Recorder.put).
+        The target and the client, which repeat, are each written once per file, as a
+        definition, and the record refers to them by number. This runs for every event: the
+        usual case (both defined, room ahead) is written here, without a call."""
+        request_id, method, client = context
+        to_target = self._defined.get(target)
+        to_client = self._clients.get(client)
+        records = self.records
+        stamp = _time_ns()
+        if stamp <= records.last:
+            stamp = records.last + 1
+        records.last = stamp
+        if (
+            to_target is not None
+            and to_client is not None
+            and request_id.isprintable()  # events.escaped()'s check: nothing to escape
+            and "\\" not in request_id
+        ):
             body = f"\t{stamp}\t{to_target}\t{request_id}\t{method}\t{to_client}\n".encode()
-            if self._at + 1 + len(body) <= INBOX_SIZE:  # the usual path
-                self._write(body)
+            at = self._at
+            end = at + 1 + len(body)
+            mapped = self._map
+            if end <= self._zeroed and mapped is not None:  # room, with zeros written ahead
+                mapped[at + 1 : end] = body
+                mapped[at] = 0x1E  # its first byte last (see the class)
+                self._at = end
                 return
-        self._put_defining(stamp, target, request_id, method, client)
+        self._put(stamp, target, events.escaped(request_id), method, client)
 
-    def _put_defining(
-        self, stamp: int, target: str, request_id: str, method: str, client: str
-    ) -> None:
-        """put(), with the definitions this file lacks written first, all in the next file
+    def _put(self, stamp: int, target: str, request_id: str, method: str, client: Client) -> None:
+        """record(), with the definitions this file lacks written first, all in the next file
         when this one has no room for them and the record."""
+        part = self.records.client_part(client)
         for attempt in range(2):
             defined = self._defined
             bodies: list[bytes] = []
             numbers = []
-            for part in (target, client):
-                number = defined.get(part)
+            for text in (target, part):
+                number = defined.get(text)
                 if number is None:
                     number = self._definitions + len(bodies)
-                    bodies.append(f"={number}\t{part}\n".encode())
+                    bodies.append(f"={number}\t{text}\n".encode())
                 numbers.append(number)
             bodies.append(
                 f"\t{stamp}\t{numbers[0]}\t{request_id}\t{method}\t{numbers[1]}\n".encode()
@@ -148,9 +170,11 @@ class InboxWriter:
             self._open()  # definitions are the file's: all of them again in the next one
         if len(defined) + 2 > MAX_DEFINED:  # parts come from clients: keep it bounded
             defined.clear()  # (what is defined again gets a new number)
-        for part, number in zip((target, client), numbers, strict=True):
-            if part not in defined:
-                defined[part] = number
+            self._clients.clear()
+        for text, number in zip((target, part), numbers, strict=True):
+            if text not in defined:
+                defined[text] = number
+        self._clients[client] = numbers[1]
         self._definitions += len(bodies) - 1
         for body in bodies:
             self._write(body)
@@ -195,6 +219,7 @@ class InboxWriter:
         self.close()  # the previous file, complete: closing it releases its lock
         self._fd, self._map, self._at, self._zeroed = fd, mapped, 0, 0
         self._defined.clear()
+        self._clients.clear()
         self._definitions = 0
 
     def close(self) -> None:

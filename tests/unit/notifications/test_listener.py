@@ -70,7 +70,7 @@ def test_a_pull_through_the_wrappers_leaves_no_reference_cycle(collector_off: No
     async def scenario() -> None:
         registry = Registry(InMemoryDriver())
         payload = await _image(registry)
-        recorder = Recorder(append, [Filter()], False, events.Source("registry.test:5000", "i"))
+        recorder = Recorder(append, [Filter()], False, events.Records("registry.test:5000\ti"))
         gc.collect()
         for _ in range(3):  # as a GET handler uses them: resolve, then get
             repository = recorder.wrap(registry.repository("a/b"), lambda: CONTEXT)
@@ -100,7 +100,7 @@ def test_filtered_actions_spool_nothing() -> None:
         registry = Registry(InMemoryDriver())
         await _image(registry)
         ignoring = Filter(actions=frozenset({events.PULL}))
-        recorder = Recorder(append, [ignoring], False, events.Source("registry.test:5000", "i"))
+        recorder = Recorder(append, [ignoring], False, events.Records("registry.test:5000\ti"))
         repository = recorder.wrap(registry.repository("a/b"), lambda: CONTEXT)
         await repository.manifests.get("v1", await repository.manifests.resolve("v1"))
 

@@ -10,10 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from moorage.notifications import spool
+from moorage.notifications import events, spool
 from moorage.notifications.spool import FileLog, InboxWriter, Reader
+from moorage.registry.context import Client, RequestContext
 
 run = asyncio.run
+
+
+def inbox_writer(directory: Path) -> InboxWriter:
+    return InboxWriter(str(directory), events.Records("registry.test:5000\tinstance-1"))
 
 
 def record(stamp: int, text: str) -> str:
@@ -26,7 +31,7 @@ def texts(found: list[tuple[int, str]]) -> list[str]:
 
 
 def test_inboxes_merge_in_time_order(tmp_path: Path) -> None:
-    first, second = InboxWriter(str(tmp_path)), InboxWriter(str(tmp_path))
+    first, second = inbox_writer(tmp_path), inbox_writer(tmp_path)
     now = time.time_ns() - 1000
     first.append([record(now + 1, "a1"), record(now + 4, "a2")])
     second.append([record(now + 2, "b1")])
@@ -42,7 +47,7 @@ def test_inboxes_merge_in_time_order(tmp_path: Path) -> None:
 
 
 def test_records_stamped_after_a_round_began_wait_for_the_next(tmp_path: Path) -> None:
-    writer = InboxWriter(str(tmp_path))
+    writer = inbox_writer(tmp_path)
     now = time.time_ns()
     writer.append([record(now - 10, "past"), record(now + 60 * 10**9, "future")])
     log = FileLog(str(tmp_path))
@@ -82,7 +87,7 @@ def test_a_full_inbox_goes_on_in_the_next_file(
 ) -> None:
     monkeypatch.setattr(spool, "INBOX_SIZE", 4096)
     monkeypatch.setattr(spool, "ZEROED_AHEAD", ahead)
-    writer = InboxWriter(str(tmp_path))
+    writer = inbox_writer(tmp_path)
     now = time.time_ns() - 10**6
     lines = [record(now + i, f"r{i}") for i in range(100)]
     for line in lines:
@@ -102,7 +107,7 @@ def test_reading_across_segments_cursors_and_trimming(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(spool, "SEGMENT_RECORDS", 3)
-    writer = InboxWriter(str(tmp_path))
+    writer = inbox_writer(tmp_path)
     now = time.time_ns() - 10**6
     writer.append([record(now + i, f"r{i}") for i in range(10)])
     log = FileLog(str(tmp_path))
@@ -136,17 +141,30 @@ def test_one_process_at_a_time(tmp_path: Path) -> None:
     run(second.close())
 
 
-def put_events(writer: InboxWriter, count: int, targets: int, clients: int) -> list[str]:
-    """`count` events written with put(), cycling through targets and clients; the whole
-    records (events.Records.make's lines) the log must hold for them."""
-    now = time.time_ns() - 10**9
-    made = []
-    for i in range(count):
-        target = f"pull\ttarget-{i % targets}" + "\tt" * 6
-        client = f"10.0.0.{i % clients}:5000" + "\tc" * 6
-        writer.put(now + i, target, f"req-{i}", "GET", client)
-        made.append(f"\t{now + i}\t{target}\treq-{i}\tGET\t{client}")
-    return made
+def client(number: int) -> Client:
+    return Client(f"10.0.0.{number}:5000", "registry.test", "test/1", "", "http://registry.test")
+
+
+def record_event(writer: InboxWriter, target: str, context: RequestContext) -> str:
+    """Writes an event with record(); the whole record (events.Records.make's line) the log
+    must hold for it."""
+    writer.record(target, context)
+    request_id, method, who = context
+    part = writer.records.client_part(who)
+    return f"\t{writer.records.last}\t{target}\t{events.escaped(request_id)}\t{method}\t{part}"
+
+
+def record_events(writer: InboxWriter, count: int, targets: int, clients: int) -> list[str]:
+    """`count` events written with record(), cycling through targets and clients (every
+    seventh request id has a character to escape); the whole records the log must hold."""
+    return [
+        record_event(
+            writer,
+            f"pull\ttarget-{i % targets}" + "\tt" * 6,
+            RequestContext(f"req-{i}" + ("\\" if i % 7 == 3 else ""), "GET", client(i % clients)),
+        )
+        for i in range(count)
+    ]
 
 
 def merged(tmp_path: Path) -> list[str]:
@@ -160,8 +178,8 @@ def merged(tmp_path: Path) -> list[str]:
 
 
 def test_an_events_parts_are_defined_once_and_merged_whole(tmp_path: Path) -> None:
-    writer = InboxWriter(str(tmp_path))
-    made = put_events(writer, 50, targets=3, clients=2)
+    writer = inbox_writer(tmp_path)
+    made = record_events(writer, 50, targets=3, clients=2)
     (inbox,) = os.listdir(tmp_path / "inbox")
     data = (tmp_path / "inbox" / inbox).read_bytes()
     assert data.count(b"\x1e=") == 5  # each target and client once
@@ -175,22 +193,22 @@ def test_definitions_start_again_in_each_file(
 ) -> None:
     monkeypatch.setattr(spool, "INBOX_SIZE", 2048)
     monkeypatch.setattr(spool, "MAX_DEFINED", defined)
-    writer = InboxWriter(str(tmp_path))
-    made = put_events(writer, 400, targets=7, clients=5)
+    writer = inbox_writer(tmp_path)
+    made = record_events(writer, 400, targets=7, clients=5)
     assert len(os.listdir(tmp_path / "inbox")) > 5
     assert merged(tmp_path) == made
 
 
 def test_a_merge_resumed_after_a_restart_finds_the_definitions_it_read(tmp_path: Path) -> None:
-    writer = InboxWriter(str(tmp_path))
-    made = put_events(writer, 10, targets=2, clients=1)
+    writer = inbox_writer(tmp_path)
+    made = record_events(writer, 10, targets=2, clients=1)
     log = FileLog(str(tmp_path))
     assert run(log.lock())
     assert run(log.collect()) == 10
     run(log.close())
-    now = time.time_ns() - 10**8  # the same parts again: referred to, not defined
-    writer.put(now, "pull\ttarget-0" + "\tt" * 6, "req-x", "HEAD", "10.0.0.0:5000" + "\tc" * 6)
-    made.append(f"\t{now}\tpull\ttarget-0" + "\tt" * 6 + "\treq-x\tHEAD\t10.0.0.0:5000" + "\tc" * 6)
+    # the same parts again: referred to, not defined
+    again = RequestContext("req-x", "HEAD", client(0))
+    made.append(record_event(writer, "pull\ttarget-0" + "\tt" * 6, again))
     assert merged(tmp_path) == made  # a new FileLog: the process that merges restarted
 
 
