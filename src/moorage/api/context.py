@@ -124,9 +124,7 @@ class RequestContexts:
                     if len(self._connections) >= MAX_CLIENTS:
                         self._connections.clear()
                     self._connections[id(transport)] = (weakref.ref(transport), raw, client)
-        # a plain tuple's constructor (a NamedTuple's own is a Python function); request_ids()
-        # set the id
-        return tuple.__new__(RequestContext, (request["request_id"], request.method, client))
+        return request["request_id"], request.method, client  # request_ids() set the id
 
 
 def _client_of(request: web.Request) -> Client:

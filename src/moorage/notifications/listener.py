@@ -76,7 +76,7 @@ class Recorder:
     # (action, repository, media type, digest's algorithm and hex, tag) for manifests (a
     # Digest's own hash is a Python call), (action, repository, digest, size, source
     # repository) for blobs
-    manifest_targets: dict[tuple[str, str, str, str, str, str], str] = field(default_factory=dict)
+    _manifests: dict[tuple[str, str, str, str, str, str], str] = field(default_factory=dict)
     _blobs: dict[tuple[str, str, Digest, int, str], str] = field(default_factory=dict)
     _wrapped: dict[tuple[int, int], NotifyingRepository] = field(default_factory=dict)
 
@@ -99,7 +99,7 @@ class Recorder:
         """events.target of a manifest's event; "" when no endpoint wants it. The payload
         is the one `digest` names: its size and references follow from the digest."""
         key = (action, repository, media_type, digest.algorithm, digest.hex, tag)
-        found = self.manifest_targets.get(key)
+        found = self._manifests.get(key)
         if found is None:
             found = ""
             if self.wants(action, media_type):
@@ -108,7 +108,7 @@ class Recorder:
                     action, repository, media_type, str(digest), len(payload), tag, "",
                     references,
                 )  # fmt: skip
-            _keep(self.manifest_targets, key, found)
+            _keep(self._manifests, key, found)
         return found
 
     def blob_target(
@@ -193,7 +193,7 @@ class RepositoryEvents:
     wants it) of the request being served and returns what Recorder.write does: None, or
     what to wait on before the request is answered."""
 
-    __slots__ = ("context", "recorder", "repository")
+    __slots__ = ("_pulled", "context", "recorder", "repository")
 
     def __init__(
         self, recorder: Recorder, context: Callable[[], RequestContext], repository: str
@@ -201,6 +201,27 @@ class RepositoryEvents:
         self.recorder = recorder
         self.context = context
         self.repository = repository
+        # the last pull's digest (the object: a tag's is kept by the tag store, the same
+        # object while the tag does not move), reference and target
+        self._pulled: tuple[Digest | None, str, str] = (None, "", "")
+
+    def pulled(self, stored: StoredManifest, reference: str) -> Awaitable[None] | None:
+        """A pull of `stored` by `reference` (a tag or a digest). The usual request: a pull
+        of the same tag as the last one, whose target is known without a lookup."""
+        digest = stored.digest
+        last = self._pulled
+        if last[0] is digest and last[1] == reference:
+            target = last[2]
+        else:
+            target = self.recorder.manifest_target(
+                events.PULL, self.repository, stored.media_type, digest,
+                "" if ":" in reference else reference,  # a digest has a colon, a tag none
+                stored.payload,
+            )  # fmt: skip
+            self._pulled = (digest, reference, target)
+        if not target:
+            return None
+        return self.recorder.record(target, self.context())
 
     def blob(
         self, action: str, info: BlobInfo, from_repository: str = ""
@@ -214,12 +235,9 @@ class RepositoryEvents:
     def manifest(
         self, action: str, media_type: str, digest: Digest, payload: bytes, tag: str = ""
     ) -> Awaitable[None] | None:
-        """One event: a pull, a push by tag or by digest. (The usual path: the target is
-        looked up here, not through a call, as it is there for every pull.)"""
+        """One event: a push by tag or by digest (a pull is pulled())."""
         recorder = self.recorder
-        target = recorder.manifest_targets.get(
-            (action, self.repository, media_type, digest.algorithm, digest.hex, tag)
-        ) or recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
+        target = recorder.manifest_target(action, self.repository, media_type, digest, tag, payload)
         if not target:
             return None
         return recorder.record(target, self.context())
@@ -362,10 +380,7 @@ class NotifyingManifests:
 
     async def get(self, reference: str, resolved: Digest | None = None) -> StoredManifest:
         stored = await self._manifests.get(reference, resolved)
-        pending = self._emitter.manifest(
-            events.PULL, stored.media_type, stored.digest, stored.payload,
-            "" if ":" in reference else reference,  # a digest has a colon, a tag none
-        )  # fmt: skip
+        pending = self._emitter.pulled(stored, reference)
         if pending is not None:
             await pending
         return stored

@@ -87,9 +87,10 @@ class InboxWriter:
         self._at = INBOX_SIZE  # where the next record goes; nothing open yet
         self._zeroed = INBOX_SIZE  # where the zeros written ahead of the records end
         # what this file defines, and the numbers it refers to them by: targets and clients'
-        # parts by their text, clients also by their Client (one lookup per event)
+        # parts by their text; clients also by the Client object's id (with the object, which
+        # tells it from a later one with the same id): a lookup that reads none of its fields
         self._defined: dict[str, int] = {}
-        self._clients: dict[Client, int] = {}
+        self._clients: dict[int, tuple[Client, int]] = {}
         self._definitions = 0  # how many definitions this file has
         self._name = ""
         self._number = 0
@@ -121,7 +122,7 @@ class InboxWriter:
         usual case (both defined, room ahead) is written here, without a call."""
         request_id, method, client = context
         to_target = self._defined.get(target)
-        to_client = self._clients.get(client)
+        to_client = self._clients.get(id(client))
         records = self.records
         stamp = _time_ns()
         if stamp <= records.last:
@@ -130,10 +131,11 @@ class InboxWriter:
         if (
             to_target is not None
             and to_client is not None
+            and to_client[0] is client
             and request_id.isprintable()  # events.escaped()'s check: nothing to escape
             and "\\" not in request_id
         ):
-            body = f"\t{stamp}\t{to_target}\t{request_id}\t{method}\t{to_client}\n".encode()
+            body = f"\t{stamp}\t{to_target}\t{request_id}\t{method}\t{to_client[1]}\n".encode()
             at = self._at
             end = at + 1 + len(body)
             mapped = self._map
@@ -174,7 +176,9 @@ class InboxWriter:
         for text, number in zip((target, part), numbers, strict=True):
             if text not in defined:
                 defined[text] = number
-        self._clients[client] = numbers[1]
+        if len(self._clients) >= MAX_DEFINED:  # equal Clients can be distinct objects
+            self._clients.clear()
+        self._clients[id(client)] = (client, numbers[1])
         self._definitions += len(bodies) - 1
         for body in bodies:
             self._write(body)

@@ -18,7 +18,7 @@ class Client(NamedTuple):
     base_url: str  # what the URL of a path from `/v2/` on starts with, as clients use it
 
 
-class RequestContext(NamedTuple):  # a tuple: made for every request, as cheaply as can be
-    id: str  # the request id the access log and X-Request-Id show
-    method: str
-    client: Client
+# The request a registry operation serves: its id (the one the access log and X-Request-Id
+# show), its method, and its Client. A plain tuple, made for every request: a NamedTuple's
+# construction costs five times a tuple's.
+RequestContext = tuple[str, str, Client]

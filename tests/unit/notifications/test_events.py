@@ -9,10 +9,10 @@ import pytest
 from moorage.notifications import events
 from moorage.registry.context import Client, RequestContext
 
-CONTEXT = RequestContext(
-    id="req-1",
-    method="PUT",
-    client=Client(
+CONTEXT: RequestContext = (
+    "req-1",
+    "PUT",
+    Client(
         addr="10.0.0.7:41234",
         host="registry.example.com",
         useragent="docker/24.0 go/go1.20",
@@ -72,9 +72,8 @@ def test_a_manifest_push_is_distributions_event() -> None:
 
 
 def test_deletes_and_blobs_leave_out_what_distribution_leaves_out() -> None:
-    anonymous = CONTEXT._replace(
-        client=CONTEXT.client._replace(user="", addr="", host="", useragent="")
-    )
+    request_id, method, client = CONTEXT
+    anonymous = (request_id, method, client._replace(user="", addr="", host="", useragent=""))
     tag_delete = events.parse(line(anonymous, action="delete", repository="a/b", tag="t"))
     assert tag_delete is not None
     expanded = events.expand(tag_delete)
@@ -95,8 +94,8 @@ def test_deletes_and_blobs_leave_out_what_distribution_leaves_out() -> None:
     "text", ["tab\there", "new\nline", "back\\slash", "sep\x1erator", "zero\x00byte", "é ✓", ""]
 )
 def test_text_from_the_network_survives_the_record(text: str) -> None:
-    client = CONTEXT.client._replace(useragent=text, host=text, user=text)
-    hostile = CONTEXT._replace(id=text, client=client)
+    _, method, client = CONTEXT
+    hostile = (text, method, client._replace(useragent=text, host=text, user=text))
     record = line(hostile, action="pull", repository="a", media_type=text)
     assert "\n" not in record and "\x1e" not in record and "\x00" not in record
     fields = events.parse(record)

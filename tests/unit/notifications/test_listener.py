@@ -20,8 +20,10 @@ from moorage.registry.repository import Registry
 from moorage.storage.driver.inmemory import InMemoryDriver
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-CONTEXT = RequestContext(
-    "request-1", "GET", Client("127.0.0.1:4000", "registry.test", "test/1", "alice", "http://x")
+CONTEXT: RequestContext = (
+    "request-1",
+    "GET",
+    Client("127.0.0.1:4000", "registry.test", "test/1", "alice", "http://x"),
 )
 
 

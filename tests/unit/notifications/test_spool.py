@@ -161,7 +161,7 @@ def record_events(writer: InboxWriter, count: int, targets: int, clients: int) -
         record_event(
             writer,
             f"pull\ttarget-{i % targets}" + "\tt" * 6,
-            RequestContext(f"req-{i}" + ("\\" if i % 7 == 3 else ""), "GET", client(i % clients)),
+            (f"req-{i}" + ("\\" if i % 7 == 3 else ""), "GET", client(i % clients)),
         )
         for i in range(count)
     ]
@@ -207,7 +207,7 @@ def test_a_merge_resumed_after_a_restart_finds_the_definitions_it_read(tmp_path:
     assert run(log.collect()) == 10
     run(log.close())
     # the same parts again: referred to, not defined
-    again = RequestContext("req-x", "HEAD", client(0))
+    again = ("req-x", "HEAD", client(0))
     made.append(record_event(writer, "pull\ttarget-0" + "\tt" * 6, again))
     assert merged(tmp_path) == made  # a new FileLog: the process that merges restarted
 
