@@ -83,6 +83,8 @@ class WrappedNamespace:
     """A namespace whose repositories come with what `wrap` puts around their services, told
     the facts of each request by `contexts` (one per app)."""
 
+    __slots__ = ("_current", "_wrap", "inner")
+
     def __init__(
         self, inner: Namespace, wrap: RepositoryWrapper, contexts: RequestContexts
     ) -> None:
@@ -96,6 +98,8 @@ class WrappedNamespace:
 
 class RequestContexts:
     """The facts of the requests one app serves, for the services' wrappers."""
+
+    __slots__ = ("_connections",)
 
     def __init__(self) -> None:
         # the last Client of each connection, by its transport's id: a weak reference to

@@ -52,7 +52,7 @@ class Filter:
         return action not in self.actions and media_type not in self.media_types
 
 
-@dataclass
+@dataclass(slots=True)
 class Recorder:
     """The request path's half of notifications: makes the records of what happened and
     appends them, in one write per request, to the spool. Events no endpoint wants are never
@@ -79,9 +79,7 @@ class Recorder:
     _manifests: dict[tuple[str, str, str, str, str, str], str] = field(default_factory=dict)
     _blobs: dict[tuple[str, str, Digest, int, str], str] = field(default_factory=dict)
     _wrapped: dict[tuple[int, int], NotifyingRepository] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self._failing_since = 0.0
+    _failing_since: float = 0.0  # when the spool last failed to take events (monotonic)
 
     def wants(self, action: str, media_type: str = "") -> bool:
         key = (action, media_type)

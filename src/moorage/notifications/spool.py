@@ -79,6 +79,11 @@ class InboxWriter:
     nothing at the rates where faults matter: the records overwrite them before the kernel
     writes them out.)"""
 
+    __slots__ = (
+        "_at", "_clients", "_defined", "_definitions", "_fd", "_map", "_name", "_number",
+        "_zeroed", "directory", "records",
+    )  # fmt: skip
+
     def __init__(self, directory: str, records: events.Records) -> None:
         self.directory = os.path.join(directory, "inbox")
         self.records = records  # the process's: record() takes its times from it
