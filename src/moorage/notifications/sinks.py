@@ -95,47 +95,32 @@ class EndpointSettings:
     filter: Filter
 
 
-@dataclass(frozen=True)
-class Expanded:
-    """A record as every endpoint needs it: what the filters look at, and the event's JSON."""
-
-    action: str
-    media_type: str
-    repository: str
-    stamp: int
-    json: str
-
-
 class Expansions:
-    """Records expanded once for all endpoints, which read the same records at about the same
-    time; a bounded memory of the latest."""
+    """The JSON of the events being sent, made once for all endpoints (which send the same
+    records at about the same time); a bounded memory of the latest. An event's JSON is made
+    when it is about to be sent, not when its record is read: under load delivery lags (it
+    runs on the CPU the workers leave), and the work it puts off until then is work that
+    takes nothing from requests meanwhile."""
 
-    def __init__(self, size: int = 2 * WINDOW) -> None:
+    def __init__(self, size: int = WINDOW) -> None:
         self.size = size
-        self._found: collections.OrderedDict[int, Expanded | None] = collections.OrderedDict()
+        self._found: collections.OrderedDict[int, str] = collections.OrderedDict()
 
-    def __call__(self, number: int, line: str) -> Expanded | None:
-        if number in self._found:
-            return self._found[number]
-        fields = events.parse(line)
-        found = None
-        if fields is not None:
-            found = Expanded(
-                fields[events.ACTION],
-                fields[events.MEDIA_TYPE],
-                fields[events.REPOSITORY],
-                fields[events.STAMP],
-                events.encode(events.expand(fields)),
-            )
-        self._found[number] = found
-        if len(self._found) > self.size:
-            self._found.popitem(last=False)
+    def json(self, number: int, line: str) -> str:
+        """The event of record `number` (a record parse() took), as JSON."""
+        found = self._found.get(number)
+        if found is None:
+            fields = events.parse(line)
+            assert fields is not None, number  # Delivery._take left out what is no record
+            found = self._found[number] = events.encode(events.expand(fields))
+            if len(self._found) > self.size:
+                self._found.popitem(last=False)
         return found
 
 
 @dataclass
 class Lane:
-    events: collections.deque[tuple[int, int, str]]  # (record number, stamp, event JSON)
+    events: collections.deque[tuple[int, int, str]]  # (record number, stamp, record)
     busy: bool = False
 
 
@@ -200,14 +185,17 @@ class Delivery:
 
     def _take(self, number: int, line: str) -> None:
         self.window.append(number)
-        found = self.expanded(number, line)
-        if found is None or not self.settings.filter.wants(found.action, found.media_type):
+        fields = events.parse(line)
+        if fields is None or not self.settings.filter.wants(
+            fields[events.ACTION], fields[events.MEDIA_TYPE]
+        ):
             self.done.add(number)  # not a record (torn), or one this endpoint ignores
             return
-        lane = self.lanes.get(found.repository)
+        repository = fields[events.REPOSITORY]
+        lane = self.lanes.get(repository)
         if lane is None:
-            lane = self.lanes[found.repository] = Lane(collections.deque())
-        lane.events.append((number, found.stamp, found.json))
+            lane = self.lanes[repository] = Lane(collections.deque())
+        lane.events.append((number, fields[events.STAMP], line))
 
     def _bound(self) -> None:
         """Drops the oldest records beyond `max_events`, and those the spool no longer has
@@ -281,7 +269,7 @@ class Delivery:
 
     async def _post(self, lane: Lane, batch: list[tuple[int, int, str]]) -> None:
         name = self.settings.name
-        body = events.envelope([event for _, _, event in batch])
+        body = events.envelope([self.expanded.json(number, line) for number, _, line in batch])
         problem = ""
         try:
             async with self.session().post(
