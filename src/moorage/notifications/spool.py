@@ -55,7 +55,8 @@ DEFINITION = b"="  # the first byte of a definition's record (an event's is a ta
 REFERRING_TABS = 5  # tabs in the record of an event referring to definitions (a whole one: 18)
 INBOX_SIZE = 16 << 20  # bytes of an inbox file: records up to this, then the next file
 SEGMENT_RECORDS = 10_000
-READ_CHUNK = 4 << 20  # bytes of a log segment read at once
+READ_CHUNK = 4 << 20  # bytes of a log segment read at once at most
+RECORD_GUESS = 512  # bytes a record of the log takes, about: what a read of N records asks for
 INBOX_READ = 256 << 10  # bytes of an inbox read at once (what follows its records is zeros)
 PROBE = 4096  # bytes read first: a writer that wrote nothing new costs no more
 ZEROED_AHEAD = 256 << 10  # bytes of an inbox written with zeros ahead of its records at once
@@ -524,13 +525,19 @@ class FileLog:
             segment = self._segments[index]
             if reader.segment != segment:
                 reader.segment, reader.offset = segment, 0
+            # about the `limit` records asked for (a lagging endpoint asks for few at a
+            # time), the whole chunk when that holds no record whole
+            size = min(READ_CHUNK, (limit - len(found)) * RECORD_GUESS)
             try:
                 with open(self._segment_path(segment), "rb") as file:
                     file.seek(reader.offset)
-                    data = file.read(READ_CHUNK)
+                    data = file.read(size)
+                    records, _ = _records(data, complete_end=False)
+                    if not records and len(data) == size < READ_CHUNK:
+                        data += file.read(READ_CHUNK - size)
+                        records, _ = _records(data, complete_end=False)
             except FileNotFoundError:
-                data = b""
-            records, _ = _records(data, complete_end=False)
+                records = []
             if not records:
                 if index + 1 < len(self._segments):  # this segment is done: the next one
                     reader.next, reader.segment = self._segments[index + 1], -1

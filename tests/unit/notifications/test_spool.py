@@ -103,6 +103,25 @@ def test_a_full_inbox_goes_on_in_the_next_file(
     assert os.listdir(tmp_path / "inbox") == []
 
 
+@pytest.mark.parametrize("guess", [8, 512])  # a read of few records: less than one, or more
+def test_a_read_of_few_records_takes_them_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, guess: int
+) -> None:
+    monkeypatch.setattr(spool, "RECORD_GUESS", guess)
+    writer = inbox_writer(tmp_path)
+    now = time.time_ns() - 10**6
+    lines = [record(now + i, f"r{i}" + "x" * (3000 if i == 2 else 0)) for i in range(6)]
+    writer.append(lines)
+    log = FileLog(str(tmp_path))
+    assert run(log.lock())
+    assert run(log.collect()) == 6
+    reader = Reader(0)
+    found = [run(log.read(reader, 1)) for _ in range(6)]
+    assert [records[0][1] for records in found] == lines
+    assert run(log.read(reader, 1)) == []
+    run(log.close())
+
+
 def test_reading_across_segments_cursors_and_trimming(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
