@@ -129,6 +129,7 @@ class Records:
         part = self._clients.get(client)
         if part is None:
             part = self.client_part(client)
+        # a method is a token (nothing to escape)
         return f"\t{self.stamp()}\t{target}\t{escaped(request_id)}\t{method}\t{part}"
 
     def stamp(self) -> int:
@@ -141,8 +142,7 @@ class Records:
 
     def client_part(self, client: Client) -> str:
         """The part of a record that tells who asked (make() puts it last): the client's
-        address, host, user agent, user and URL base, then the source. A method is a token:
-        it needs no escaping."""
+        address, host, user agent, user and URL base, then the source."""
         part = self._clients.get(client)
         if part is None:
             if len(self._clients) >= MAX_CLIENTS:  # clients come from the network: bounded
