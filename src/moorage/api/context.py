@@ -74,6 +74,8 @@ def repository(request: web.Request) -> RepositoryService:
     return request.app[NAMESPACE].repository(request.match_info["name"])
 
 
+MAX_WRAPPED = 1024  # wrapped repositories a WrappedNamespace keeps
+
 # The request being served, for RequestContexts.current(): set where a request asks for a
 # repository, in the task aiohttp runs the request in, so it ends with the request.
 _SERVING: contextvars.ContextVar[web.Request] = contextvars.ContextVar("serving")
@@ -81,9 +83,12 @@ _SERVING: contextvars.ContextVar[web.Request] = contextvars.ContextVar("serving"
 
 class WrappedNamespace:
     """A namespace whose repositories come with what `wrap` puts around their services, told
-    the facts of each request by `contexts` (one per app)."""
+    the facts of each request by `contexts` (one per app). A wrapped repository is kept for
+    the next requests while the namespace serves the same repository object (the registry
+    keeps its repositories; a pull-through cache makes one per request, wrapped anew): what
+    `wrap` makes keeps no request's state."""
 
-    __slots__ = ("_current", "_wrap", "inner")
+    __slots__ = ("_current", "_wrap", "_wrapped", "inner")
 
     def __init__(
         self, inner: Namespace, wrap: RepositoryWrapper, contexts: RequestContexts
@@ -91,9 +96,19 @@ class WrappedNamespace:
         self.inner = inner
         self._wrap = wrap
         self._current = contexts.current
+        # name -> the repository the namespace served, and its wrapped one
+        self._wrapped: dict[str, tuple[RepositoryService, RepositoryService]] = {}
 
     def repository(self, name: str) -> RepositoryService:
-        return self._wrap(self.inner.repository(name), self._current)
+        inner = self.inner.repository(name)
+        found = self._wrapped.get(name)
+        if found is not None and found[0] is inner:
+            return found[1]
+        wrapped = self._wrap(inner, self._current)
+        if len(self._wrapped) >= MAX_WRAPPED:  # names come from clients: keep it bounded
+            self._wrapped.clear()
+        self._wrapped[name] = (inner, wrapped)
+        return wrapped
 
 
 class RequestContexts:

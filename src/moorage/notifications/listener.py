@@ -38,7 +38,6 @@ log = logging.getLogger("moorage.notifications")
 Key = TypeVar("Key")
 
 MAX_TARGETS = 4096  # targets (what happened to what) whose part of the records is kept
-MAX_WRAPPED = 1024  # repositories whose wrappers are kept
 
 
 @dataclass(frozen=True)
@@ -78,7 +77,6 @@ class Recorder:
     # repository) for blobs
     _manifests: dict[tuple[str, str, str, str, str, str], str] = field(default_factory=dict)
     _blobs: dict[tuple[str, str, Digest, int, str], str] = field(default_factory=dict)
-    _wrapped: dict[tuple[int, int], NotifyingRepository] = field(default_factory=dict)
     _failing_since: float = 0.0  # when the spool last failed to take events (monotonic)
 
     def wants(self, action: str, media_type: str = "") -> bool:
@@ -165,19 +163,10 @@ class Recorder:
     def wrap(
         self, repository: RepositoryService, context: Callable[[], RequestContext]
     ) -> RepositoryService:
-        """The repository with events around its services; `context` tells the facts of the
-        request being served. Kept for the next requests to the same repository object (the
-        registry keeps its repositories; a pull-through cache makes one per request, which is
-        wrapped anew), as the wrapper keeps no request's state."""
-        key = (id(repository), id(context))
-        found = self._wrapped.get(key)
-        if found is None or found.inner is not repository or found.events.context is not context:
-            if len(self._wrapped) >= MAX_WRAPPED:
-                self._wrapped.clear()
-            found = self._wrapped[key] = NotifyingRepository(
-                repository, RepositoryEvents(self, context, repository.name)
-            )
-        return found
+        """The repository with events around its services (api.context.RepositoryWrapper);
+        `context` tells the facts of the request being served. The wrapper keeps no request's
+        state: it serves any number of requests."""
+        return NotifyingRepository(repository, RepositoryEvents(self, context, repository.name))
 
 
 def _keep(kept: dict[Key, str], key: Key, target: str) -> None:

@@ -12,11 +12,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from moorage.api import context as context_module
+from moorage.api.context import WrappedNamespace
 from moorage.notifications import events
 from moorage.notifications.listener import Filter, Recorder
 from moorage.registry.context import Client, RequestContext
 from moorage.registry.digest import Digest
-from moorage.registry.repository import Registry
+from moorage.registry.repository import Registry, Repository
 from moorage.storage.driver.inmemory import InMemoryDriver
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -53,6 +55,13 @@ async def _image(registry: Registry) -> bytes:
     return payload
 
 
+class _Contexts:
+    """Stands in for api.context.RequestContexts, which tells a served request's facts."""
+
+    def current(self) -> RequestContext:
+        return CONTEXT
+
+
 @pytest.fixture
 def collector_off() -> Iterator[None]:
     gc.collect()
@@ -73,9 +82,10 @@ def test_a_pull_through_the_wrappers_leaves_no_reference_cycle(collector_off: No
         registry = Registry(InMemoryDriver())
         payload = await _image(registry)
         recorder = Recorder(append, [Filter()], False, events.Records("registry.test:5000\ti"))
+        namespace = WrappedNamespace(registry, recorder.wrap, _Contexts())  # type: ignore[arg-type]
         gc.collect()
         for _ in range(3):  # as a GET handler uses them: resolve, then get
-            repository = recorder.wrap(registry.repository("a/b"), lambda: CONTEXT)
+            repository = namespace.repository("a/b")
             digest = await repository.manifests.resolve("v1")
             stored = await repository.manifests.get("v1", digest)
             assert stored.payload == payload
@@ -108,3 +118,33 @@ def test_filtered_actions_spool_nothing() -> None:
 
     asyncio.run(scenario())
     assert spooled == []
+
+
+class _FreshViews:
+    """A namespace that makes a repository object per call, as the pull-through cache does."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def repository(self, name: str) -> Repository:
+        return Repository(self.registry, name)
+
+
+def test_the_wrapped_namespace_wraps_each_repository_object_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    registry = Registry(InMemoryDriver())
+    recorder = Recorder(lambda lines: None, [Filter()], False, events.Records("r.test:5000\ti"))
+    kept = WrappedNamespace(registry, recorder.wrap, _Contexts())  # type: ignore[arg-type]
+    first = kept.repository("a/b")
+    assert kept.repository("a/b") is first  # the registry serves the same object
+    assert kept.repository("a/c") is not first
+    assert first.manifests is not registry.repository("a/b").manifests  # wrapped
+
+    fresh = WrappedNamespace(_FreshViews(registry), recorder.wrap, _Contexts())  # type: ignore[arg-type]
+    assert fresh.repository("a/b") is not fresh.repository("a/b")  # a new object, wrapped anew
+
+    monkeypatch.setattr(context_module, "MAX_WRAPPED", 4)
+    for number in range(10):  # names come from clients: what is kept stays bounded
+        kept.repository(f"n/{number}")
+        assert len(kept._wrapped) <= 4
