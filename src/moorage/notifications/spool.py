@@ -260,6 +260,20 @@ def _records(data: bytes, complete_end: bool) -> tuple[list[bytes], int]:
     bytes are what is not written yet: a record with one, or a zero where a record should
     start, is where reading stops, unless `complete_end` (the writer is gone: what is left is
     torn, and skipped). A record cut short by the next one (a failed write) is skipped."""
+    if not complete_end:  # the usual case: whole records, then bytes not written yet
+        written = data.find(b"\x00")
+        whole = data if written < 0 else data[:written]
+        if whole[:1] == RS and whole[-1:] == b"\n":
+            lines = whole.count(b"\n")
+            # as many record separators as ends, each end but the last followed by one: each
+            # line is one record, with neither in its body
+            if whole.count(RS) == lines and whole.count(b"\n" + RS) == lines - 1:
+                return whole[1:-1].split(b"\n" + RS), len(whole)
+    return _records_walked(data, complete_end)
+
+
+def _records_walked(data: bytes, complete_end: bool) -> tuple[list[bytes], int]:
+    """_records, record by record: what finds the records among what is torn or unwritten."""
     found: list[bytes] = []
     used = 0
     while used < len(data):
@@ -399,12 +413,15 @@ class FileLog:
                 definitions = self._defined[name] = _definitions(path, offset)
             taken = 0
             for position, body in enumerate(records):
-                if not _defined(body, definitions):
-                    stamp = _stamp(body)
+                if body[:1] == DEFINITION:
+                    _defined(body, definitions)
+                else:
+                    fields = body.split(b"\t")
+                    stamp = _stamp(fields)
                     if stamp >= cutoff:
                         break
-                    if body.count(b"\t") == REFERRING_TABS:
-                        body = _expanded(body, definitions)
+                    if len(fields) == REFERRING_TABS + 1:
+                        body = _expanded(fields, definitions)
                     if body:
                         ready.append((stamp, order, body))
                     else:
@@ -426,16 +443,17 @@ class FileLog:
         return len(ready)
 
     def _append(self, bodies: list[bytes]) -> None:
-        chunk: list[bytes] = []
-        for body in bodies:
+        """Appends the records, numbered from `next` on, to the log's segments."""
+        at = 0
+        while at < len(bodies):
             if self._fd < 0 or self._in_segment >= SEGMENT_RECORDS:
-                self._write(chunk)
-                chunk = []
                 self._new_segment()
-            chunk.append(RS + f"{self.next}\t".encode() + body + b"\n")
-            self.next += 1
-            self._in_segment += 1
-        self._write(chunk)
+            taken = bodies[at : at + SEGMENT_RECORDS - self._in_segment]
+            first = self.next
+            self._write([b"\x1e%d\t%b\n" % (first + i, body) for i, body in enumerate(taken)])
+            self.next += len(taken)
+            self._in_segment += len(taken)
+            at += len(taken)
 
     def _write(self, chunk: list[bytes]) -> None:
         if chunk:
@@ -612,10 +630,10 @@ def _defined(body: bytes, definitions: dict[bytes, bytes]) -> bool:
     return True
 
 
-def _expanded(body: bytes, definitions: dict[bytes, bytes]) -> bytes:
-    """The whole record a record referring to definitions stands for (b"" when one of them is
-    missing): events.Records.make's line."""
-    _, stamp, target, request_id, method, client = body.split(b"\t")
+def _expanded(fields: list[bytes], definitions: dict[bytes, bytes]) -> bytes:
+    """The whole record a record referring to definitions (split at its tabs) stands for (b""
+    when one of them is missing): events.Records.make's line."""
+    _, stamp, target, request_id, method, client = fields
     whole_target = definitions.get(target)
     whole_client = definitions.get(client)
     if whole_target is None or whole_client is None:
@@ -623,9 +641,11 @@ def _expanded(body: bytes, definitions: dict[bytes, bytes]) -> bytes:
     return b"\t".join((b"", stamp, whole_target, request_id, method, whole_client))
 
 
-def _stamp(body: bytes) -> int:
+def _stamp(fields: list[bytes]) -> int:
+    """The time of an event's record (split at its tabs; whole or referring alike); 0 when
+    it has none."""
     try:
-        return int(body.split(b"\t", 2)[events.STAMP])
+        return int(fields[events.STAMP])
     except (ValueError, IndexError):
         return 0
 
