@@ -376,7 +376,9 @@ class FileLog:
         if self._segments:
             last = self._segments[-1]
             records = self._segment_records(last)
-            self.next = last + len(records)
+            # after the last record's number: a write that failed part-way used numbers its
+            # torn records no longer show
+            self.next = max(last + len(records), records[-1][0] + 1 if records else last)
             self._in_segment = len(records)
             self._fd = os.open(self._segment_path(last), os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
 
@@ -443,17 +445,19 @@ class FileLog:
         return len(ready)
 
     def _append(self, bodies: list[bytes]) -> None:
-        """Appends the records, numbered from `next` on, to the log's segments."""
+        """Appends the records, numbered from `next` on, to the log's segments. A record's
+        number is taken before it is written: a write that fails part-way (a full disk) leaves
+        its numbers used, never given again to other records (a reader may have had them)."""
         at = 0
         while at < len(bodies):
             if self._fd < 0 or self._in_segment >= SEGMENT_RECORDS:
                 self._new_segment()
             taken = bodies[at : at + SEGMENT_RECORDS - self._in_segment]
             first = self.next
-            self._write([b"\x1e%d\t%b\n" % (first + i, body) for i, body in enumerate(taken)])
             self.next += len(taken)
             self._in_segment += len(taken)
             at += len(taken)
+            self._write([b"\x1e%d\t%b\n" % (first + i, body) for i, body in enumerate(taken)])
 
     def _write(self, chunk: list[bytes]) -> None:
         if chunk:
