@@ -43,8 +43,8 @@ class Settings:
 
 
 # Wraps a repository in what the config adds around its services (events), given the function
-# that tells the facts of the request being served (RequestContexts.current): a wrapper may
-# keep what it makes and use it for later requests.
+# that tells the facts of the request being served (RequestContexts.current). What it makes
+# keeps no request's state: WrappedNamespace keeps it for later requests.
 RepositoryWrapper = Callable[[RepositoryService, Callable[[], RequestContext]], RepositoryService]
 
 REGISTRY = web.AppKey("registry", Registry)

@@ -125,9 +125,11 @@ class _FreshViews:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self.made: Repository | None = None
 
     def repository(self, name: str) -> Repository:
-        return Repository(self.registry, name)
+        self.made = Repository(self.registry, name)
+        return self.made
 
 
 def test_the_wrapped_namespace_wraps_each_repository_object_once(
@@ -141,8 +143,10 @@ def test_the_wrapped_namespace_wraps_each_repository_object_once(
     assert kept.repository("a/c") is not first
     assert first.manifests is not registry.repository("a/b").manifests  # wrapped
 
-    fresh = WrappedNamespace(_FreshViews(registry), recorder.wrap, _Contexts())  # type: ignore[arg-type]
+    views = _FreshViews(registry)
+    fresh = WrappedNamespace(views, recorder.wrap, _Contexts())  # type: ignore[arg-type]
     assert fresh.repository("a/b") is not fresh.repository("a/b")  # a new object, wrapped anew
+    assert fresh.repository("a/b").inner is views.made  # type: ignore[attr-defined]
 
     monkeypatch.setattr(context_module, "MAX_WRAPPED", 4)
     for number in range(10):  # names come from clients: what is kept stays bounded

@@ -4,19 +4,22 @@ written yet (zeros), torn ones, garbage."""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from moorage.notifications import spool
 
 # what an inbox holds is records (\x1e, a line, \n) among zeros and torn pieces: these pieces
 # make every arrangement of those bytes likely
-PIECES = st.sampled_from([b"\x1e", b"\n", b"\x00", b"\t", b"=1\tpart", b"\t17\t0\tid\tGET\t1"])
+PIECES = st.sampled_from(
+    [b"\x1e", b"\n", b"\x00", b"\t", b"=1\tpart", b"\t17\t0\tid\tGET\t1", b"\t1\x00\t"]
+)
 BODIES = st.sampled_from([b"\t1\t0\ta\tGET\t1", b"=0\tx"])
 RECORD = st.builds(lambda body: b"\x1e" + body + b"\n", BODIES)
 
 
 @given(st.lists(st.one_of(RECORD, RECORD, PIECES), max_size=30))
+@example([b"\x1ea\x00\n", b"\x1eb\n"])  # a record with a byte not written yet, then one whole
 def test_the_fast_path_finds_what_the_walk_finds(parts: list[bytes]) -> None:
     data = b"".join(parts)
     assert spool._records(data, complete_end=False) == spool._records_walked(data, False)
